@@ -1,0 +1,55 @@
+// Package fsm is the backup workflow of stoney conductor as a pure state
+// machine: which mode a backup leaf may move to, who may move it, and what the
+// control side writes next. It does no I/O, reads no clock and logs nothing;
+// callers hand it leaves as read from the directory and apply the Writes it
+// returns. The transition table lives in one place (table.go), built once.
+//
+// A leaf is one backup iteration of one VM. The control side (controld)
+// writes request modes with State "0"; the node running the VM (nodebackupd)
+// claims a request with its "-ing" mode and answers with the "-ed" mode, a
+// State stamp and a ReturnValue.
+//
+// The control side's loop, for each batch of leaves (same Name, same Host):
+//
+//	for _, batch := range fsm.Batches(readLeaves()) {
+//		for _, w := range fsm.Reconcile(batch, fsm.FormatTime(now)) {
+//			applyCAS(w) // a lost race is not an error: the re-read decides
+//		}
+//	}
+//
+// The node's, for each leaf of a VM it runs:
+//
+//	if w, ok := fsm.Claim(leaf); ok && applyCAS(w) == nil {
+//		leaf.Mode = w.To
+//		rc := doTheStep(leaf) // idempotent
+//		applyCAS(fsm.Complete(leaf, rc, fsm.FormatTime(now)))
+//	}
+//
+// Callers must follow these rules; the workflow is only safe with all of them.
+//
+//  1. Every Write is applied as a compare-and-swap on sstProvisioningMode:
+//     only if the mode is still Write.From. In LDAP that is one modify that
+//     deletes the old value and adds the new one (the delete fails with
+//     noSuchAttribute if another writer got there first); a Remove is a
+//     delete carrying an assertion control on the mode.
+//  2. The node writes the "-ing" mode (Claim) before it touches the VM. If the
+//     swap fails it does nothing: someone else claimed or closed the leaf.
+//  3. The node writes the "-ed" mode, the State stamp and the ReturnValue in
+//     ONE modify (Complete), also swapped from the "-ing" mode. Never in
+//     separate writes: the control side acts on the mode alone.
+//  4. Node steps are idempotent and check before acting. After a crash the
+//     node finds its leaf still "-ing", runs the step again and answers (3).
+//  5. If the swap in (3) fails, the control side has given up on the leaf
+//     (Overdue). The node leaves the VM consistent and does not write again.
+//  6. Only the node named in the VM's sstNode claims the VM's leaves.
+//  7. controld applies Writes in the order returned and re-runs Reconcile on
+//     what it reads back from the directory, never on what it wrote: another
+//     writer may have moved the leaf in between.
+//  8. controld reconciles a whole batch at once (Batches), never one leaf:
+//     whether a merge may start depends on the other leaves of the batch.
+//  9. Operators' hand edits are checked with Check(Operator, ...) and swapped
+//     like any other write; StartRestore adds the web UI's one-restore-per-VM
+//     guard.
+//  10. Stamps and now are the caller's (FormatTime); Overdue measures from
+//     when the mode was written (modifyTimestamp), not from State.
+package fsm
