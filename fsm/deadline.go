@@ -1,0 +1,40 @@
+package fsm
+
+import (
+	"fmt"
+	"time"
+)
+
+// Limits says how long a leaf may stay in a request or running mode before the
+// control side gives up on it. A mode missing from the map never times out.
+type Limits map[Mode]time.Duration
+
+// Deadline returns when l, in its mode since since, is overdue. ok is false
+// when its mode has no limit: only requests and claims wait on the node.
+// since is when the mode was written (the entry's modifyTimestamp), not the
+// leaf's State, which a request holds at Pending.
+func Deadline(l Leaf, since time.Time, limits Limits) (at time.Time, ok bool) {
+	if !l.Mode.IsRequest() && !l.Mode.IsRunning() {
+		return time.Time{}, false
+	}
+	d, ok := limits[l.Mode]
+	if !ok || d <= 0 {
+		return time.Time{}, false
+	}
+	return since.Add(d), true
+}
+
+// Overdue returns the write that gives up on l once now is past its Deadline:
+// finished, with State now and ReturnValue rc. It exists because the original
+// waited forever, and a node that died mid-step blocked the VM's backups and,
+// through the merge rule, the rest of its batch.
+func Overdue(l Leaf, now, since time.Time, limits Limits, rc int) (Write, bool) {
+	at, ok := Deadline(l, since, limits)
+	if !ok || !now.After(at) {
+		return Write{}, false
+	}
+	return Write{
+		Key: l.Key, From: l.Mode, To: Finished, State: FormatTime(now), ReturnValue: intp(rc),
+		Reason: fmt.Sprintf("%s for %s, over its limit of %s", l.Mode, now.Sub(since), limits[l.Mode]),
+	}, true
+}

@@ -1,0 +1,178 @@
+package fsm
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Pending is the State of a request the node has not answered yet.
+const Pending = "0"
+
+// TimeLayout is the form of leaf names and State stamps: UTC, ISO 8601 basic.
+const TimeLayout = "20060102T150405Z"
+
+// FormatTime formats t (in UTC) as a leaf name or State stamp.
+func FormatTime(t time.Time) string { return t.UTC().Format(TimeLayout) }
+
+// ParseTime reads a leaf name or State stamp.
+func ParseTime(s string) (time.Time, error) { return time.Parse(TimeLayout, s) }
+
+// Leaf is one backup iteration of one VM as read from the directory.
+type Leaf struct {
+	Key  string // opaque identity, e.g. the DN; copied into every Write
+	VM   string // the VM's name (sstVirtualMachine)
+	Name string // the leaf's ou, its planned UTC time
+	Host string // the VM's sstNode
+	Mode Mode
+	// State is Pending for a request, else the UTC stamp of the last finished step.
+	State       string
+	ReturnValue int
+	// ReturnMissing is set when the entry has no sstProvisioningReturnValue.
+	// It is inverted so that the zero Leaf reads like every entry the seed
+	// shows; an answer without a value is treated as a failure, not a success.
+	ReturnMissing bool
+}
+
+// ReturnWrongState is the return value the control side writes when an answer
+// came without one: the web UI's code 18, "wrong state information".
+const ReturnWrongState = 18
+
+// failed reports whether l's answer is anything but a clean 0, and its code.
+func (l Leaf) failed() (int, bool) {
+	if l.ReturnMissing {
+		return ReturnWrongState, true
+	}
+	return l.ReturnValue, l.ReturnValue != 0
+}
+
+// Write is one change to one leaf, to be applied as a compare-and-swap: only
+// if the leaf's mode is still From (see the ordering rules in the package doc).
+type Write struct {
+	Key      string
+	From, To Mode
+	// State is Pending, a stamp, or "" to leave the attribute as it is.
+	State string
+	// ReturnValue is nil to leave the attribute as it is.
+	ReturnValue *int
+	// Remove deletes the entry instead of modifying it; To is then Absent.
+	Remove bool
+	Reason string
+}
+
+// Check checks w against the table for side.
+func (w Write) Check(side Side) error { return Check(side, w.From, w.To) }
+
+// String renders w on one line for logs and test transcripts.
+func (w Write) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s: %s -> %s", w.Key, w.From, w.To)
+	if w.Remove {
+		b.WriteString(" remove")
+	}
+	if w.State != "" {
+		fmt.Fprintf(&b, " state=%s", w.State)
+	}
+	if w.ReturnValue != nil {
+		fmt.Fprintf(&b, " rv=%d", *w.ReturnValue)
+	}
+	if w.Reason != "" {
+		fmt.Fprintf(&b, " (%s)", w.Reason)
+	}
+	return b.String()
+}
+
+func intp(v int) *int { return &v }
+
+// Transition builds the Write for a move the control side or an operator
+// decides by itself (start a backup, go on with or cancel a restore, ask
+// for a delete). The node never uses it: it has Claim and Complete.
+// Requests get State Pending; other modes get stamp; a new leaf also gets
+// ReturnValue 0, as the seed's first step writes it.
+func Transition(side Side, l Leaf, to Mode, stamp string) (Write, error) {
+	if side == Node {
+		return Write{}, fmt.Errorf("fsm: the node side writes through Claim and Complete: %w", &TransitionError{side, l.Mode, to})
+	}
+	if err := Check(side, l.Mode, to); err != nil {
+		return Write{}, err
+	}
+	w := Write{Key: l.Key, From: l.Mode, To: to, Reason: fmt.Sprintf("by %s", side)}
+	switch {
+	case to == Absent:
+		w.Remove = true
+	case to.IsRequest():
+		w.State = Pending
+	default:
+		w.State = stamp
+	}
+	if l.Mode == Absent {
+		w.ReturnValue = intp(0)
+	}
+	return w, nil
+}
+
+// ErrRestoreBusy is returned by StartRestore while another leaf of the VM restores.
+var ErrRestoreBusy = errors.New("another restore of this VM is under way")
+
+// StartRestore is Transition(Operator, l, UnretainSmallFiles, stamp) with the
+// web UI's guard: no other leaf of the same VM (vmLeaves) may be unretaining
+// or restoring, since two restores would overwrite each other's disks.
+func StartRestore(l Leaf, vmLeaves []Leaf, stamp string) (Write, error) {
+	for _, o := range vmLeaves {
+		if o.Key != l.Key && o.VM == l.VM && o.Mode.IsRestore() {
+			return Write{}, fmt.Errorf("fsm: restore %s: leaf %s is %s: %w", l.Key, o.Name, o.Mode, ErrRestoreBusy)
+		}
+	}
+	return Transition(Operator, l, UnretainSmallFiles, stamp)
+}
+
+// Batches groups leaves into the batches Reconcile expects: same Name, same
+// Host. Batches come ordered by Host then Name, leaves inside by VM then Key.
+func Batches(leaves []Leaf) [][]Leaf {
+	type id struct{ host, name string }
+	by := make(map[id][]Leaf)
+	var ids []id
+	for _, l := range leaves {
+		k := id{l.Host, l.Name}
+		if _, ok := by[k]; !ok {
+			ids = append(ids, k)
+		}
+		by[k] = append(by[k], l)
+	}
+	sort.Slice(ids, func(i, j int) bool {
+		if ids[i].host != ids[j].host {
+			return ids[i].host < ids[j].host
+		}
+		return ids[i].name < ids[j].name
+	})
+	out := make([][]Leaf, 0, len(ids))
+	for _, k := range ids {
+		out = append(out, sortLeaves(by[k]))
+	}
+	return out
+}
+
+// sortLeaves returns a copy ordered by VM then Key, so that "the first VM"
+// means the same thing on every call.
+func sortLeaves(in []Leaf) []Leaf {
+	out := append([]Leaf(nil), in...)
+	sort.SliceStable(out, func(i, j int) bool {
+		if out[i].VM != out[j].VM {
+			return out[i].VM < out[j].VM
+		}
+		return out[i].Key < out[j].Key
+	})
+	return out
+}
+
+// String renders l on one line for logs and test transcripts.
+func (l Leaf) String() string {
+	rv := strconv.Itoa(l.ReturnValue)
+	if l.ReturnMissing {
+		rv = "none"
+	}
+	return fmt.Sprintf("%s %s %s: %s state=%s rv=%s", l.Host, l.Name, l.VM, l.Mode, l.State, rv)
+}
