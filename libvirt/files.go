@@ -1,0 +1,203 @@
+package libvirt
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"syscall"
+)
+
+// freeBytes is the space left in dir for an unprivileged writer (the
+// root reserve is not counted on).
+func freeBytes(dir string) (uint64, error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return 0, err
+	}
+	return st.Bavail * uint64(st.Bsize), nil
+}
+
+func device(path string) (uint64, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0, err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return 0, fmt.Errorf("%s: no device number", path)
+	}
+	return uint64(st.Dev), nil
+}
+
+// saveMagic starts a complete libvirt QEMU save image; while libvirt is still
+// writing one it starts with "LibvirtQemudPart".
+var saveMagic = []byte("LibvirtQemudSave")
+
+// isSaveImage reports whether path is a complete libvirt save image (not a
+// placeholder, not one cut short).
+func isSaveImage(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	b := make([]byte, len(saveMagic))
+	if _, err := io.ReadFull(f, b); err != nil {
+		return false
+	}
+	return bytes.Equal(b, saveMagic)
+}
+
+func exists(path string) bool {
+	_, err := os.Lstat(path)
+	return err == nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// writeFileSync writes data to path through a temporary file, fsynced and
+// renamed, so a crash leaves either nothing or the whole file.
+func writeFileSync(path string, data []byte, perm os.FileMode) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, perm)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		os.Remove(tmp)
+		return err
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+// moveFile moves src to dst: a rename on one filesystem, else a copy that is
+// fsynced and renamed into place before src is removed.
+func moveFile(src, dst string) error {
+	if err := os.Rename(src, dst); err == nil {
+		return syncDir(filepath.Dir(dst))
+	} else if !errors.Is(err, syscall.EXDEV) {
+		return err
+	}
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	fi, err := in.Stat()
+	if err != nil {
+		return err
+	}
+	tmp := dst + ".tmp"
+	out, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, fi.Mode().Perm())
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(out, in)
+	if err == nil {
+		err = out.Sync()
+	}
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, dst)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	if err := syncDir(filepath.Dir(dst)); err != nil {
+		return err
+	}
+	return os.Remove(src)
+}
+
+// owner is an Ownership resolved to ids; -1 keeps the current value.
+type owner struct {
+	uid, gid int
+	perm     os.FileMode
+}
+
+// resolveOwnership looks names (or numbers) up before anything is touched.
+func resolveOwnership(o Ownership) (owner, error) {
+	r := owner{uid: -1, gid: -1, perm: o.Perm}
+	if o.Owner != "" {
+		id, err := lookupID(o.Owner, func(n string) (string, error) {
+			u, err := user.Lookup(n)
+			if err != nil {
+				return "", err
+			}
+			return u.Uid, nil
+		})
+		if err != nil {
+			return r, wrap(ErrOwnership, err, "owner %q", o.Owner)
+		}
+		r.uid = id
+	}
+	if o.Group != "" {
+		id, err := lookupID(o.Group, func(n string) (string, error) {
+			g, err := user.LookupGroup(n)
+			if err != nil {
+				return "", err
+			}
+			return g.Gid, nil
+		})
+		if err != nil {
+			return r, wrap(ErrOwnership, err, "group %q", o.Group)
+		}
+		r.gid = id
+	}
+	return r, nil
+}
+
+func lookupID(name string, lookup func(string) (string, error)) (int, error) {
+	if n, err := strconv.Atoi(name); err == nil {
+		return n, nil
+	}
+	s, err := lookup(name)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(s)
+}
+
+// apply sets ownership, then permission, on path.
+func (o owner) apply(path string) error {
+	if o.uid != -1 || o.gid != -1 {
+		if err := os.Chown(path, o.uid, o.gid); err != nil {
+			return wrap(ErrOwnership, err, "%s", path)
+		}
+	}
+	if o.perm != 0 {
+		if err := os.Chmod(path, o.perm); err != nil {
+			return wrap(ErrPermission, err, "%s", path)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,168 @@
+package libvirt
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stoneycloud/stoney-conductor/internal/testenv"
+)
+
+type testVM struct {
+	spec   testenv.VMSpec
+	dir    string
+	retain string
+}
+
+// newVM defines a VM named name whose disks (vda, vdb...) hold the given
+// patterns, in dir (a fresh temp dir if empty), and waits until a running
+// one has filled its RAM.
+func newVM(t *testing.T, name, dir string, memMiB int, running bool, patterns ...byte) *testVM {
+	t.Helper()
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	v := &testVM{dir: dir, retain: filepath.Join(dir, "retain")}
+	v.spec = testenv.VMSpec{Name: name, MemoryMiB: memMiB, Running: running}
+	for i, p := range patterns {
+		target := "vd" + string(rune('a'+i))
+		v.spec.Disks = append(v.spec.Disks, testenv.DiskSpec{
+			Target: target, Path: filepath.Join(dir, name+"-"+target+".qcow2"), SizeMiB: 32, Pattern: p})
+	}
+	if err := os.MkdirAll(v.retain, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := testenv.DefineVM(lvd.URI, v.spec); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := testenv.RemoveVM(lvd.URI, name); err != nil {
+			t.Errorf("remove %s: %v", name, err)
+		}
+	})
+	if running {
+		if err := testenv.WaitGuestFilled(v.spec, 2*time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return v
+}
+
+func (v *testVM) disks() []Disk {
+	var ds []Disk
+	for _, d := range v.spec.Disks {
+		ds = append(ds, Disk{Target: d.Target, Source: d.Path})
+	}
+	return ds
+}
+
+func (v *testVM) request(ramDisk string) SnapshotRequest {
+	return SnapshotRequest{
+		Domain: v.spec.Name, Disks: v.disks(), RAMDisk: ramDisk, RetainDir: v.retain,
+		StateName: v.spec.Name + ".state", XMLName: v.spec.Name + ".xml",
+		Ownership: Ownership{Perm: 0o640},
+	}
+}
+
+// guestReads checks what the guest reads on a disk, not what a tool says.
+func (v *testVM) guestReads(t *testing.T, target string, pattern byte, off, length int64) {
+	t.Helper()
+	if err := testenv.VerifyGuestPattern(lvd.URI, lvd.LogDir, v.spec.Name, target, pattern, off, length); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// guestReadsOriginal checks every disk's pattern from the guest's side.
+func (v *testVM) guestReadsOriginal(t *testing.T) {
+	t.Helper()
+	for _, d := range v.spec.Disks {
+		v.guestReads(t, d.Target, d.Pattern, testenv.PatternOffset, testenv.PatternLength)
+	}
+}
+
+func (v *testVM) guestWrites(t *testing.T, target string, pattern byte, off, length int64) {
+	t.Helper()
+	if err := testenv.WriteGuestPattern(lvd.URI, lvd.LogDir, v.spec.Name, target, pattern, off, length); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// state returns whether the domain runs, failing the test on error.
+func (v *testVM) running(t *testing.T, h *Hypervisor) bool {
+	t.Helper()
+	info, err := h.Domain(v.spec.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.Running
+}
+
+// onOwnDisks checks that nothing of a refused or rolled-back Snapshot is
+// left: the VM in its state, each disk standalone at its path, the retain
+// directory empty, the guest reading its data.
+func (v *testVM) onOwnDisks(t *testing.T, h *Hypervisor, wantRunning bool) {
+	t.Helper()
+	info, err := h.Domain(v.spec.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Running != wantRunning || (wantRunning && info.State != "running") {
+		t.Fatalf("%s: running=%v state %q, want running=%v", v.spec.Name, info.Running, info.State, wantRunning)
+	}
+	for _, d := range v.spec.Disks {
+		im, err := ImageInfo(d.Path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if im.BackingFile != "" {
+			t.Fatalf("%s is still backed by %s", d.Path, im.BackingFile)
+		}
+	}
+	if ents, _ := os.ReadDir(v.retain); len(ents) != 0 {
+		t.Fatalf("retain directory not empty: %v", ents)
+	}
+	if wantRunning {
+		v.guestReadsOriginal(t)
+	} else {
+		for _, d := range v.spec.Disks {
+			offlineReads(t, d.Path, d.Pattern, testenv.PatternOffset, testenv.PatternLength)
+		}
+	}
+}
+
+// offlineReads checks an image's data with qemu-io, reading through its
+// backing chain as a guest would.
+func offlineReads(t *testing.T, path string, pattern byte, off, length int64) {
+	t.Helper()
+	cmd := fmt.Sprintf("read -P 0x%02x %d %d", pattern, off, length)
+	out, err := exec.Command("qemu-io", "-r", "-U", "-f", "qcow2", "-c", cmd, path).CombinedOutput()
+	if err != nil || strings.Contains(string(out), "Pattern verification failed") ||
+		!strings.Contains(string(out), fmt.Sprintf("read %d/%d bytes", length, length)) {
+		t.Fatalf("%s on %s: %v\n%s", cmd, path, err, out)
+	}
+}
+
+func openH(t *testing.T) *Hypervisor {
+	t.Helper()
+	h, err := Open(lvd.URI)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	return h
+}
+
+func copyFile(t *testing.T, src, dst string) {
+	t.Helper()
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dst, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}

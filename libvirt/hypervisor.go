@@ -1,0 +1,202 @@
+package libvirt
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	lv "libvirt.org/go/libvirt"
+)
+
+// Disk is a file-backed device='disk' of a domain.
+type Disk struct {
+	Target string // vda
+	Source string // image path
+}
+
+// DomainInfo describes a domain as libvirt sees it now.
+type DomainInfo struct {
+	Name      string
+	Running   bool   // active: running or paused
+	State     string // running, paused, shut off...
+	MemoryKiB uint64
+	Disks     []Disk
+	XML       string // live XML when active, else the persistent definition
+}
+
+// Hypervisor is one libvirt connection, safe for concurrent use. Operations
+// on one domain are serialized; different domains proceed in parallel. A
+// lost connection is re-opened on the next call.
+type Hypervisor struct {
+	uri string
+
+	mu   sync.Mutex
+	conn *lv.Connect
+
+	locksMu sync.Mutex
+	locks   map[string]*sync.Mutex
+
+	// Test seams, nil in production.
+	failAt    func(step string) error   // injects a failure at a named step
+	stateSize func(d domainDesc) uint64 // overrides the state file estimate
+}
+
+// Open connects to the hypervisor at uri (e.g. qemu:///system).
+func Open(uri string) (*Hypervisor, error) {
+	h := &Hypervisor{uri: uri, locks: map[string]*sync.Mutex{}}
+	if _, err := h.connect(); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+// Close closes the connection.
+func (h *Hypervisor) Close() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.conn == nil {
+		return nil
+	}
+	_, err := h.conn.Close()
+	h.conn = nil
+	return err
+}
+
+func (h *Hypervisor) connect() (*lv.Connect, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.conn != nil {
+		return h.conn, nil
+	}
+	c, err := lv.NewConnect(h.uri)
+	if err != nil {
+		return nil, wrap(ErrConnection, err, "%s", h.uri)
+	}
+	h.conn = c
+	return c, nil
+}
+
+// drop forgets a connection that failed, so that the next call reconnects.
+func (h *Hypervisor) drop(c *lv.Connect) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.conn == c {
+		_, _ = c.Close()
+		h.conn = nil
+	}
+}
+
+// do runs f on the connection; a lost connection is dropped for the next call.
+func (h *Hypervisor) do(f func(c *lv.Connect) error) error {
+	c, err := h.connect()
+	if err != nil {
+		return err
+	}
+	err = f(c)
+	if isConnLost(err) {
+		h.drop(c)
+	}
+	return err
+}
+
+// doRetry is do for steps that must not give up at the first lost
+// connection (bringing a VM back): it retries while libvirtd restarts.
+func (h *Hypervisor) doRetry(ctx context.Context, f func(c *lv.Connect) error) error {
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		err := h.do(f)
+		if err == nil || !IsTransient(err) || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// withDomain looks the domain up and runs f on it.
+func (h *Hypervisor) withDomain(name string, f func(c *lv.Connect, d *lv.Domain) error) error {
+	return h.do(func(c *lv.Connect) error {
+		d, err := c.LookupDomainByName(name)
+		if err != nil {
+			if errors.Is(err, lv.ERR_NO_DOMAIN) {
+				return wrap(ErrDomainNotFound, err, "%s", name)
+			}
+			return err
+		}
+		defer d.Free()
+		return f(c, d)
+	})
+}
+
+// lockDomain serializes operations on one domain.
+func (h *Hypervisor) lockDomain(name string) func() {
+	h.locksMu.Lock()
+	m, ok := h.locks[name]
+	if !ok {
+		m = &sync.Mutex{}
+		h.locks[name] = m
+	}
+	h.locksMu.Unlock()
+	m.Lock()
+	return m.Unlock
+}
+
+func (h *Hypervisor) fail(step string) error {
+	if h.failAt == nil {
+		return nil
+	}
+	return h.failAt(step)
+}
+
+var stateNames = map[lv.DomainState]string{
+	lv.DOMAIN_NOSTATE:     "no state",
+	lv.DOMAIN_RUNNING:     "running",
+	lv.DOMAIN_BLOCKED:     "blocked",
+	lv.DOMAIN_PAUSED:      "paused",
+	lv.DOMAIN_SHUTDOWN:    "shutting down",
+	lv.DOMAIN_SHUTOFF:     "shut off",
+	lv.DOMAIN_CRASHED:     "crashed",
+	lv.DOMAIN_PMSUSPENDED: "suspended",
+}
+
+// Domain describes the named domain; ErrDomainNotFound when it is absent.
+func (h *Hypervisor) Domain(name string) (DomainInfo, error) {
+	info, _, err := h.describe(name, 0)
+	return info, err
+}
+
+// describe returns the domain's info and parsed XML (xmlFlags for the XML).
+func (h *Hypervisor) describe(name string, xmlFlags lv.DomainXMLFlags) (DomainInfo, domainDesc, error) {
+	var info DomainInfo
+	var desc domainDesc
+	err := h.withDomain(name, func(_ *lv.Connect, d *lv.Domain) error {
+		st, _, err := d.GetState()
+		if err != nil {
+			return err
+		}
+		active, err := d.IsActive()
+		if err != nil {
+			return err
+		}
+		x, err := d.GetXMLDesc(xmlFlags)
+		if err != nil {
+			return err
+		}
+		desc, err = parseDomainXML(x)
+		if err != nil {
+			return err
+		}
+		info = DomainInfo{Name: name, Running: active, State: stateNames[st],
+			MemoryKiB: desc.MemoryKiB, Disks: desc.Disks, XML: x}
+		if info.State == "" {
+			info.State = fmt.Sprintf("state %d", st)
+		}
+		return nil
+	})
+	return info, desc, err
+}

@@ -1,0 +1,59 @@
+package libvirt
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stoneycloud/stoney-conductor/internal/testenv"
+)
+
+// One libvirtd for the package: a cold start costs seconds.
+var (
+	lvd *testenv.Libvirtd
+	// ramDisk is a tmpfs, as in production, so the state file crosses
+	// filesystems on its way to the retain directory.
+	ramDisk string
+	// smallFS is a tmpfs too small for a state file; tinyRAM is too small
+	// for anything but the tests that want a save to fail.
+	smallFS, tinyRAM string
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	base, err := os.MkdirTemp("", "lvt")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(base)
+	ramDisk = filepath.Join(base, "ram")
+	smallFS = filepath.Join(base, "small")
+	tinyRAM = filepath.Join(base, "tiny")
+	for _, fs := range []struct {
+		dir  string
+		size int64
+	}{{ramDisk, 1 << 30}, {smallFS, 48 << 20}, {tinyRAM, 8 << 20}} {
+		unmount, err := testenv.MountTmpfs(fs.dir, fs.size)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer unmount()
+	}
+	lvd, err = testenv.StartLibvirtd(testenv.LibvirtdOptions{Dir: filepath.Join(base, "lvd")})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer func() {
+		if err := lvd.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "stop libvirtd:", err)
+		}
+	}()
+	return m.Run()
+}

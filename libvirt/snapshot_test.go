@@ -1,0 +1,401 @@
+package libvirt
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	lv "libvirt.org/go/libvirt"
+
+	"github.com/stoneycloud/stoney-conductor/internal/testenv"
+)
+
+// The whole backup on a running VM: what the guest reads must never change,
+// the retained image must be the disk as it was, later writes must survive.
+func TestSnapshotMergeRunning(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	h := openH(t)
+	v := newVM(t, "run1", "", 128, true, 0xab)
+	src := v.spec.Disks[0].Path
+	before := filepath.Join(v.dir, "before.qcow2")
+	copyFile(t, src, before) // the guest never writes on its own
+
+	info, err := h.Domain("run1")
+	if err != nil || !info.Running || info.MemoryKiB != 128<<10 || len(info.Disks) != 1 || info.Disks[0].Source != src {
+		t.Fatalf("%+v %v", info, err)
+	}
+
+	req := v.request(ramDisk)
+	res, err := h.Snapshot(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("save %v restore %v downtime %v total %v", res.Save, res.Restore, res.Downtime, res.Total)
+	retained := filepath.Join(v.retain, filepath.Base(src))
+	if !res.WasRunning || res.Downtime <= 0 || res.Downtime < res.Save || len(res.Disks) != 1 ||
+		res.Disks[0] != (RetainedDisk{Target: "vda", Source: src, Retained: retained}) {
+		t.Fatalf("result %+v", res)
+	}
+	if !v.running(t, h) {
+		t.Fatal("VM not running after snapshot")
+	}
+	v.guestReadsOriginal(t)
+
+	// Files: a real state image (moved off the RAM disk), the XML without
+	// backingStore, the overlay with its permission.
+	if !isSaveImage(res.StateFile) || res.StateFile != filepath.Join(v.retain, "run1.state") {
+		t.Fatalf("state file %s is not a save image", res.StateFile)
+	}
+	if fi, _ := os.Stat(res.StateFile); fi.Size() < 100<<20 {
+		t.Fatalf("state file of %d bytes for a 128 MiB VM that filled its RAM", fi.Size())
+	}
+	if _, err := os.Stat(filepath.Join(ramDisk, "run1.state")); !os.IsNotExist(err) {
+		t.Fatalf("state file left on the RAM disk: %v", err)
+	}
+	x, err := os.ReadFile(res.XMLFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, err := parseDomainXML(string(x)); err != nil || strings.Contains(string(x), "backingStore") ||
+		len(d.Disks) != 1 || d.Disks[0].Source != src {
+		t.Fatalf("saved XML: %v\n%s", err, x)
+	}
+	im, err := ImageInfo(src)
+	if err != nil || im.BackingFile != retained {
+		t.Fatalf("overlay %+v %v", im, err)
+	}
+	if fi, _ := os.Stat(src); fi.Mode().Perm() != 0o640 {
+		t.Fatalf("overlay mode %v", fi.Mode())
+	}
+	if eq, err := CompareImages(before, retained); err != nil || !eq {
+		t.Fatalf("retained image differs from the disk before the snapshot: %v %v", eq, err)
+	}
+
+	// Running it again changes nothing.
+	res2, err := h.Snapshot(ctx, req)
+	if err != nil || !res2.WasRunning || res2.Disks[0] != res.Disks[0] {
+		t.Fatalf("second snapshot: %+v %v", res2, err)
+	}
+	v.guestReadsOriginal(t)
+
+	// A write after the snapshot goes to the overlay, not the backup.
+	v.guestWrites(t, "vda", 0xcd, 20<<20, 1<<20)
+	v.guestWrites(t, "vda", 0xce, 4<<20, 64<<10) // inside the old pattern
+	if eq, err := CompareImages(before, retained); err != nil || !eq {
+		t.Fatalf("a guest write reached the retained image: %v %v", eq, err)
+	}
+	if err := CheckImage(retained); err != nil {
+		t.Fatal(err)
+	}
+
+	mres, err := h.Merge(ctx, MergeRequest{Domain: "run1", Disks: res.Disks})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("merge %v", mres.Duration)
+	if im, err := ImageInfo(src); err != nil || im.BackingFile != "" {
+		t.Fatalf("after merge: %+v %v", im, err)
+	}
+	if !v.running(t, h) {
+		t.Fatal("VM not running after merge")
+	}
+	v.guestReads(t, "vda", 0xab, 1<<20, 3<<20)
+	v.guestReads(t, "vda", 0xce, 4<<20, 64<<10)
+	v.guestReads(t, "vda", 0xab, 4<<20+64<<10, 5<<20-64<<10)
+	v.guestReads(t, "vda", 0xcd, 20<<20, 1<<20)
+	// The retained image no longer serves the VM: it may go.
+	if err := os.Rename(retained, retained+".moved"); err != nil {
+		t.Fatal(err)
+	}
+	v.guestReads(t, "vda", 0xab, 1<<20, 3<<20)
+	if _, err := h.Merge(ctx, MergeRequest{Domain: "run1", Disks: res.Disks}); err != nil {
+		t.Fatalf("second merge: %v", err)
+	}
+	if err := CheckImage(src); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestSnapshotMergeTwoDisks(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	h := openH(t)
+	v := newVM(t, "two", "", 64, true, 0xa1, 0xb2)
+	// No RAM disk: the state goes straight into the retain directory.
+	res, err := h.Snapshot(ctx, v.request(""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Disks) != 2 || !isSaveImage(res.StateFile) {
+		t.Fatalf("%+v", res)
+	}
+	v.guestReadsOriginal(t)
+	for _, d := range res.Disks {
+		offlineReads(t, d.Retained, map[string]byte{"vda": 0xa1, "vdb": 0xb2}[d.Target], testenv.PatternOffset, testenv.PatternLength)
+	}
+	v.guestWrites(t, "vdb", 0x3c, 16<<20, 2<<20)
+	if _, err := h.Merge(ctx, MergeRequest{Domain: "two", Disks: res.Disks, BandwidthMiBs: 64}); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range res.Disks {
+		if im, err := ImageInfo(d.Source); err != nil || im.BackingFile != "" {
+			t.Fatalf("%s after merge: %+v %v", d.Target, im, err)
+		}
+		if err := os.Remove(d.Retained); err != nil {
+			t.Fatal(err)
+		}
+	}
+	v.guestReadsOriginal(t)
+	v.guestReads(t, "vdb", 0x3c, 16<<20, 2<<20)
+}
+
+// A shut-off VM stays shut off through Snapshot and Merge.
+func TestSnapshotMergeShutOff(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	h := openH(t)
+	v := newVM(t, "off", "", 64, false, 0x77)
+	req := v.request(ramDisk)
+	req.Ownership = Ownership{Owner: "root", Group: "daemon", Perm: 0o660}
+	res, err := h.Snapshot(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.WasRunning || res.Downtime != 0 {
+		t.Fatalf("%+v", res)
+	}
+	if b, err := os.ReadFile(res.StateFile); err != nil || !strings.Contains(string(b), "not running") {
+		t.Fatalf("placeholder state file: %q %v", b, err)
+	}
+	if x, err := os.ReadFile(res.XMLFile); err != nil || !strings.Contains(string(x), "<name>off</name>") {
+		t.Fatalf("XML file: %v", err)
+	}
+	if v.running(t, h) {
+		t.Fatal("snapshot started a shut-off VM")
+	}
+	src := res.Disks[0].Source
+	fi, err := os.Stat(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := fi.Sys().(*syscall.Stat_t); st.Uid != 0 || st.Gid != 1 || fi.Mode().Perm() != 0o660 {
+		t.Fatalf("overlay owner %d:%d mode %v, want 0:1 (daemon) 0660", st.Uid, st.Gid, fi.Mode())
+	}
+	offlineReads(t, src, 0x77, testenv.PatternOffset, testenv.PatternLength)
+	if _, err := h.Snapshot(ctx, req); err != nil {
+		t.Fatalf("second snapshot: %v", err)
+	}
+
+	if _, err := h.Merge(ctx, MergeRequest{Domain: "off", Disks: res.Disks}); err != nil {
+		t.Fatal(err)
+	}
+	if v.running(t, h) {
+		t.Fatal("merge started a shut-off VM")
+	}
+	if err := os.Remove(res.Disks[0].Retained); err != nil {
+		t.Fatal(err)
+	}
+	offlineReads(t, src, 0x77, testenv.PatternOffset, testenv.PatternLength)
+	// And the guest, once started, reads it too.
+	if err := testenv.StartVM(lvd.URI, "off"); err != nil {
+		t.Fatal(err)
+	}
+	v.guestReadsOriginal(t)
+}
+
+// Refusals happen before the VM is touched.
+func TestSnapshotRefusals(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	h := openH(t)
+	v := newVM(t, "ref", "", 64, true, 0x5a)
+
+	if _, err := h.Snapshot(ctx, SnapshotRequest{Domain: "no-such-vm", RetainDir: v.retain, StateName: "s", XMLName: "x"}); !errors.Is(err, ErrDomainNotFound) {
+		t.Errorf("unknown VM: %v", err)
+	}
+	if _, err := h.Domain("no-such-vm"); !errors.Is(err, ErrDomainNotFound) || IsTransient(err) {
+		t.Errorf("Domain of unknown VM: %v", err)
+	}
+	other := filepath.Join(v.dir, "other.qcow2")
+	for name, disks := range map[string][]Disk{
+		"other source": {{Target: "vda", Source: other}},
+		"other target": {{Target: "vdb", Source: v.spec.Disks[0].Path}},
+		"extra disk":   {v.disks()[0], {Target: "vdb", Source: other}},
+		"no disk":      nil,
+	} {
+		req := v.request(ramDisk)
+		req.Disks = disks
+		if _, err := h.Snapshot(ctx, req); !errors.Is(err, ErrDiskMismatch) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	req := v.request(ramDisk)
+	req.Ownership.Owner = "no-such-user-here"
+	if _, err := h.Snapshot(ctx, req); !errors.Is(err, ErrOwnership) {
+		t.Errorf("unknown owner: %v", err)
+	}
+	req = v.request(ramDisk)
+	req.RetainDir = filepath.Join(ramDisk, "ref-retain") // another filesystem
+	if err := os.MkdirAll(req.RetainDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.Snapshot(ctx, req); !errors.Is(err, ErrRenameImage) {
+		t.Errorf("retain on another filesystem: %v", err)
+	}
+	req = v.request(filepath.Join(v.dir, "no-ram-disk"))
+	if _, err := h.Snapshot(ctx, req); !errors.Is(err, ErrInvalidRAMDisk) {
+		t.Errorf("missing RAM disk: %v", err)
+	}
+	if _, err := h.Merge(ctx, MergeRequest{Domain: "ref", Disks: []RetainedDisk{{Target: "vda", Source: other}}}); !errors.Is(err, ErrDiskMismatch) {
+		t.Errorf("merge with other disks: %v", err)
+	}
+	v.onOwnDisks(t, h, true)
+}
+
+// No room for the state file: refused up front, VM untouched.
+func TestSnapshotNoSpace(t *testing.T) {
+	t.Parallel()
+	h := openH(t)
+	dir := filepath.Join(smallFS, "full")
+	v := newVM(t, "full", dir, 128, true, 0x42)
+	_, err := h.Snapshot(context.Background(), v.request(tinyRAM))
+	if !errors.Is(err, ErrNoSpace) {
+		t.Fatalf("got %v, want ErrNoSpace", err)
+	}
+	v.onOwnDisks(t, h, true)
+}
+
+// A save that fails on a full filesystem leaves the VM running (trap 3):
+// nothing else may be touched.
+func TestSnapshotSaveFails(t *testing.T) {
+	t.Parallel()
+	h := openH(t)
+	h.stateSize = func(domainDesc) uint64 { return 1 << 20 } // wrong on purpose
+	v := newVM(t, "enospc", "", 64, true, 0x99)
+	_, err := h.Snapshot(context.Background(), v.request(tinyRAM))
+	if !errors.Is(err, ErrSaveFailed) {
+		t.Fatalf("got %v, want ErrSaveFailed", err)
+	}
+	if _, err := os.Stat(filepath.Join(tinyRAM, "enospc.state")); !os.IsNotExist(err) {
+		t.Errorf("partial state file left: %v", err)
+	}
+	v.onOwnDisks(t, h, true)
+}
+
+// A failure after the VM went down is rolled back: it runs on its own disks
+// again, and a later Snapshot works.
+func TestSnapshotRollback(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	h := openH(t)
+	v := newVM(t, "rb", "", 64, true, 0x6b, 0x6c)
+	for _, tc := range []struct {
+		step string
+		want error
+	}{
+		{"overlay", ErrCreateOverlay}, // after the first disk's overlay
+		{"restore", ErrRestoreFailed}, // restore refused
+		{"verify", ErrRestoreFailed},  // restored, but on the wrong chain
+	} {
+		h.failAt = func(step string) error {
+			if step == tc.step {
+				return errors.New("injected")
+			}
+			return nil
+		}
+		_, err := h.Snapshot(ctx, v.request(ramDisk))
+		if !errors.Is(err, tc.want) || !strings.Contains(err.Error(), "rolled back") {
+			t.Fatalf("fail at %s: %v", tc.step, err)
+		}
+		v.onOwnDisks(t, h, true)
+		if _, err := os.Stat(filepath.Join(ramDisk, "rb.state")); !os.IsNotExist(err) {
+			t.Fatalf("fail at %s: state file left: %v", tc.step, err)
+		}
+	}
+	// The VM goes on writing to its own disks.
+	v.guestWrites(t, "vdb", 0x1f, 24<<20, 1<<20)
+	h.failAt = nil
+	res, err := h.Snapshot(ctx, v.request(ramDisk))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.guestReadsOriginal(t)
+	v.guestReads(t, "vdb", 0x1f, 24<<20, 1<<20)
+	offlineReads(t, res.Disks[1].Retained, 0x1f, 24<<20, 1<<20)
+}
+
+// After a crash between save and restore, Snapshot goes on from the saved
+// state: here the save was done and one of two images already renamed.
+func TestSnapshotResumesAfterCrash(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	h := openH(t)
+	v := newVM(t, "crash", "", 64, true, 0x21, 0x22)
+	req := v.request(ramDisk)
+	err := h.withDomain("crash", func(_ *lv.Connect, d *lv.Domain) error {
+		x, err := d.GetXMLDesc(lv.DOMAIN_XML_MIGRATABLE)
+		if err != nil {
+			return err
+		}
+		if x, err = stripBackingStore(x); err != nil {
+			return err
+		}
+		return d.SaveFlags(filepath.Join(ramDisk, req.StateName), x, 0)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vdb := v.spec.Disks[1].Path
+	if err := os.Rename(vdb, filepath.Join(v.retain, filepath.Base(vdb))); err != nil {
+		t.Fatal(err)
+	}
+	if v.running(t, h) {
+		t.Fatal("VM runs after save")
+	}
+	res, err := h.Snapshot(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.WasRunning || !isSaveImage(res.StateFile) {
+		t.Fatalf("%+v", res)
+	}
+	v.guestReadsOriginal(t)
+	for _, d := range res.Disks {
+		if im, err := ImageInfo(d.Source); err != nil || im.BackingFile != d.Retained {
+			t.Fatalf("%s: %+v %v", d.Target, im, err)
+		}
+	}
+	if _, err := h.Merge(ctx, MergeRequest{Domain: "crash", Disks: res.Disks}); err != nil {
+		t.Fatal(err)
+	}
+	v.guestReadsOriginal(t)
+}
+
+// A libvirtd restart drops the connection: the error says transient, and
+// the Hypervisor reconnects by itself. Not parallel: it restarts libvirtd.
+func TestReconnectAfterLibvirtdRestart(t *testing.T) {
+	h := openH(t)
+	if _, err := h.Domain("nobody"); !errors.Is(err, ErrDomainNotFound) {
+		t.Fatal(err)
+	}
+	if err := lvd.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, err := h.Domain("nobody")
+		if errors.Is(err, ErrDomainNotFound) {
+			break
+		}
+		if !IsTransient(err) || time.Now().After(deadline) {
+			t.Fatalf("after restart: %v (transient %v)", err, IsTransient(err))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
