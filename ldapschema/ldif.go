@@ -33,10 +33,12 @@ func FormatLDIF(entries []*ldap.Entry) string {
 		return slices.Compare(keys[sorted[i]], keys[sorted[j]]) < 0
 	})
 
+	// No "version: 1" line: slapadd refuses it, ldapadd does without it.
 	var b strings.Builder
-	b.WriteString("version: 1\n")
-	for _, e := range sorted {
-		b.WriteByte('\n')
+	for i, e := range sorted {
+		if i > 0 {
+			b.WriteByte('\n')
+		}
 		writeLDIFLine(&b, "dn", e.DN)
 		for _, a := range e.Attributes {
 			for _, v := range attrStrings(a) {

@@ -70,9 +70,7 @@ func TestFormatLDIF(t *testing.T) {
 		entry(vm, "objectClass", "top", "objectClass", "sstVirtualizationVirtualMachine", "sstDisplayName", "Grüezi", "description", " leading space", "sstVCPU", "1"),
 		entry(testTree.Devices("kvm-005"), "ou", "devices", "description", ""),
 	})
-	want := `version: 1
-
-dn: sstVirtualMachine=kvm-005,ou=virtual machines,ou=virtualization,ou=servi
+	want := `dn: sstVirtualMachine=kvm-005,ou=virtual machines,ou=virtualization,ou=servi
  ces,o=stepping-stone,c=ch
 objectClass: top
 objectClass: sstVirtualizationVirtualMachine
