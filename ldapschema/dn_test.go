@@ -48,8 +48,7 @@ func TestParseLeafDN(t *testing.T) {
 	if err != nil || vm != "b6dc3d27-5981.x" || leaf != "20121002T010000Z" {
 		t.Fatalf("ParseLeafDN (case) = %q, %q, %v", vm, leaf, err)
 	}
-	// An escaped comma is part of the value, but then not a safe name... it is:
-	// only '/' and control characters are unsafe. It round-trips.
+	// An escaped comma stays part of the value (a comma is safe in a file name).
 	vm, _, err = ParseLeafDN(testTree, testTree.Leaf("a,b", "20121002T010000Z"))
 	if err != nil || vm != "a,b" {
 		t.Fatalf("escaped VM name: %q, %v", vm, err)

@@ -12,12 +12,16 @@
 //
 //	tree := ldapschema.Tree{Base: "o=stepping-stone,c=ch"}
 //	leaf, err := ldapschema.ParseLeaf(tree, entry) // strict DN and name checks
-//	if err != nil { ... }                         // errors.Is(err, ErrMalformed)
+//	if err != nil {
+//		return err // errors.Is(err, ldapschema.ErrMalformed): report once, do not retry
+//	}
 //	cfg, from, err := ldapschema.EffectiveConfig(vmBackup, poolBackup, global)
 //	if errors.Is(err, ldapschema.ErrNoConfig) {
-//		code := ldapschema.RCNoConfig // written to the leaf's return value
+//		return ldapschema.RCNoConfig // the leaf's return value
 //	}
+//	pool, _ := disk.StoragePool()
 //	dir := filepath.Join(cfg.RetainDir, vm.StorageKind(), pool, leaf.VM, leaf.Name)
+//	saved := ldapschema.FormatLDIF(vmSubtree) // <vm>.ldif.<leaf>
 //
 // Names taken from the directory end up in file paths: ParseLeafDN, ParseVMDN
 // and Disk.FileName refuse anything SafeName refuses.

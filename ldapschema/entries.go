@@ -500,8 +500,10 @@ func NewBackupConfigAddRequest(dn string, c BackupConfig) *ldap.AddRequest {
 // EffectiveConfig picks the configuration that applies to a VM: the first of
 // its own ou=backup entry, its pool's and the global one that carries the
 // backup class wins, whole (no merging of attributes), as in the original.
-// Pass nil for entries that do not exist. It returns the source's DN; with no
-// configuration at all the error wraps ErrNoConfig.
+// Pass nil for entries that do not exist, and read the others with
+// objectClass (the class decides). It returns the source's DN; with no
+// configuration at all the error wraps ErrNoConfig. A broken configuration is
+// an error, not a reason to fall back to the next level.
 func EffectiveConfig(vm, pool, global *ldap.Entry) (BackupConfig, string, error) {
 	for _, e := range []*ldap.Entry{vm, pool, global} {
 		if HasBackupClass(e) {

@@ -18,7 +18,8 @@ const ldifWidth = 76
 // Entries come parents first, children right after their parent, so the file
 // can be added in order; a value that is not plain ASCII text (non-ASCII,
 // control characters, leading space, colon or '<', trailing space) is written
-// base64-encoded with "::"; lines are folded at 76 columns.
+// base64-encoded with "::"; lines are folded at 76 columns. There is no
+// "version: 1" line, which slapadd would refuse.
 func FormatLDIF(entries []*ldap.Entry) string {
 	sorted := make([]*ldap.Entry, 0, len(entries))
 	keys := make(map[*ldap.Entry][]string, len(entries))
