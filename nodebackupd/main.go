@@ -1,0 +1,99 @@
+// Command nodebackupd is the node daemon of stoney conductor: one runs on every
+// KVM host and carries out the backup steps of the VMs the directory places there.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/sirupsen/logrus"
+	"gopkg.in/yaml.v3"
+
+	"github.com/stoneycloud/stoney-conductor/ldapschema"
+	"github.com/stoneycloud/stoney-conductor/libvirt"
+	"github.com/stoneycloud/stoney-conductor/nodebackupd/node"
+)
+
+// config is the YAML file; deploy/nodebackupd.yaml explains every key.
+type config struct {
+	LDAP    ldapschema.StoreOptions `yaml:"ldap"`
+	Node    string                  `yaml:"node"`
+	Libvirt struct {
+		URI string `yaml:"uri"`
+	} `yaml:"libvirt"`
+	Workers int `yaml:"workers"`
+	Log     struct {
+		Level  string `yaml:"level"`
+		Format string `yaml:"format"`
+	} `yaml:"log"`
+}
+
+func loadConfig(path string) (config, error) {
+	var c config
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return c, err
+	}
+	dec := yaml.NewDecoder(bytesReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		return c, fmt.Errorf("%s: %w", path, err)
+	}
+	if c.Node == "" {
+		if c.Node, err = os.Hostname(); err != nil {
+			return c, err
+		}
+	}
+	if c.Libvirt.URI == "" {
+		c.Libvirt.URI = "qemu:///system"
+	}
+	if c.LDAP.URL == "" || c.LDAP.Base == "" {
+		return c, fmt.Errorf("%s: ldap.url and ldap.base are required", path)
+	}
+	return c, nil
+}
+
+func main() {
+	cfgPath := flag.String("config", "/etc/stoney-conductor/nodebackupd.yaml", "configuration file")
+	flag.Parse()
+	os.Exit(run(*cfgPath))
+}
+
+func run(cfgPath string) int {
+	log := logrus.New()
+	cfg, err := loadConfig(cfgPath)
+	if err != nil {
+		log.WithError(err).Error("configuration")
+		return 2
+	}
+	if err := setupLog(log, cfg.Log.Level, cfg.Log.Format); err != nil {
+		log.WithError(err).Error("configuration")
+		return 2
+	}
+	store, err := ldapschema.Dial(cfg.LDAP)
+	if err != nil {
+		log.WithError(err).Error("directory")
+		return 1
+	}
+	defer store.Close()
+	hv, err := libvirt.Open(cfg.Libvirt.URI)
+	if err != nil {
+		log.WithError(err).Error("hypervisor")
+		return 1
+	}
+	defer hv.Close()
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	log.WithFields(logrus.Fields{"node": cfg.Node, "ldap": cfg.LDAP.URL, "libvirt": cfg.Libvirt.URI}).Info("nodebackupd starting")
+	agent := node.New(node.Options{Node: cfg.Node, Store: store, Hypervisor: hv, Log: log, Workers: cfg.Workers})
+	if err := agent.Run(ctx); err != nil {
+		log.WithError(err).Error("stopped")
+		return 1
+	}
+	return 0
+}
