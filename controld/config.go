@@ -1,0 +1,86 @@
+package main
+
+import (
+	"bytes"
+	"flag"
+	"fmt"
+	"os"
+
+	"github.com/sirupsen/logrus"
+	"gopkg.in/yaml.v3"
+
+	"github.com/stoneycloud/stoney-conductor/ldapschema"
+)
+
+const defaultConfig = "/etc/stoney-conductor/controld.yaml"
+
+// config is the YAML file; deploy/controld.yaml explains every key.
+type config struct {
+	LDAP    ldapschema.StoreOptions `yaml:"ldap"`
+	Workers int                     `yaml:"workers"`
+	Log     struct {
+		Level  string `yaml:"level"`
+		Format string `yaml:"format"`
+	} `yaml:"log"`
+}
+
+func loadConfig(path string) (config, error) {
+	var c config
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return c, usagef("%v", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		return c, usagef("%s: %v", path, err)
+	}
+	if c.LDAP.URL == "" || c.LDAP.Base == "" {
+		return c, usagef("%s: ldap.url and ldap.base are required", path)
+	}
+	return c, nil
+}
+
+// common flags of every command that talks to the directory
+type common struct {
+	config string
+}
+
+func (c *common) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.config, "config", envOr("CONTROLD_CONFIG", defaultConfig), "configuration file (env CONTROLD_CONFIG)")
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+// open loads the config and dials the directory.
+func (c *common) open() (config, *ldapschema.Store, error) {
+	cfg, err := loadConfig(c.config)
+	if err != nil {
+		return cfg, nil, err
+	}
+	store, err := ldapschema.Dial(cfg.LDAP)
+	if err != nil {
+		return cfg, nil, backendError{fmt.Errorf("directory %s: %w", cfg.LDAP.URL, err)}
+	}
+	return cfg, store, nil
+}
+
+func newLogger(level, format string) (*logrus.Logger, error) {
+	log := logrus.New()
+	if level != "" {
+		l, err := logrus.ParseLevel(level)
+		if err != nil {
+			return nil, usagef("log level: %v", err)
+		}
+		log.SetLevel(l)
+	}
+	if format == "json" {
+		log.SetFormatter(&logrus.JSONFormatter{})
+	}
+	return log, nil
+}

@@ -1,0 +1,305 @@
+package control
+
+import (
+	"context"
+	"errors"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-ldap/ldap/v3"
+	"github.com/sirupsen/logrus"
+
+	"github.com/stoneycloud/stoney-conductor/fsm"
+	"github.com/stoneycloud/stoney-conductor/internal/workqueue"
+	"github.com/stoneycloud/stoney-conductor/ldapschema"
+)
+
+// Options configures a Controller.
+type Options struct {
+	Store   *ldapschema.Store
+	Log     logrus.FieldLogger
+	Workers int              // batches reconciled at once (default 4)
+	Now     func() time.Time // default time.Now
+	// OnWrite is told about every write the controller made (metrics, tests).
+	OnWrite func(w fsm.Write)
+}
+
+// Controller advances the leaves of all VMs.
+type Controller struct {
+	o     Options
+	tree  ldapschema.Tree
+	cache *ldapschema.Cache
+	queue *workqueue.Queue
+	idx   *index
+}
+
+// New returns a controller; Run starts it.
+func New(o Options) *Controller {
+	if o.Workers <= 0 {
+		o.Workers = 4
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Log == nil {
+		o.Log = logrus.StandardLogger()
+	}
+	c := &Controller{
+		o:     o,
+		tree:  o.Store.Tree,
+		cache: ldapschema.NewCache(),
+		queue: workqueue.New(workqueue.Options{}),
+	}
+	c.idx = newIndex(c.tree)
+	return c
+}
+
+// Cache exposes what the controller sees of the directory.
+func (c *Controller) Cache() *ldapschema.Cache { return c.cache }
+
+// WatchFilter selects the leaves and the VM entries (which host runs a VM).
+const WatchFilter = "(|(objectClass=" + ldapschema.ClassProvisioning + ")(objectClass=" + ldapschema.ClassVirtualMachine + "))"
+
+// Run watches the directory and reconciles until ctx is done.
+func (c *Controller) Run(ctx context.Context) error {
+	c.cache.OnEvent(c.onEvent)
+	go func() {
+		err := c.o.Store.Watch(ctx, ldapschema.WatchOptions{
+			Base:   c.tree.VirtualMachines(),
+			Filter: WatchFilter,
+			Attrs:  []string{"*"},
+			OnError: func(err error) {
+				c.o.Log.WithError(err).Warn("directory watch broken, resuming")
+			},
+		}, c.cache.Apply)
+		if err != nil {
+			c.o.Log.WithError(err).Error("watch ended")
+		}
+	}()
+	go func() {
+		<-ctx.Done()
+		c.queue.ShutDown()
+	}()
+	c.queue.Run(ctx, c.o.Workers, c.reconcile)
+	return nil
+}
+
+func (c *Controller) onEvent(ev ldapschema.Event) {
+	switch ev.Kind {
+	case ldapschema.EventPut:
+		for _, k := range c.idx.put(ev.Entry) {
+			c.queue.Add(k)
+		}
+	case ldapschema.EventDelete:
+		for _, k := range c.idx.remove(ev.DN) {
+			c.queue.Add(k)
+		}
+	case ldapschema.EventSynced:
+		for _, k := range c.idx.keys() {
+			c.queue.Add(k)
+		}
+	}
+}
+
+// reconcile decides for one batch (the leaves of one name on one host) from the
+// leaves as the cache holds them now, and applies the writes as compare-and-swaps.
+func (c *Controller) reconcile(ctx context.Context, key string) error {
+	var batch []fsm.Leaf
+	for _, dn := range c.idx.members(key) {
+		e, ok := c.cache.Get(dn)
+		if !ok {
+			continue
+		}
+		l, ok := c.fsmLeaf(e, key)
+		if ok {
+			batch = append(batch, l)
+		}
+	}
+	if len(batch) == 0 {
+		return nil
+	}
+	stamp := ldapschema.FormatTime(c.o.Now())
+	var retry error
+	for _, w := range fsm.Reconcile(batch, stamp) {
+		if err := c.apply(w); err != nil {
+			if errors.Is(err, ldapschema.ErrConflict) || errors.Is(err, ldapschema.ErrNotFound) {
+				// Rule 3: the leaf changed under us; the watch brings the new state.
+				continue
+			}
+			retry = err
+		}
+	}
+	return retry
+}
+
+func (c *Controller) apply(w fsm.Write) error {
+	log := c.o.Log.WithFields(logrus.Fields{"leaf": w.Key, "from": string(w.From), "to": string(w.To)})
+	var err error
+	if w.Remove {
+		err = c.o.Store.DeleteIf(w.Key, "("+ldapschema.AttrMode+"="+ldap.EscapeFilter(string(w.From))+")")
+		if err == nil {
+			log.Info("leaf removed")
+		}
+	} else {
+		err = c.o.Store.ChangeMode(ldapschema.ModeChange{
+			DN: w.Key, From: string(w.From), To: string(w.To), State: w.State, ReturnValue: w.ReturnValue,
+		})
+		if err == nil {
+			f := log
+			if w.ReturnValue != nil {
+				f = f.WithField("rc", *w.ReturnValue)
+			}
+			f.Info("mode written")
+		}
+	}
+	if err == nil && c.o.OnWrite != nil {
+		c.o.OnWrite(w)
+	}
+	return err
+}
+
+// fsmLeaf converts a cached leaf entry; leaves with an unknown mode are left alone.
+func (c *Controller) fsmLeaf(e *ldap.Entry, key string) (fsm.Leaf, bool) {
+	mode, err := fsm.ParseMode(e.GetAttributeValue(ldapschema.AttrMode))
+	if err != nil {
+		c.o.Log.WithField("leaf", e.DN).WithError(err).Debug("leaf with unknown mode ignored")
+		return fsm.Leaf{}, false
+	}
+	host, name := splitKey(key)
+	vm, _ := leafVM(c.tree, e.DN)
+	rv, missing := 0, true
+	if v := e.GetAttributeValue(ldapschema.AttrReturnValue); v != "" {
+		rv, missing = atoiOr(v, int(ldapschema.RCUndefined)), false
+	}
+	return fsm.Leaf{
+		Key: e.DN, VM: vm, Name: name, Host: host, Mode: mode,
+		State: e.GetAttributeValue(ldapschema.AttrState), ReturnValue: rv, ReturnMissing: missing,
+	}, true
+}
+
+// index groups leaves into batches: same leaf name, VMs on the same host.
+type index struct {
+	tree ldapschema.Tree
+	mu   sync.Mutex
+	// leaf DN (normalized) → its DN, VM and batch key
+	leaves  map[string]leafRef
+	batches map[string]map[string]string // key → normalized DN → DN
+	vmHost  map[string]string            // VM → host
+	vmLeafs map[string]map[string]bool   // VM → normalized leaf DNs
+}
+
+type leafRef struct{ dn, vm, name, key string }
+
+func newIndex(tree ldapschema.Tree) *index {
+	return &index{
+		tree: tree, leaves: map[string]leafRef{}, batches: map[string]map[string]string{},
+		vmHost: map[string]string{}, vmLeafs: map[string]map[string]bool{},
+	}
+}
+
+func batchKey(host, name string) string { return host + "\x00" + name }
+
+func splitKey(k string) (host, name string) {
+	host, name, _ = strings.Cut(k, "\x00")
+	return host, name
+}
+
+// put records an entry and returns the batch keys to reconcile.
+func (x *index) put(e *ldap.Entry) []string {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if isLeaf(e) {
+		vm, name := leafVM(x.tree, e.DN)
+		n := ldapschema.NormalizeDN(e.DN)
+		key := batchKey(x.vmHost[vm], name)
+		var keys []string
+		if old, ok := x.leaves[n]; ok && old.key != key {
+			x.unlink(n, old)
+			keys = append(keys, old.key)
+		}
+		x.link(n, leafRef{dn: e.DN, vm: vm, name: name, key: key})
+		return append(keys, key)
+	}
+	vm := e.GetAttributeValue(ldapschema.AttrVirtualMachine)
+	host := e.GetAttributeValue(ldapschema.AttrNode)
+	if vm == "" || x.vmHost[vm] == host {
+		if vm != "" {
+			x.vmHost[vm] = host
+		}
+		return nil
+	}
+	x.vmHost[vm] = host
+	// The VM moved: its leaves change batch.
+	var keys []string
+	for n := range x.vmLeafs[vm] {
+		ref := x.leaves[n]
+		x.unlink(n, ref)
+		keys = append(keys, ref.key)
+		ref.key = batchKey(host, ref.name)
+		x.link(n, ref)
+		keys = append(keys, ref.key)
+	}
+	return keys
+}
+
+func (x *index) link(n string, ref leafRef) {
+	x.leaves[n] = ref
+	if x.batches[ref.key] == nil {
+		x.batches[ref.key] = map[string]string{}
+	}
+	x.batches[ref.key][n] = ref.dn
+	if x.vmLeafs[ref.vm] == nil {
+		x.vmLeafs[ref.vm] = map[string]bool{}
+	}
+	x.vmLeafs[ref.vm][n] = true
+}
+
+func (x *index) unlink(n string, ref leafRef) {
+	delete(x.leaves, n)
+	if b := x.batches[ref.key]; b != nil {
+		delete(b, n)
+		if len(b) == 0 {
+			delete(x.batches, ref.key)
+		}
+	}
+	if v := x.vmLeafs[ref.vm]; v != nil {
+		delete(v, n)
+		if len(v) == 0 {
+			delete(x.vmLeafs, ref.vm)
+		}
+	}
+}
+
+func (x *index) remove(dn string) []string {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	n := ldapschema.NormalizeDN(dn)
+	if ref, ok := x.leaves[n]; ok {
+		x.unlink(n, ref)
+		return []string{ref.key}
+	}
+	return nil
+}
+
+func (x *index) members(key string) []string {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	out := make([]string, 0, len(x.batches[key]))
+	for _, dn := range x.batches[key] {
+		out = append(out, dn)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (x *index) keys() []string {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	out := make([]string, 0, len(x.batches))
+	for k := range x.batches {
+		out = append(out, k)
+	}
+	return out
+}
