@@ -37,6 +37,10 @@
 // for a running VM (HMP block_stream fails while reporting success), with
 // `qemu-img rebase -b ""` for a shut-off one, which is not started.
 //
+// Restore puts a backup back: the backed-up images over the live ones (kept
+// as .pre-restore until the VM is back) and the VM restored from the saved
+// state with the saved XML, minus <backingStore/>.
+//
 // Test VMs for this package boot from a read-only floppy (see
 // internal/testenv): only device='disk' disks backed by files are backed up.
 //

@@ -21,7 +21,7 @@ type testVM struct {
 // newVM defines a VM named name whose disks (vda, vdb...) hold the given
 // patterns, in dir (a fresh temp dir if empty), and waits until a running
 // one has filled its RAM.
-func newVM(t *testing.T, name, dir string, memMiB int, running bool, patterns ...byte) *testVM {
+func newVM(t testing.TB, name, dir string, memMiB int, running bool, patterns ...byte) *testVM {
 	t.Helper()
 	if dir == "" {
 		dir = t.TempDir()
@@ -146,7 +146,7 @@ func offlineReads(t *testing.T, path string, pattern byte, off, length int64) {
 	}
 }
 
-func openH(t *testing.T) *Hypervisor {
+func openH(t testing.TB) *Hypervisor {
 	t.Helper()
 	h, err := Open(lvd.URI)
 	if err != nil {
