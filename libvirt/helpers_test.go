@@ -146,7 +146,11 @@ func offlineReads(t *testing.T, path string, pattern byte, off, length int64) {
 	}
 }
 
-func openH(t testing.TB) *Hypervisor {
+// openH returns the Hypervisor the tests share, as the daemon shares one.
+func openH(testing.TB) *Hypervisor { return sharedH }
+
+// ownH opens a Hypervisor of the test's own, for tests that set a seam.
+func ownH(t testing.TB) *Hypervisor {
 	t.Helper()
 	h, err := Open(lvd.URI)
 	if err != nil {

@@ -33,7 +33,7 @@ type Hypervisor struct {
 	uri string
 
 	mu   sync.Mutex
-	conn *lv.Connect
+	conn *connRef // nil until connected, and after a loss
 
 	locksMu sync.Mutex
 	locks   map[string]*sync.Mutex
@@ -43,61 +43,79 @@ type Hypervisor struct {
 	stateSize func(d domainDesc) uint64 // overrides the state file estimate
 }
 
+// connRef counts the calls using a connection, so that one found broken
+// is closed only when no other goroutine still uses it.
+type connRef struct {
+	c     *lv.Connect
+	users int
+	dead  bool
+}
+
 // Open connects to the hypervisor at uri (e.g. qemu:///system).
 func Open(uri string) (*Hypervisor, error) {
 	h := &Hypervisor{uri: uri, locks: map[string]*sync.Mutex{}}
-	if _, err := h.connect(); err != nil {
+	r, err := h.acquire()
+	if err != nil {
 		return nil, err
 	}
+	h.release(r, false)
 	return h, nil
 }
 
-// Close closes the connection.
+// Close closes the connection once the calls using it have returned.
 func (h *Hypervisor) Close() error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.conn == nil {
+	r := h.conn
+	h.conn = nil
+	if r == nil {
 		return nil
 	}
-	_, err := h.conn.Close()
-	h.conn = nil
-	return err
+	r.dead = true
+	if r.users == 0 {
+		_, err := r.c.Close()
+		return err
+	}
+	return nil
 }
 
-func (h *Hypervisor) connect() (*lv.Connect, error) {
+func (h *Hypervisor) acquire() (*connRef, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.conn != nil {
-		return h.conn, nil
+	if h.conn == nil {
+		c, err := lv.NewConnect(h.uri)
+		if err != nil {
+			return nil, wrap(ErrConnection, err, "%s", h.uri)
+		}
+		h.conn = &connRef{c: c}
 	}
-	c, err := lv.NewConnect(h.uri)
-	if err != nil {
-		return nil, wrap(ErrConnection, err, "%s", h.uri)
-	}
-	h.conn = c
-	return c, nil
+	h.conn.users++
+	return h.conn, nil
 }
 
-// drop forgets a connection that failed, so that the next call reconnects.
-func (h *Hypervisor) drop(c *lv.Connect) {
+// release ends a call; a lost connection is forgotten, so that the next
+// call reconnects, and closed when its last user is done.
+func (h *Hypervisor) release(r *connRef, lost bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.conn == c {
-		_, _ = c.Close()
+	r.users--
+	if lost && h.conn == r {
 		h.conn = nil
+		r.dead = true
+	}
+	if r.dead && r.users == 0 {
+		_, _ = r.c.Close()
 	}
 }
 
-// do runs f on the connection; a lost connection is dropped for the next call.
+// do runs f on the connection.
 func (h *Hypervisor) do(f func(c *lv.Connect) error) error {
-	c, err := h.connect()
+	r, err := h.acquire()
 	if err != nil {
 		return err
 	}
-	err = f(c)
-	if isConnLost(err) {
-		h.drop(c)
-	}
+	err = f(r.c)
+	h.release(r, isConnLost(err))
 	return err
 }
 

@@ -18,6 +18,8 @@ var (
 	// smallFS is a tmpfs too small for a state file; tinyRAM is too small
 	// for anything but the tests that want a save to fail.
 	smallFS, tinyRAM string
+	// sharedH serves the tests that need no test seam, concurrently.
+	sharedH *Hypervisor
 )
 
 func TestMain(m *testing.M) {
@@ -55,5 +57,11 @@ func run(m *testing.M) int {
 			fmt.Fprintln(os.Stderr, "stop libvirtd:", err)
 		}
 	}()
+	sharedH, err = Open(lvd.URI)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer sharedH.Close()
 	return m.Run()
 }

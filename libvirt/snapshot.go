@@ -179,7 +179,7 @@ func (h *Hypervisor) snapshot(ctx context.Context, req SnapshotRequest) (Snapsho
 	}
 
 	switch {
-	case info.Running && done == len(plans):
+	case info.Running && len(plans) > 0 && done == len(plans):
 		// Snapshot taken and VM back: only the files may be missing.
 		return h.finishRunning(ctx, req, desc, info.XML, res, ramState)
 	case info.Running && untouched != len(plans):

@@ -275,7 +275,7 @@ func TestSnapshotNoSpace(t *testing.T) {
 // nothing else may be touched.
 func TestSnapshotSaveFails(t *testing.T) {
 	t.Parallel()
-	h := openH(t)
+	h := ownH(t)
 	h.stateSize = func(domainDesc) uint64 { return 1 << 20 } // wrong on purpose
 	v := newVM(t, "enospc", "", 64, true, 0x99)
 	_, err := h.Snapshot(context.Background(), v.request(tinyRAM))
@@ -293,7 +293,7 @@ func TestSnapshotSaveFails(t *testing.T) {
 func TestSnapshotRollback(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	h := openH(t)
+	h := ownH(t)
 	v := newVM(t, "rb", "", 64, true, 0x6b, 0x6c)
 	for _, tc := range []struct {
 		step string
