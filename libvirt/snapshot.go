@@ -610,6 +610,9 @@ func (h *Hypervisor) finishRunning(ctx context.Context, req SnapshotRequest, des
 	}
 	switch {
 	case exists(statePath):
+		if ramState != "" && exists(ramState) {
+			os.Remove(ramState) // the move was cut short after its rename
+		}
 	case ramState != "" && exists(ramState):
 		if err := moveFile(ramState, statePath); err != nil {
 			return res, wrap(ErrStateFile, err, "%s", statePath)
