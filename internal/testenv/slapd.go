@@ -38,6 +38,12 @@ type SlapdOptions struct {
 	// Debug is slapd's -d level, whose output goes to the log; default "0"
 	// (errors only). "stats" logs every operation.
 	Debug string
+	// DebianInit builds cn=config from the Debian slapd package's own
+	// template (/usr/share/slapd/slapd.init.ldif), as a fresh `apt install
+	// slapd` does: back_mdb only, no syncprov, no stoney schema (SchemaLDIF
+	// is ignored), Debian's indexes, access rules and size limit of 500.
+	// For following the operator guide, which adds the rest with ldapmodify.
+	DebianInit bool
 }
 
 // Slapd is a running (or stopped) throwaway OpenLDAP server: a child process
@@ -165,6 +171,9 @@ func StartSlapd(opts SlapdOptions) (*Slapd, error) {
 }
 
 func (s *Slapd) configLDIF() (string, error) {
+	if s.opts.DebianInit {
+		return s.debianConfigLDIF()
+	}
 	var b strings.Builder
 	// Root over ldapi (SASL EXTERNAL) may read and change cn=config, which
 	// helps when debugging a test by hand.
@@ -522,4 +531,50 @@ func tail(path string, n int64) string {
 	var b bytes.Buffer
 	_, _ = b.ReadFrom(f)
 	return b.String()
+}
+
+// debianInitLDIF is the Debian slapd package's template for a new server.
+const debianInitLDIF = "/usr/share/slapd/slapd.init.ldif"
+
+// debianConfigLDIF is the Debian template with its placeholders filled in as
+// the package's postinst does, and its paths moved into s.Dir.
+func (s *Slapd) debianConfigLDIF() (string, error) {
+	data, err := os.ReadFile(debianInitLDIF)
+	if err != nil {
+		return "", fmt.Errorf("testenv: Debian slapd template (is slapd installed?): %w", err)
+	}
+	peer := fmt.Sprintf("gidNumber=%d+uidNumber=%d,cn=peercred", os.Getgid(), os.Getuid())
+	dbDir := "olcDbDirectory: " + filepath.Join(s.Dir, "db")
+	if s.opts.NoSync {
+		dbDir += "\nolcDbNoSync: TRUE"
+	}
+	r := strings.NewReplacer(
+		"@SUFFIX@", s.Base,
+		"@PASSWORD@", s.AdminPassword,
+		"/var/run/slapd/", s.Dir+"/",
+		"olcDbDirectory: /var/lib/ldap", dbDir,
+		"gidNumber=0+uidNumber=0,cn=peercred", peer,
+	)
+	return r.Replace(string(data)), nil
+}
+
+// AdminPasswordFile is a file holding AdminPassword (no newline), for tools'
+// -y option.
+func (s *Slapd) AdminPasswordFile() string { return s.pwFile }
+
+// ModifyConfig applies LDIF change records to cn=config (or the data) with
+// the real ldapmodify over ldapi, bound by SASL EXTERNAL as the user running
+// the test, whom the configuration lets manage everything. extra are more
+// ldapmodify arguments (e.g. "-c"). The error carries ldapmodify's output.
+func (s *Slapd) ModifyConfig(ldif string, extra ...string) error {
+	args := append([]string{"-Q", "-Y", "EXTERNAL", "-H", s.LDAPIURL}, extra...)
+	cmd := exec.Command("ldapmodify", args...)
+	cmd.Stdin = strings.NewReader(ldif)
+	cmd.Env = append(os.Environ(), "LDAPNOINIT=1")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("ldapmodify -Y EXTERNAL %s: %v: %s", strings.Join(extra, " "), err, strings.TrimSpace(out.String()))
+	}
+	return nil
 }
