@@ -236,7 +236,7 @@ func (h *Hypervisor) stopForRestore(ctx context.Context, req RestoreRequest) (pr
 		}
 		prev.running = true
 		if p := req.parkedState(); p != "" {
-			live, err := d.GetXMLDesc(lv.DOMAIN_XML_SECURE)
+			live, err := d.GetXMLDesc(lv.DOMAIN_XML_SECURE | lv.DOMAIN_XML_MIGRATABLE)
 			if err != nil {
 				return err
 			}
