@@ -352,6 +352,9 @@ type ModeChange struct {
 	State         string   // "" = leave
 	ReturnValue   *int     // nil = leave
 	ExecutionTime []string // nil = leave; else the full new set
+	// Extra replaces further attributes in the same modify (an empty list
+	// deletes the attribute), e.g. the description a restore publishes.
+	Extra map[string][]string
 }
 
 // ChangeMode applies c atomically; ErrConflict if the leaf is no longer in c.From.
@@ -369,6 +372,9 @@ func (s *Store) ChangeMode(c ModeChange) error {
 	}
 	if c.ExecutionTime != nil {
 		rep[AttrExecutionTime] = c.ExecutionTime
+	}
+	for k, v := range c.Extra {
+		rep[k] = v
 	}
 	return s.Update(c.DN, assert, rep)
 }

@@ -23,6 +23,7 @@ type Hypervisor interface {
 	Domain(name string) (libvirt.DomainInfo, error)
 	Snapshot(ctx context.Context, req libvirt.SnapshotRequest) (libvirt.SnapshotResult, error)
 	Merge(ctx context.Context, req libvirt.MergeRequest) (libvirt.MergeResult, error)
+	Restore(ctx context.Context, req libvirt.RestoreRequest) (libvirt.RestoreResult, error)
 }
 
 // Options configures an Agent.
@@ -118,7 +119,7 @@ func (a *Agent) onEvent(ev ldapschema.Event) {
 	switch ev.Kind {
 	case ldapschema.EventPut:
 		if isLeaf(ev.Entry) {
-			if pending(ev.Entry) {
+			if pending(ev.Entry) || finished(ev.Entry) {
 				a.queue.Add(ev.DN)
 			}
 			return
@@ -136,7 +137,7 @@ func (a *Agent) onEvent(ev ldapschema.Event) {
 func (a *Agent) enqueuePending(match func(dn string) bool) {
 	var dns []string
 	a.cache.Each(func(e *ldap.Entry) {
-		if isLeaf(e) && pending(e) && match(e.DN) {
+		if isLeaf(e) && (pending(e) || finished(e)) && match(e.DN) {
 			dns = append(dns, e.DN)
 		}
 	})
@@ -151,6 +152,10 @@ func pending(e *ldap.Entry) bool {
 	return err == nil && m.IsRequest() && e.GetAttributeValue(ldapschema.AttrState) == "0"
 }
 
+func finished(e *ldap.Entry) bool {
+	return e.GetAttributeValue(ldapschema.AttrMode) == string(fsm.Finished)
+}
+
 // steps are the requests this node carries out.
 func (a *Agent) step(m fsm.Mode) func(context.Context, *job) ([]string, error) {
 	switch m {
@@ -162,6 +167,12 @@ func (a *Agent) step(m fsm.Mode) func(context.Context, *job) ([]string, error) {
 		return a.retain
 	case fsm.Delete:
 		return a.delete
+	case fsm.UnretainSmallFiles:
+		return a.unretainSmallFiles
+	case fsm.UnretainLargeFiles:
+		return a.unretainLargeFiles
+	case fsm.Restore:
+		return a.restore
 	}
 	return nil
 }
@@ -189,12 +200,12 @@ func (a *Agent) vmOfLeaf(dn string) (string, bool) {
 // step, report the outcome. Returning an error requeues with backoff.
 func (a *Agent) reconcile(ctx context.Context, dn string) error {
 	e, ok := a.cache.Get(dn)
-	if !ok || !isLeaf(e) || !pending(e) {
+	if !ok || !isLeaf(e) || !(pending(e) || finished(e)) {
 		return nil
 	}
 	mode, _ := fsm.ParseMode(e.GetAttributeValue(ldapschema.AttrMode))
 	stepFn := a.step(mode)
-	if stepFn == nil {
+	if stepFn == nil && mode != fsm.Finished {
 		return nil // not a step this node knows: leave it for one that does
 	}
 	vmName, ok := a.vmOfLeaf(dn)
@@ -210,6 +221,16 @@ func (a *Agent) reconcile(ctx context.Context, dn string) error {
 		return nil
 	}
 	log := a.o.Log.WithFields(logrus.Fields{"vm": vmName, "leaf": dn, "mode": string(mode), "node": a.o.Node})
+	if mode == fsm.Finished {
+		leaf, err := ldapschema.ParseLeaf(a.tree, e)
+		if err != nil {
+			return nil
+		}
+		lock := a.vmLock(vmName)
+		lock.Lock()
+		defer lock.Unlock()
+		return a.tidy(ctx, vm, leaf)
+	}
 
 	// Malformed leaf names get an answer instead of being ignored for ever.
 	leaf, parseErr := ldapschema.ParseLeaf(a.tree, e)
@@ -240,6 +261,7 @@ func (a *Agent) reconcile(ctx context.Context, dn string) error {
 
 	start := a.o.Now()
 	var times []string
+	var extra map[string][]string
 	if parseErr != nil {
 		err = failf(ldapschema.RCWrongState, "malformed leaf: %v", parseErr)
 	} else {
@@ -247,6 +269,7 @@ func (a *Agent) reconcile(ctx context.Context, dn string) error {
 		j, err = a.prepare(vm, leaf, log)
 		if err == nil {
 			times, err = stepFn(ctx, j)
+			extra = j.extra
 		}
 	}
 	rc := codeOf(err)
@@ -256,17 +279,17 @@ func (a *Agent) reconcile(ctx context.Context, dn string) error {
 		log.WithField("seconds", a.o.Now().Sub(start).Seconds()).Info("step done")
 	}
 	done := fsm.Complete(fl, int(rc), ldapschema.FormatTime(a.o.Now()))
-	return a.report(ctx, e, done, times, log)
+	return a.report(ctx, e, done, times, extra, log)
 }
 
 // report writes the -ed mode, State, ReturnValue and execution times in one
 // compare-and-swap (rule 2), retrying while the directory is away: the work is
 // done and must not be lost.
-func (a *Agent) report(ctx context.Context, e *ldap.Entry, w fsm.Write, times []string, log logrus.FieldLogger) error {
+func (a *Agent) report(ctx context.Context, e *ldap.Entry, w fsm.Write, times []string, extra map[string][]string, log logrus.FieldLogger) error {
 	exec := mergeExecutionTimes(e.GetAttributeValues(ldapschema.AttrExecutionTime), times)
 	change := ldapschema.ModeChange{
 		DN: w.Key, From: string(w.From), To: string(w.To), State: w.State,
-		ReturnValue: w.ReturnValue, ExecutionTime: exec,
+		ReturnValue: w.ReturnValue, ExecutionTime: exec, Extra: extra,
 	}
 	backoff := 100 * time.Millisecond
 	for {

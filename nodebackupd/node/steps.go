@@ -27,6 +27,7 @@ type job struct {
 	layout Layout
 	disks  []libvirt.Disk
 	log    logrus.FieldLogger
+	extra  map[string][]string // further leaf attributes the step reports
 }
 
 // prepare reads the effective backup config and the VM's disks.
