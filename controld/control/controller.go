@@ -22,8 +22,15 @@ type Options struct {
 	Log     logrus.FieldLogger
 	Workers int              // batches reconciled at once (default 4)
 	Now     func() time.Time // default time.Now
-	// OnWrite is told about every write the controller made (metrics, tests).
+	// OnWrite is told about every write the controller made (metrics, tests),
+	// leaves it created included (From Absent).
 	OnWrite func(w fsm.Write)
+	// Nightly, when set, turns on backups on the directory's schedules,
+	// catch-up of missed runs and retention (see NightlyOptions).
+	Nightly *NightlyOptions
+	// MaxConcurrentPerHost caps the leaves of one host between snapshot and
+	// retained; the others wait in initialized. 0 means no cap.
+	MaxConcurrentPerHost int
 }
 
 // Controller advances the leaves of all VMs.
@@ -33,12 +40,17 @@ type Controller struct {
 	cache *ldapschema.Cache
 	queue *workqueue.Queue
 	idx   *index
+	sched *Scheduler // nil unless Options.Nightly
+	limit *hostLimit // nil unless Options.MaxConcurrentPerHost
 }
 
 // New returns a controller; Run starts it.
 func New(o Options) *Controller {
 	if o.Workers <= 0 {
 		o.Workers = 4
+	}
+	if o.Now == nil && o.Nightly != nil && o.Nightly.Clock != nil {
+		o.Now = o.Nightly.Clock.Now
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -53,21 +65,33 @@ func New(o Options) *Controller {
 		queue: workqueue.New(workqueue.Options{}),
 	}
 	c.idx = newIndex(c.tree)
+	if o.Nightly != nil {
+		c.sched = newScheduler(c, *o.Nightly)
+	}
+	if o.MaxConcurrentPerHost > 0 {
+		c.limit = newHostLimit(o.MaxConcurrentPerHost)
+	}
 	return c
 }
 
 // Cache exposes what the controller sees of the directory.
 func (c *Controller) Cache() *ldapschema.Cache { return c.cache }
 
-// WatchFilter selects the leaves and the VM entries (which host runs a VM).
-const WatchFilter = "(|(objectClass=" + ldapschema.ClassProvisioning + ")(objectClass=" + ldapschema.ClassVirtualMachine + "))"
+// WatchFilter selects the leaves, the VM entries (which host runs a VM, in
+// which pool) and the backup configurations at VM, pool and global level
+// (schedules, iterations, exclusion), all below Tree.Virtualization().
+const WatchFilter = "(|(objectClass=" + ldapschema.ClassProvisioning + ")(objectClass=" + ldapschema.ClassVirtualMachine +
+	")(objectClass=" + ldapschema.ClassBackup + "))"
 
 // Run watches the directory and reconciles until ctx is done.
 func (c *Controller) Run(ctx context.Context) error {
 	c.cache.OnEvent(c.onEvent)
+	if c.sched != nil {
+		go c.sched.run(ctx)
+	}
 	go func() {
 		err := c.o.Store.Watch(ctx, ldapschema.WatchOptions{
-			Base:   c.tree.VirtualMachines(),
+			Base:   c.tree.Virtualization(),
 			Filter: WatchFilter,
 			Attrs:  []string{"*"},
 			OnError: func(err error) {
@@ -87,25 +111,30 @@ func (c *Controller) Run(ctx context.Context) error {
 }
 
 func (c *Controller) onEvent(ev ldapschema.Event) {
+	var keys []string
 	switch ev.Kind {
 	case ldapschema.EventPut:
-		for _, k := range c.idx.put(ev.Entry) {
-			c.queue.Add(k)
-		}
+		keys = c.idx.put(ev.Entry)
 	case ldapschema.EventDelete:
-		for _, k := range c.idx.remove(ev.DN) {
-			c.queue.Add(k)
-		}
+		keys = c.idx.remove(ev.DN)
 	case ldapschema.EventSynced:
-		for _, k := range c.idx.keys() {
-			c.queue.Add(k)
-		}
+		keys = c.idx.keys()
 	}
+	for _, k := range keys {
+		c.queue.Add(k)
+	}
+	c.afterEvent(ev, keys)
 }
 
 // reconcile decides for one batch (the leaves of one name on one host) from the
 // leaves as the cache holds them now, and applies the writes as compare-and-swaps.
 func (c *Controller) reconcile(ctx context.Context, key string) error {
+	if vm, ok := retentionVM(key); ok {
+		return c.retain(vm)
+	}
+	if c.sched != nil && c.sched.held(key) {
+		return nil // the scheduler is still creating this batch and queues it when done
+	}
 	var batch []fsm.Leaf
 	for _, dn := range c.idx.members(key) {
 		e, ok := c.cache.Get(dn)
@@ -120,10 +149,19 @@ func (c *Controller) reconcile(ctx context.Context, key string) error {
 	if len(batch) == 0 {
 		return nil
 	}
+	host, _ := splitKey(key)
+	if c.limit != nil {
+		defer c.limit.lock(host)()
+		batch = c.limit.admit(c, host, batch)
+	}
 	stamp := ldapschema.FormatTime(c.o.Now())
 	var retry error
 	for _, w := range fsm.Reconcile(batch, stamp) {
-		if err := c.apply(w); err != nil {
+		err := c.apply(w)
+		if err == nil && c.limit != nil && w.To == fsm.Snapshot {
+			c.limit.admitted(host, w.Key)
+		}
+		if err != nil {
 			if errors.Is(err, ldapschema.ErrConflict) || errors.Is(err, ldapschema.ErrNotFound) {
 				// Rule 3: the leaf changed under us; the watch brings the new state.
 				continue
