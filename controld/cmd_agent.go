@@ -31,6 +31,9 @@ func runAgent(args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	log.WithField("ldap", cfg.LDAP.URL).Info("controld starting")
-	return control.New(control.Options{Store: store, Log: log, Workers: cfg.Workers}).Run(ctx)
+	log.WithFields(map[string]any{"ldap": cfg.LDAP.URL, "timezone": cfg.location().String()}).Info("controld starting")
+	return control.New(control.Options{
+		Store: store, Log: log, Workers: cfg.Workers,
+		Nightly: cfg.nightly(), MaxConcurrentPerHost: cfg.MaxConcurrentPerHost,
+	}).Run(ctx)
 }

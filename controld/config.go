@@ -5,10 +5,12 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/sirupsen/logrus"
 	"gopkg.in/yaml.v3"
 
+	"github.com/stoneycloud/stoney-conductor/controld/control"
 	"github.com/stoneycloud/stoney-conductor/ldapschema"
 )
 
@@ -22,6 +24,30 @@ type config struct {
 		Level  string `yaml:"level"`
 		Format string `yaml:"format"`
 	} `yaml:"log"`
+
+	// Scheduled backups and retention.
+	Timezone             string         `yaml:"timezone"`      // IANA name; default the machine's zone
+	CatchUpWindow        *time.Duration `yaml:"catchUpWindow"` // nil: the default; 0: off
+	MaxConcurrentPerHost int            `yaml:"maxConcurrentPerHost"`
+
+	loc *time.Location // Timezone, loaded
+}
+
+// location is the zone cron fields are read in.
+func (c config) location() *time.Location {
+	if c.loc == nil {
+		return time.Local
+	}
+	return c.loc
+}
+
+// nightly turns the scheduling keys into the controller's options.
+func (c config) nightly() *control.NightlyOptions {
+	window := control.DefaultCatchUpWindow
+	if c.CatchUpWindow != nil {
+		window = *c.CatchUpWindow
+	}
+	return &control.NightlyOptions{Location: c.location(), CatchUpWindow: window}
 }
 
 func loadConfig(path string) (config, error) {
@@ -37,6 +63,17 @@ func loadConfig(path string) (config, error) {
 	}
 	if c.LDAP.URL == "" || c.LDAP.Base == "" {
 		return c, usagef("%s: ldap.url and ldap.base are required", path)
+	}
+	if c.Timezone != "" {
+		if c.loc, err = time.LoadLocation(c.Timezone); err != nil {
+			return c, usagef("%s: timezone: %v", path, err)
+		}
+	}
+	if c.CatchUpWindow != nil && *c.CatchUpWindow < 0 {
+		return c, usagef("%s: catchUpWindow must not be negative", path)
+	}
+	if c.MaxConcurrentPerHost < 0 {
+		return c, usagef("%s: maxConcurrentPerHost must not be negative", path)
 	}
 	return c, nil
 }

@@ -92,7 +92,7 @@ func TestListSchedule(t *testing.T) {
 	if ps[2].Err == nil || !strings.Contains(ps[2].Err.Error(), "sstCronDayOfWeek") {
 		t.Fatalf("bad VM's error: %v", ps[2].Err)
 	}
-	if ps[1].ScheduleSource != w.store.Tree.PoolBackup("p2") {
-		t.Fatalf("pool VM's schedule from %s", ps[1].ScheduleSource)
+	if ps[1].ScheduleSource != w.store.Tree.PoolBackup("p2") || ps[1].Level != "pool" || ps[0].Level != "global" || ps[2].Level != "vm" {
+		t.Fatalf("levels: %+v", ps)
 	}
 }

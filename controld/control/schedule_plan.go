@@ -40,6 +40,8 @@ type Plan struct {
 	Err            error     // why, when Status is PlanInvalid
 	Source         string    // DN of the effective configuration
 	ScheduleSource string    // DN the cron fields came from
+	Level          string    // "vm", "pool" or "global": where Source is
+	ScheduleLevel  string    // the same for ScheduleSource
 	Schedule       *Schedule // when Status is PlanScheduled
 	Iterations     int       // 0 when there is no readable configuration
 	Next           time.Time // the next planned run; zero unless scheduled
@@ -231,6 +233,7 @@ func (v *view) plan(vm string) (Plan, bool) {
 	}
 	p := Plan{VM: vm, Host: info.host, Pool: info.pool}
 	levels := []*cfgInfo{v.vmCfg[vm], v.poolCfg[info.pool], v.global}
+	levelNames := []string{"vm", "pool", "global"}
 	at := -1
 	for i, l := range levels {
 		if l != nil {
@@ -243,7 +246,7 @@ func (v *view) plan(vm string) (Plan, bool) {
 		return p, true
 	}
 	eff := levels[at]
-	p.Source = eff.dn
+	p.Source, p.Level = eff.dn, levelNames[at]
 	if eff.err != nil {
 		p.Status, p.Err = PlanInvalid, fmt.Errorf("configuration %s: %w", eff.dn, eff.err)
 		return p, true
@@ -254,7 +257,8 @@ func (v *view) plan(vm string) (Plan, bool) {
 		return p, true
 	}
 	var src *cfgInfo
-	for _, l := range levels[at:] {
+	for i := at; i < len(levels) && src == nil; i++ {
+		l := levels[i]
 		if l == nil {
 			continue
 		}
@@ -264,14 +268,13 @@ func (v *view) plan(vm string) (Plan, bool) {
 		}
 		if l.cfg.HasCron() {
 			src = l
-			break
+			p.ScheduleSource, p.ScheduleLevel = l.dn, levelNames[i]
 		}
 	}
 	if src == nil {
 		p.Status = PlanUnscheduled
 		return p, true
 	}
-	p.ScheduleSource = src.dn
 	switch {
 	case !src.cfg.CronActive:
 		p.Status = PlanInactive

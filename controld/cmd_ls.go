@@ -1,0 +1,133 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/stoneycloud/stoney-conductor/controld/control"
+	"github.com/stoneycloud/stoney-conductor/ldapschema"
+)
+
+func init() {
+	register("ls", "list a VM's backups", runLs)
+}
+
+type lsOptions struct {
+	json bool
+}
+
+func runLs(args []string) error {
+	fs := flag.NewFlagSet("ls", flag.ContinueOnError)
+	var c common
+	c.register(fs)
+	var o lsOptions
+	fs.BoolVar(&o.json, "json", false, "print JSON instead of a table")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: controld ls [flags] VM")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return usagef("name one VM")
+	}
+	cfg, store, err := c.open()
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	backups, err := control.ListBackups(store, fs.Arg(0))
+	switch {
+	case errors.Is(err, ldapschema.ErrUnsafeName):
+		return usageError{err}
+	case errors.Is(err, control.ErrUnknownVM):
+		return err
+	case err != nil:
+		return backendError{err}
+	}
+	if o.json {
+		return printBackupsJSON(os.Stdout, backups)
+	}
+	return printBackups(os.Stdout, backups, cfg.location())
+}
+
+// backupJSON is one leaf in `controld ls -json`.
+type backupJSON struct {
+	Leaf            string             `json:"leaf"`
+	Planned         *time.Time         `json:"planned,omitempty"` // UTC
+	Mode            string             `json:"mode"`
+	State           string             `json:"state"`
+	ReturnValue     int                `json:"returnValue"`
+	Return          string             `json:"return"`              // the code's text
+	SizeBytes       *int64             `json:"sizeBytes,omitempty"` // absent until retained
+	DurationSeconds float64            `json:"durationSeconds"`     // snapshot + merge + retain
+	DowntimeSeconds float64            `json:"downtimeSeconds"`
+	Steps           map[string]float64 `json:"steps,omitempty"`
+	DN              string             `json:"dn"`
+}
+
+func printBackupsJSON(w io.Writer, backups []control.Backup) error {
+	out := make([]backupJSON, 0, len(backups))
+	for _, b := range backups {
+		j := backupJSON{Leaf: b.Leaf, Mode: b.Mode, State: b.State, ReturnValue: b.ReturnValue,
+			Return: ldapschema.ReturnCode(b.ReturnValue).String(), DurationSeconds: b.Duration.Seconds(),
+			DowntimeSeconds: b.Downtime.Seconds(), Steps: b.Steps, DN: b.DN}
+		if !b.Planned.IsZero() {
+			p := b.Planned
+			j.Planned = &p
+		}
+		if b.SizeBytes >= 0 {
+			n := b.SizeBytes
+			j.SizeBytes = &n
+		}
+		out = append(out, j)
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(out)
+}
+
+func printBackups(w io.Writer, backups []control.Backup, loc *time.Location) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "DATE\tLEAF\tMODE\tRV\tSIZE\tDURATION")
+	for _, b := range backups {
+		date, size, dur := "-", "-", "-"
+		if !b.Planned.IsZero() {
+			date = b.Planned.In(loc).Format("2006-01-02 15:04 MST")
+		}
+		if b.SizeBytes >= 0 {
+			size = humanBytes(b.SizeBytes)
+		}
+		if b.Duration > 0 {
+			dur = b.Duration.Round(100 * time.Millisecond).String()
+		}
+		rv := fmt.Sprint(b.ReturnValue)
+		if b.ReturnValue != 0 {
+			rv += " (" + ldapschema.ReturnCode(b.ReturnValue).String() + ")"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", date, b.Leaf, b.Mode, rv, size, dur)
+	}
+	return tw.Flush()
+}
+
+// humanBytes renders n in binary units, e.g. 71.8 MiB.
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

@@ -1,0 +1,116 @@
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/stoneycloud/stoney-conductor/controld/control"
+)
+
+func init() {
+	register("schedule", "list the next scheduled backup of every VM", runSchedule)
+}
+
+type scheduleOptions struct {
+	json bool
+}
+
+func runSchedule(args []string) error {
+	fs := flag.NewFlagSet("schedule", flag.ContinueOnError)
+	var c common
+	c.register(fs)
+	var o scheduleOptions
+	fs.BoolVar(&o.json, "json", false, "print JSON instead of a table")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: controld schedule [flags]")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	if fs.NArg() != 0 {
+		return usagef("schedule takes no arguments")
+	}
+	cfg, store, err := c.open()
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	plans, err := control.ListSchedule(store, cfg.location(), time.Now())
+	if err != nil {
+		return backendError{err}
+	}
+	if o.json {
+		return printScheduleJSON(os.Stdout, plans)
+	}
+	return printSchedule(os.Stdout, plans)
+}
+
+// scheduleJSON is one VM in `controld schedule -json`.
+type scheduleJSON struct {
+	VM             string     `json:"vm"`
+	Host           string     `json:"host"`
+	Pool           string     `json:"pool"`
+	Status         string     `json:"status"`
+	Next           *time.Time `json:"next,omitempty"` // in the configured zone
+	Leaf           string     `json:"leaf,omitempty"` // the leaf the next run creates
+	Schedule       string     `json:"schedule,omitempty"`
+	Timezone       string     `json:"timezone,omitempty"`
+	Iterations     int        `json:"iterations,omitempty"`
+	Source         string     `json:"source,omitempty"`
+	ScheduleSource string     `json:"scheduleSource,omitempty"`
+	Error          string     `json:"error,omitempty"`
+}
+
+func printScheduleJSON(w io.Writer, plans []control.Plan) error {
+	out := make([]scheduleJSON, 0, len(plans))
+	for _, p := range plans {
+		j := scheduleJSON{VM: p.VM, Host: p.Host, Pool: p.Pool, Status: string(p.Status), Iterations: p.Iterations,
+			Source: p.Source, ScheduleSource: p.ScheduleSource}
+		if !p.Next.IsZero() {
+			next := p.Next
+			j.Next, j.Leaf = &next, control.LeafName(next)
+		}
+		if p.Schedule != nil {
+			j.Schedule, j.Timezone = p.Schedule.Expr(), p.Schedule.Location().String()
+		}
+		if p.Err != nil {
+			j.Error = p.Err.Error()
+		}
+		out = append(out, j)
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(out)
+}
+
+func printSchedule(w io.Writer, plans []control.Plan) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "VM\tHOST\tNEXT\tLEAF\tSCHEDULE\tFROM\tSTATUS")
+	for _, p := range plans {
+		next, leaf, sched, from := "-", "-", "-", p.Level
+		if !p.Next.IsZero() {
+			next, leaf = p.Next.Format("2006-01-02 15:04 MST"), control.LeafName(p.Next)
+		}
+		if p.Schedule != nil {
+			sched = p.Schedule.Expr()
+		}
+		if p.ScheduleLevel != "" && p.ScheduleLevel != p.Level {
+			from += ", schedule " + p.ScheduleLevel
+		}
+		if from == "" {
+			from = "-"
+		}
+		status := string(p.Status)
+		if p.Err != nil {
+			status += ": " + p.Err.Error()
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.VM, p.Host, next, leaf, sched, from, status)
+	}
+	return tw.Flush()
+}
