@@ -1,0 +1,196 @@
+package ldapschema
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/go-ldap/ldap/v3"
+)
+
+// Leases and heartbeats live in the directory the daemons already share, under
+// ou=conductor,ou=virtualization,ou=services,<base>, as applicationProcess
+// entries (core schema) whose description says who holds them until when:
+//
+//	cn=controld,ou=conductor,...          the active controld
+//	cn=<host>,ou=nodes,ou=conductor,...   the nodebackupd working for <host>; its heartbeat
+//
+// A lease is taken and renewed by compare-and-swap on that description, so of
+// two contenders exactly one holds it; the other stands by until it expires.
+
+// Conductor is the container of leases.
+func (t Tree) Conductor() string { return "ou=conductor," + t.Virtualization() }
+
+// Nodes is the container of the node leases.
+func (t Tree) Nodes() string { return "ou=nodes," + t.Conductor() }
+
+// ControldLease is the DN of the active controld's lease.
+func (t Tree) ControldLease() string { return "cn=controld," + t.Conductor() }
+
+// NodeLease is the DN of a host's node lease (its heartbeat).
+func (t Tree) NodeLease(host string) string { return "cn=" + ldap.EscapeDN(host) + "," + t.Nodes() }
+
+// LeaseRecord is what a lease entry says.
+type LeaseRecord struct {
+	DN     string
+	Holder string
+	Until  time.Time
+}
+
+// Expired says whether the holder's time is up at now, allowing for skew.
+func (r LeaseRecord) Expired(now time.Time, skew time.Duration) bool {
+	return r.Holder == "" || now.After(r.Until.Add(skew))
+}
+
+func formatLease(holder string, until time.Time) string {
+	return "holder=" + holder + " until=" + until.UTC().Format(time.RFC3339Nano)
+}
+
+// ParseLease reads a lease entry's description.
+func ParseLease(e *ldap.Entry) (LeaseRecord, error) {
+	r := LeaseRecord{DN: e.DN}
+	v := e.GetAttributeValue(AttrDescription)
+	if v == "" {
+		return r, nil
+	}
+	for _, f := range strings.Fields(v) {
+		k, val, _ := strings.Cut(f, "=")
+		switch k {
+		case "holder":
+			r.Holder = val
+		case "until":
+			t, err := time.Parse(time.RFC3339Nano, val)
+			if err != nil {
+				return r, fmt.Errorf("%w: lease %s: %v", ErrMalformed, e.DN, err)
+			}
+			r.Until = t
+		}
+	}
+	return r, nil
+}
+
+// Lease is one contender for a lease entry.
+type Lease struct {
+	Store  *Store
+	DN     string
+	Holder string        // unique per process
+	TTL    time.Duration // how long a renewal holds
+	Skew   time.Duration // clock difference tolerated between hosts
+
+	held string // the description value we last wrote
+}
+
+// ensureContainers creates ou=conductor and ou=nodes when missing.
+func (l *Lease) ensureContainers() error {
+	t := l.Store.Tree
+	for _, dn := range []string{t.Conductor(), t.Nodes()} {
+		if _, err := l.Store.Get(dn, "1.1"); err == nil {
+			continue
+		} else if !errors.Is(err, ErrNotFound) {
+			return err
+		}
+		rdn := strings.TrimPrefix(strings.SplitN(dn, ",", 2)[0], "ou=")
+		req := ldap.NewAddRequest(dn, nil)
+		req.Attribute(AttrObjectClass, []string{ClassTop, ClassOrganizationalUnit})
+		req.Attribute(AttrOU, []string{rdn})
+		if err := l.Store.Add(req); err != nil && !errors.Is(err, ErrConflict) {
+			return err
+		}
+	}
+	return nil
+}
+
+// Acquire takes or renews the lease at now. It reports whether this holder
+// has it afterwards, and what the entry said before.
+func (l *Lease) Acquire(now time.Time) (bool, LeaseRecord, error) {
+	next := formatLease(l.Holder, now.Add(l.TTL))
+	e, err := l.Store.Get(l.DN, AttrDescription)
+	if errors.Is(err, ErrNotFound) {
+		if err := l.ensureContainers(); err != nil {
+			return false, LeaseRecord{}, err
+		}
+		cn := strings.TrimPrefix(strings.SplitN(l.DN, ",", 2)[0], "cn=")
+		req := ldap.NewAddRequest(l.DN, nil)
+		req.Attribute(AttrObjectClass, []string{ClassTop, "applicationProcess"})
+		req.Attribute("cn", []string{unescapeRDN(cn)})
+		req.Attribute(AttrDescription, []string{next})
+		err := l.Store.Add(req)
+		if errors.Is(err, ErrConflict) {
+			return false, LeaseRecord{}, nil // someone else created it first
+		}
+		if err != nil {
+			return false, LeaseRecord{}, err
+		}
+		l.held = next
+		return true, LeaseRecord{DN: l.DN}, nil
+	}
+	if err != nil {
+		return false, LeaseRecord{}, err
+	}
+	cur, err := ParseLease(e)
+	if err != nil {
+		return false, cur, err
+	}
+	if cur.Holder != l.Holder && !cur.Expired(now, l.Skew) {
+		l.held = ""
+		return false, cur, nil
+	}
+	old := e.GetAttributeValue(AttrDescription)
+	assert := "(!(" + AttrDescription + "=*))"
+	if old != "" {
+		assert = "(" + AttrDescription + "=" + ldap.EscapeFilter(old) + ")"
+	}
+	err = l.Store.Update(l.DN, assert, map[string][]string{AttrDescription: {next}})
+	if errors.Is(err, ErrConflict) {
+		l.held = ""
+		return false, cur, nil
+	}
+	if err != nil {
+		return false, cur, err
+	}
+	l.held = next
+	return true, cur, nil
+}
+
+// Release gives the lease up at once (a clean shutdown), if still held.
+func (l *Lease) Release() error {
+	if l.held == "" {
+		return nil
+	}
+	err := l.Store.Update(l.DN, "("+AttrDescription+"="+ldap.EscapeFilter(l.held)+")",
+		map[string][]string{AttrDescription: nil})
+	l.held = ""
+	if errors.Is(err, ErrConflict) {
+		return nil
+	}
+	return err
+}
+
+// ReadLeases returns every lease below dn (e.g. Tree.Nodes()).
+func (s *Store) ReadLeases(dn string) ([]LeaseRecord, error) {
+	es, err := s.Search(dn, ldap.ScopeSingleLevel, "(objectClass=applicationProcess)", []string{"cn", AttrDescription})
+	if errors.Is(err, ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []LeaseRecord
+	for _, e := range es {
+		r, err := ParseLease(e)
+		if err != nil {
+			continue
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+func unescapeRDN(v string) string {
+	dn, err := ldap.ParseDN("cn=" + v)
+	if err != nil || len(dn.RDNs) != 1 || len(dn.RDNs[0].Attributes) != 1 {
+		return v
+	}
+	return dn.RDNs[0].Attributes[0].Value
+}
