@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -36,6 +37,10 @@ type Options struct {
 	Now        func() time.Time // default time.Now
 	// Watch is told about every broken watch session (metrics, tests).
 	OnWatchError func(error)
+	// LeaseTTL is how long the host lease (the heartbeat controld watches)
+	// holds without renewal (default 30s); Holder names this process in it.
+	LeaseTTL time.Duration
+	Holder   string
 }
 
 // Agent is one node daemon.
@@ -45,8 +50,10 @@ type Agent struct {
 	cache *ldapschema.Cache
 	queue *workqueue.Queue
 
-	vmMu   sync.Mutex
-	vmBusy map[string]*sync.Mutex // one step per VM at a time
+	vmMu     sync.Mutex
+	vmBusy   map[string]*sync.Mutex // one step per VM at a time
+	inflight map[string]bool        // leaves this process works on now, under vmMu
+	lease    *ldapschema.Lease
 }
 
 // watchFilter selects what a node must see: the leaves, and the VM entries that
@@ -64,20 +71,39 @@ func New(o Options) *Agent {
 	if o.Log == nil {
 		o.Log = logrus.StandardLogger()
 	}
+	if o.LeaseTTL <= 0 {
+		o.LeaseTTL = 30 * time.Second
+	}
+	if o.Holder == "" {
+		host, _ := os.Hostname()
+		o.Holder = fmt.Sprintf("%s/%d/%d", host, os.Getpid(), time.Now().UnixNano()%1e6)
+	}
 	return &Agent{
-		o:      o,
-		tree:   o.Store.Tree,
-		cache:  ldapschema.NewCache(),
-		queue:  workqueue.New(workqueue.Options{}),
-		vmBusy: map[string]*sync.Mutex{},
+		o:        o,
+		tree:     o.Store.Tree,
+		cache:    ldapschema.NewCache(),
+		queue:    workqueue.New(workqueue.Options{BaseDelay: 500 * time.Millisecond, MaxDelay: 30 * time.Second}),
+		vmBusy:   map[string]*sync.Mutex{},
+		inflight: map[string]bool{},
+		lease: &ldapschema.Lease{Store: o.Store, DN: o.Store.Tree.NodeLease(o.Node), Holder: o.Holder,
+			TTL: o.LeaseTTL, Skew: 2 * time.Second},
 	}
 }
 
 // Cache exposes what the agent sees of the directory (status, tests).
 func (a *Agent) Cache() *ldapschema.Cache { return a.cache }
 
-// Run watches the directory and works until ctx is done.
+// Run takes the host's lease (standing by while another nodebackupd holds it),
+// then watches the directory and works until ctx is done or the lease is lost.
 func (a *Agent) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	if err := a.takeLease(ctx); err != nil {
+		return err
+	}
+	defer a.lease.Release()
+	go a.keepLease(ctx, cancel)
+
 	a.cache.OnEvent(a.onEvent)
 	go func() {
 		err := a.o.Store.Watch(ctx, ldapschema.WatchOptions{
@@ -100,7 +126,59 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.queue.ShutDown()
 	}()
 	a.queue.Run(ctx, a.o.Workers, a.reconcile)
+	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
 	return nil
+}
+
+// ErrLeaseLost: another nodebackupd took this host's lease; this one must stop.
+var ErrLeaseLost = errors.New("host lease lost to another nodebackupd")
+
+// takeLease blocks until this process holds the host's lease: exactly one
+// nodebackupd works for a host, so resuming its interrupted steps is safe.
+func (a *Agent) takeLease(ctx context.Context) error {
+	standby := false
+	for {
+		ok, cur, err := a.lease.Acquire(a.o.Now())
+		if err != nil {
+			a.o.Log.WithError(err).Warn("cannot read the host lease yet")
+		} else if ok {
+			a.o.Log.WithField("lease", a.lease.DN).Info("host lease taken")
+			return nil
+		} else if !standby {
+			a.o.Log.WithFields(logrus.Fields{"holder": cur.Holder, "until": cur.Until}).Info("another nodebackupd works for this host; standing by")
+			standby = true
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(a.o.LeaseTTL / 4):
+		}
+	}
+}
+
+// keepLease renews the lease (the host's heartbeat) until ctx ends; losing it
+// stops the agent.
+func (a *Agent) keepLease(ctx context.Context, stop context.CancelCauseFunc) {
+	t := time.NewTicker(a.o.LeaseTTL / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		ok, cur, err := a.lease.Acquire(a.o.Now())
+		switch {
+		case err != nil:
+			a.o.Log.WithError(err).Warn("cannot renew the host lease; retrying")
+		case !ok:
+			a.o.Log.WithField("holder", cur.Holder).Error("host lease lost; stopping")
+			stop(ErrLeaseLost)
+			return
+		}
+	}
 }
 
 func isLeaf(e *ldap.Entry) bool { return hasClass(e, ldapschema.ClassProvisioning) }
@@ -130,20 +208,31 @@ func (a *Agent) onEvent(ev ldapschema.Event) {
 			return strings.HasSuffix(ldapschema.NormalizeDN(leafDN), ldapschema.NormalizeDN(a.tree.VM(vm)))
 		})
 	case ldapschema.EventSynced:
-		a.enqueuePending(func(string) bool { return true })
+		// After a start or a reconnect, steps this host left half done are resumed.
+		a.enqueueMatching(func(e *ldap.Entry) bool { return pending(e) || finished(e) || running(e) })
 	}
 }
 
 func (a *Agent) enqueuePending(match func(dn string) bool) {
+	a.enqueueMatching(func(e *ldap.Entry) bool { return (pending(e) || finished(e)) && match(e.DN) })
+}
+
+func (a *Agent) enqueueMatching(match func(e *ldap.Entry) bool) {
 	var dns []string
 	a.cache.Each(func(e *ldap.Entry) {
-		if isLeaf(e) && (pending(e) || finished(e)) && match(e.DN) {
+		if isLeaf(e) && match(e) {
 			dns = append(dns, e.DN)
 		}
 	})
 	for _, dn := range dns {
 		a.queue.Add(dn)
 	}
+}
+
+// running: a step claimed (by this host) and not answered yet.
+func running(e *ldap.Entry) bool {
+	m, err := fsm.ParseMode(e.GetAttributeValue(ldapschema.AttrMode))
+	return err == nil && m.IsRunning()
 }
 
 // pending: a request the control side wrote and nobody has claimed yet.
@@ -200,11 +289,15 @@ func (a *Agent) vmOfLeaf(dn string) (string, bool) {
 // step, report the outcome. Returning an error requeues with backoff.
 func (a *Agent) reconcile(ctx context.Context, dn string) error {
 	e, ok := a.cache.Get(dn)
-	if !ok || !isLeaf(e) || !(pending(e) || finished(e)) {
+	if !ok || !isLeaf(e) || !(pending(e) || finished(e) || running(e)) {
 		return nil
 	}
 	mode, _ := fsm.ParseMode(e.GetAttributeValue(ldapschema.AttrMode))
-	stepFn := a.step(mode)
+	request := mode
+	if mode.IsRunning() {
+		request = mode.Request()
+	}
+	stepFn := a.step(request)
 	if stepFn == nil && mode != fsm.Finished {
 		return nil // not a step this node knows: leave it for one that does
 	}
@@ -213,58 +306,75 @@ func (a *Agent) reconcile(ctx context.Context, dn string) error {
 		return nil
 	}
 	vmEntry, ok := a.cache.Get(a.tree.VM(vmName))
-	if !ok {
-		return nil
-	}
-	vm, err := ldapschema.ParseVM(a.tree, vmEntry)
-	if err != nil || vm.Node != a.o.Node {
+	if !ok || vmEntry.GetAttributeValue(ldapschema.AttrNode) != a.o.Node {
 		return nil
 	}
 	log := a.o.Log.WithFields(logrus.Fields{"vm": vmName, "leaf": dn, "mode": string(mode), "node": a.o.Node})
-	if mode == fsm.Finished {
-		leaf, err := ldapschema.ParseLeaf(a.tree, e)
-		if err != nil {
-			return nil
+	// A VM or leaf whose name cannot be used gets an answer instead of being
+	// ignored for ever.
+	var refuse error
+	vm, err := ldapschema.ParseVM(a.tree, vmEntry)
+	if err != nil {
+		vm = ldapschema.VM{Name: vmName, Node: a.o.Node}
+		refuse = failf(ldapschema.RCUnsupportedParameter, "VM entry: %v", err)
+	}
+	leaf, err := ldapschema.ParseLeaf(a.tree, e)
+	if err != nil {
+		leaf = ldapschema.Leaf{DN: dn, VM: vmName, Mode: string(mode), State: e.GetAttributeValue(ldapschema.AttrState)}
+		if refuse == nil {
+			refuse = failf(ldapschema.RCWrongState, "malformed leaf: %v", err)
 		}
-		lock := a.vmLock(vmName)
-		lock.Lock()
-		defer lock.Unlock()
-		return a.tidy(ctx, vm, leaf)
-	}
-
-	// Malformed leaf names get an answer instead of being ignored for ever.
-	leaf, parseErr := ldapschema.ParseLeaf(a.tree, e)
-	if parseErr != nil {
-		leaf = ldapschema.Leaf{DN: dn, VM: vmName, Mode: string(mode), State: "0"}
-	}
-	fl := fsm.Leaf{Key: dn, VM: vmName, Name: leaf.Name, Host: vm.Node, Mode: mode, State: leaf.State, ReturnValue: leaf.ReturnValue}
-	claim, ok := fsm.Claim(fl)
-	if !ok {
-		return nil
 	}
 
 	lock := a.vmLock(vmName)
 	lock.Lock()
 	defer lock.Unlock()
+	if mode == fsm.Finished {
+		if refuse != nil {
+			return nil
+		}
+		return a.tidy(ctx, vm, leaf)
+	}
+	if !a.begin(dn) {
+		return nil // this process works on it already
+	}
+	defer a.end(dn)
 
-	// Rule 1 of fsm/doc.go: claim with a compare-and-swap before touching the VM.
-	err = a.o.Store.ChangeMode(ldapschema.ModeChange{DN: dn, From: string(claim.From), To: string(claim.To), FromState: "0"})
-	if errors.Is(err, ldapschema.ErrConflict) {
-		log.Debug("request claimed elsewhere or withdrawn")
-		return nil
+	fl := fsm.Leaf{Key: dn, VM: vmName, Name: leaf.Name, Host: vm.Node, Mode: mode, State: leaf.State, ReturnValue: leaf.ReturnValue}
+	if mode.IsRequest() {
+		claim, ok := fsm.Claim(fl)
+		if !ok {
+			return nil
+		}
+		// Rule 2 of fsm/doc.go: claim with a compare-and-swap before touching the VM.
+		err = a.o.Store.ChangeMode(ldapschema.ModeChange{DN: dn, From: string(claim.From), To: string(claim.To), FromState: "0"})
+		if errors.Is(err, ldapschema.ErrConflict) {
+			log.Debug("request claimed elsewhere or withdrawn")
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		log.Info("claimed")
+		fl.Mode = claim.To
+	} else {
+		// Claimed by this host before a crash or a lost connection; this process
+		// holds the host lease, so nobody else works on it. The cache may lag
+		// behind our own answer: look at the directory itself first.
+		fresh, err := a.o.Store.Get(dn, "*")
+		if err != nil || fresh.GetAttributeValue(ldapschema.AttrMode) != string(mode) {
+			return nil
+		}
+		e = fresh
+		// Record what is true, then redo: every step looks before it acts.
+		log.WithFields(a.survey(vm)).Warn("resuming an interrupted step")
 	}
-	if err != nil {
-		return err
-	}
-	log.Info("claimed")
-	fl.Mode = claim.To
 
 	start := a.o.Now()
 	var times []string
 	var extra map[string][]string
-	if parseErr != nil {
-		err = failf(ldapschema.RCWrongState, "malformed leaf: %v", parseErr)
-	} else {
+	err = refuse
+	if err == nil {
 		var j *job
 		j, err = a.prepare(vm, leaf, log)
 		if err == nil {
@@ -280,6 +390,24 @@ func (a *Agent) reconcile(ctx context.Context, dn string) error {
 	}
 	done := fsm.Complete(fl, int(rc), ldapschema.FormatTime(a.o.Now()))
 	return a.report(ctx, e, done, times, extra, log)
+}
+
+// begin marks a leaf as worked on by this process; false if it already is.
+func (a *Agent) begin(dn string) bool {
+	a.vmMu.Lock()
+	defer a.vmMu.Unlock()
+	n := ldapschema.NormalizeDN(dn)
+	if a.inflight[n] {
+		return false
+	}
+	a.inflight[n] = true
+	return true
+}
+
+func (a *Agent) end(dn string) {
+	a.vmMu.Lock()
+	defer a.vmMu.Unlock()
+	delete(a.inflight, ldapschema.NormalizeDN(dn))
 }
 
 // report writes the -ed mode, State, ReturnValue and execution times in one

@@ -188,21 +188,25 @@ func (a *Agent) snapshot(ctx context.Context, j *job) ([]string, error) {
 		cleanup()
 		return nil, fail(ldapschema.RCCannotSaveBackendEntry, err)
 	}
-	res, err := a.o.Hypervisor.Snapshot(ctx, libvirt.SnapshotRequest{
-		Domain:    j.vm.Name,
-		Disks:     j.disks,
-		RAMDisk:   ramDisk,
-		RetainDir: dir,
-		StateName: j.layout.StateName(),
-		XMLName:   j.layout.XMLName(),
-		Ownership: libvirt.Ownership{Owner: j.cfg.Owner, Group: j.cfg.Group, Perm: j.cfg.Permission},
-	})
+	res, err := a.o.Hypervisor.Snapshot(ctx, a.snapshotRequest(j))
 	if err != nil {
 		cleanup()
 		return nil, err
 	}
 	j.log.WithFields(logrus.Fields{"downtime": res.Downtime.Seconds(), "running": res.WasRunning}).Info("snapshot taken")
 	return []string{"snapshot: " + seconds(res.Total), "downtime: " + seconds(res.Downtime)}, nil
+}
+
+func (a *Agent) snapshotRequest(j *job) libvirt.SnapshotRequest {
+	return libvirt.SnapshotRequest{
+		Domain:    j.vm.Name,
+		Disks:     j.disks,
+		RAMDisk:   j.cfg.RAMDisk,
+		RetainDir: j.layout.RetainDir(),
+		StateName: j.layout.StateName(),
+		XMLName:   j.layout.XMLName(),
+		Ownership: libvirt.Ownership{Owner: j.cfg.Owner, Group: j.cfg.Group, Perm: j.cfg.Permission},
+	}
 }
 
 // subtreeLDIF is the VM's entry and its children, without the backup leaves.
