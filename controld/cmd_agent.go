@@ -32,8 +32,13 @@ func runAgent(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	log.WithFields(map[string]any{"ldap": cfg.LDAP.URL, "timezone": cfg.location().String()}).Info("controld starting")
+	limits, err := cfg.limits()
+	if err != nil {
+		return err
+	}
 	return control.New(control.Options{
 		Store: store, Log: log, Workers: cfg.Workers,
 		Nightly: cfg.nightly(), MaxConcurrentPerHost: cfg.MaxConcurrentPerHost,
+		Limits: limits, NodeTimeout: cfg.NodeTimeout, LeaseTTL: cfg.LeaseTTL,
 	}).Run(ctx)
 }

@@ -11,6 +11,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/stoneycloud/stoney-conductor/controld/control"
+	"github.com/stoneycloud/stoney-conductor/fsm"
 	"github.com/stoneycloud/stoney-conductor/ldapschema"
 )
 
@@ -30,7 +31,30 @@ type config struct {
 	CatchUpWindow        *time.Duration `yaml:"catchUpWindow"` // nil: the default; 0: off
 	MaxConcurrentPerHost int            `yaml:"maxConcurrentPerHost"`
 
+	// Crash safety: how long a leaf may wait in a mode (by mode name; the
+	// others keep their defaults), how long after its lease expired a node
+	// counts as gone, and how long controld's own lease holds.
+	Deadlines   map[string]time.Duration `yaml:"deadlines"`
+	NodeTimeout time.Duration            `yaml:"nodeTimeout"`
+	LeaseTTL    time.Duration            `yaml:"leaseTTL"`
+
 	loc *time.Location // Timezone, loaded
+}
+
+// limits merges the configured deadlines over the defaults.
+func (c config) limits() (fsm.Limits, error) {
+	out := fsm.Limits{}
+	for m, d := range control.DefaultLimits {
+		out[m] = d
+	}
+	for name, d := range c.Deadlines {
+		m, err := fsm.ParseMode(name)
+		if err != nil || (!m.IsRequest() && !m.IsRunning()) {
+			return nil, usagef("deadlines: %q is not a mode that waits for a node", name)
+		}
+		out[m] = d
+	}
+	return out, nil
 }
 
 // location is the zone cron fields are read in.

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/sirupsen/logrus"
 	"gopkg.in/yaml.v3"
@@ -26,7 +27,9 @@ type config struct {
 		URI string `yaml:"uri"`
 	} `yaml:"libvirt"`
 	Workers int `yaml:"workers"`
-	Log     struct {
+	// LeaseTTL is how long this host's lease (its heartbeat) holds unrenewed.
+	LeaseTTL time.Duration `yaml:"leaseTTL"`
+	Log      struct {
 		Level  string `yaml:"level"`
 		Format string `yaml:"format"`
 	} `yaml:"log"`
@@ -90,7 +93,7 @@ func run(cfgPath string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	log.WithFields(logrus.Fields{"node": cfg.Node, "ldap": cfg.LDAP.URL, "libvirt": cfg.Libvirt.URI}).Info("nodebackupd starting")
-	agent := node.New(node.Options{Node: cfg.Node, Store: store, Hypervisor: hv, Log: log, Workers: cfg.Workers})
+	agent := node.New(node.Options{Node: cfg.Node, Store: store, Hypervisor: hv, Log: log, Workers: cfg.Workers, LeaseTTL: cfg.LeaseTTL})
 	if err := agent.Run(ctx); err != nil {
 		log.WithError(err).Error("stopped")
 		return 1

@@ -31,6 +31,15 @@ type Options struct {
 	// MaxConcurrentPerHost caps the leaves of one host between snapshot and
 	// retained; the others wait in initialized. 0 means no cap.
 	MaxConcurrentPerHost int
+	// Limits say how long a leaf may wait in a mode (default DefaultLimits);
+	// NodeTimeout how long after its lease expired a host counts as gone
+	// (default 2m). LeaseTTL is controld's own lease (default 30s); Holder
+	// names this process in it. NoLease runs without one (tests of races).
+	Limits      fsm.Limits
+	NodeTimeout time.Duration
+	LeaseTTL    time.Duration
+	Holder      string
+	NoLease     bool
 }
 
 // Controller advances the leaves of all VMs.
@@ -40,8 +49,13 @@ type Controller struct {
 	cache *ldapschema.Cache
 	queue *workqueue.Queue
 	idx   *index
-	sched *Scheduler // nil unless Options.Nightly
-	limit *hostLimit // nil unless Options.MaxConcurrentPerHost
+	sched *Scheduler        // nil unless Options.Nightly
+	limit *hostLimit        // nil unless Options.MaxConcurrentPerHost
+	lease *ldapschema.Lease // nil with Options.NoLease
+	alive liveness
+
+	seenMu sync.Mutex
+	seen   map[string]seenRec // when a leaf was first seen as it is (deadlines)
 }
 
 // New returns a controller; Run starts it.
@@ -58,6 +72,18 @@ func New(o Options) *Controller {
 	if o.Log == nil {
 		o.Log = logrus.StandardLogger()
 	}
+	if o.Limits == nil {
+		o.Limits = DefaultLimits
+	}
+	if o.NodeTimeout <= 0 {
+		o.NodeTimeout = 2 * time.Minute
+	}
+	if o.LeaseTTL <= 0 {
+		o.LeaseTTL = 30 * time.Second
+	}
+	if o.Holder == "" {
+		o.Holder = defaultHolder()
+	}
 	c := &Controller{
 		o:     o,
 		tree:  o.Store.Tree,
@@ -65,6 +91,10 @@ func New(o Options) *Controller {
 		queue: workqueue.New(workqueue.Options{}),
 	}
 	c.idx = newIndex(c.tree)
+	c.seen = map[string]seenRec{}
+	if !o.NoLease {
+		c.lease = &ldapschema.Lease{Store: o.Store, DN: c.tree.ControldLease(), Holder: o.Holder, TTL: o.LeaseTTL, Skew: 2 * time.Second}
+	}
 	if o.Nightly != nil {
 		c.sched = newScheduler(c, *o.Nightly)
 	}
@@ -74,7 +104,8 @@ func New(o Options) *Controller {
 	return c
 }
 
-// Cache exposes what the controller sees of the directory.
+// Cache exposes what the controller sees of the directory. Its entries carry
+// string values only (see compact).
 func (c *Controller) Cache() *ldapschema.Cache { return c.cache }
 
 // WatchFilter selects the leaves, the VM entries (which host runs a VM, in
@@ -85,6 +116,16 @@ const WatchFilter = "(|(objectClass=" + ldapschema.ClassProvisioning + ")(object
 
 // Run watches the directory and reconciles until ctx is done.
 func (c *Controller) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	if c.lease != nil {
+		if err := c.takeLease(ctx); err != nil {
+			return err
+		}
+		defer c.lease.Release()
+		go c.keepLease(ctx, cancel)
+	}
+	go c.watchNodes(ctx)
 	c.cache.OnEvent(c.onEvent)
 	if c.sched != nil {
 		go c.sched.run(ctx)
@@ -93,11 +134,11 @@ func (c *Controller) Run(ctx context.Context) error {
 		err := c.o.Store.Watch(ctx, ldapschema.WatchOptions{
 			Base:   c.tree.Virtualization(),
 			Filter: WatchFilter,
-			Attrs:  []string{"*"},
+			Attrs:  []string{"*", "modifyTimestamp"},
 			OnError: func(err error) {
 				c.o.Log.WithError(err).Warn("directory watch broken, resuming")
 			},
-		}, c.cache.Apply)
+		}, func(ev ldapschema.Event) { c.cache.Apply(compact(ev)) })
 		if err != nil {
 			c.o.Log.WithError(err).Error("watch ended")
 		}
@@ -107,6 +148,9 @@ func (c *Controller) Run(ctx context.Context) error {
 		c.queue.ShutDown()
 	}()
 	c.queue.Run(ctx, c.o.Workers, c.reconcile)
+	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
 	return nil
 }
 
@@ -146,6 +190,7 @@ func (c *Controller) reconcile(ctx context.Context, key string) error {
 			batch = append(batch, l)
 		}
 	}
+	batch = c.overdue(key, batch)
 	if len(batch) == 0 {
 		return nil
 	}

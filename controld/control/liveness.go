@@ -1,0 +1,233 @@
+package control
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-ldap/ldap/v3"
+
+	"github.com/stoneycloud/stoney-conductor/fsm"
+	"github.com/stoneycloud/stoney-conductor/ldapschema"
+)
+
+// DefaultLimits are how long a leaf may stay in a mode before controld gives up
+// on it. Copies of big images get hours; the node's progress writes move the
+// leaf's modifyTimestamp, which is what the limits count from.
+var DefaultLimits = fsm.Limits{
+	fsm.Snapshot: 10 * time.Minute, fsm.Merge: 10 * time.Minute, fsm.Retain: 10 * time.Minute,
+	fsm.Delete: 10 * time.Minute, fsm.UnretainSmallFiles: 10 * time.Minute,
+	fsm.UnretainLargeFiles: 10 * time.Minute, fsm.Restore: 10 * time.Minute,
+	fsm.Snapshotting: 30 * time.Minute, fsm.Merging: 2 * time.Hour, fsm.Retaining: 6 * time.Hour,
+	fsm.Deleting: time.Hour, fsm.UnretainingSmallFiles: 30 * time.Minute,
+	fsm.UnretainingLargeFiles: 6 * time.Hour, fsm.Restoring: 2 * time.Hour,
+}
+
+// TimeoutCode is the return value of a leaf controld gave up on: the original
+// has no code for it; the leaf's description says what happened.
+const TimeoutCode = ldapschema.RCUndefined
+
+// ErrLeaseLost: another controld took the lease; this one must stop writing.
+var ErrLeaseLost = errors.New("controld lease lost to another controld")
+
+// liveness knows which hosts stopped renewing their node lease.
+type liveness struct {
+	mu   sync.Mutex
+	dead map[string]bool
+}
+
+func (l *liveness) isDead(host string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.dead[host]
+}
+
+// set records the dead hosts and returns those that just died.
+func (l *liveness) set(dead map[string]bool) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var fresh []string
+	for h := range dead {
+		if !l.dead[h] {
+			fresh = append(fresh, h)
+		}
+	}
+	l.dead = dead
+	return fresh
+}
+
+// watchNodes reads the node leases every few seconds; a host whose lease
+// expired more than NodeTimeout ago is dead, and its batches are reconciled so
+// that its waiting leaves fail instead of waiting for ever. A host that never
+// held a lease is not judged (the deadlines still apply).
+func (c *Controller) watchNodes(ctx context.Context) {
+	every := c.o.NodeTimeout / 4
+	if every < 200*time.Millisecond {
+		every = 200 * time.Millisecond
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		leases, err := c.o.Store.ReadLeases(c.tree.Nodes())
+		if err != nil {
+			c.o.Log.WithError(err).Warn("cannot read node leases")
+		} else {
+			now := c.o.Now()
+			dead := map[string]bool{}
+			for _, r := range leases {
+				host := leaseHost(r.DN)
+				if host != "" && now.After(r.Until.Add(c.o.NodeTimeout)) {
+					dead[host] = true
+				}
+			}
+			for _, h := range c.alive.set(dead) {
+				c.o.Log.WithField("node", h).Warn("node stopped renewing its lease; failing its waiting leaves")
+				for _, k := range c.idx.keys() {
+					if host, _ := splitKey(k); host == h {
+						c.queue.Add(k)
+					}
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func leaseHost(dn string) string {
+	parsed, err := ldap.ParseDN(dn)
+	if err != nil || len(parsed.RDNs) == 0 || len(parsed.RDNs[0].Attributes) != 1 {
+		return ""
+	}
+	return parsed.RDNs[0].Attributes[0].Value
+}
+
+// overdue fails the batch's leaves that waited too long, or whose host is
+// dead, and schedules a look at the next deadline. It returns the leaves it
+// left for fsm.Reconcile.
+func (c *Controller) overdue(key string, batch []fsm.Leaf) []fsm.Leaf {
+	host, _ := splitKey(key)
+	now := c.o.Now()
+	dead := c.alive.isDead(host)
+	var keep []fsm.Leaf
+	var next time.Time
+	for _, l := range batch {
+		if !l.Mode.IsRequest() && !l.Mode.IsRunning() {
+			keep = append(keep, l)
+			continue
+		}
+		since := c.modified(l.Key)
+		reason := ""
+		if w, ok := fsm.Overdue(l, now, since, c.o.Limits, int(TimeoutCode)); ok {
+			reason = "deadline: " + w.Reason
+		} else if dead {
+			reason = fmt.Sprintf("node %s stopped renewing its lease while the leaf was %s", host, l.Mode)
+		}
+		if reason == "" {
+			keep = append(keep, l)
+			if at, ok := fsm.Deadline(l, since, c.o.Limits); ok && (next.IsZero() || at.Before(next)) {
+				next = at
+			}
+			continue
+		}
+		rc := int(TimeoutCode)
+		err := c.o.Store.ChangeMode(ldapschema.ModeChange{
+			DN: l.Key, From: string(l.Mode), To: string(fsm.Finished), State: ldapschema.FormatTime(now),
+			ReturnValue: &rc, Extra: map[string][]string{ldapschema.AttrDescription: {"failed: " + reason}},
+		})
+		if err == nil {
+			c.o.Log.WithField("leaf", l.Key).WithField("reason", reason).Warn("leaf failed by controld")
+			if c.o.OnWrite != nil {
+				c.o.OnWrite(fsm.Write{Key: l.Key, From: l.Mode, To: fsm.Finished, ReturnValue: &rc, Reason: reason})
+			}
+		} else if !errors.Is(err, ldapschema.ErrConflict) && !errors.Is(err, ldapschema.ErrNotFound) {
+			keep = append(keep, l) // try again later
+		}
+	}
+	if !next.IsZero() {
+		c.queue.AddAfter(key, next.Sub(now)+time.Second)
+	}
+	return keep
+}
+
+// modified is when controld first saw the leaf as it is now (same mode, same
+// modifyTimestamp), by controld's own clock: a node's progress writes change
+// the entry and so restart the count, and no two clocks are compared. After a
+// controld restart the count starts again: a deadline may stretch, never vanish.
+func (c *Controller) modified(dn string) time.Time {
+	e, ok := c.cache.Get(dn)
+	if !ok {
+		return c.o.Now()
+	}
+	sig := e.GetAttributeValue(ldapschema.AttrMode) + "@" + e.GetAttributeValue("modifyTimestamp")
+	n := ldapschema.NormalizeDN(dn)
+	c.seenMu.Lock()
+	defer c.seenMu.Unlock()
+	if r, ok := c.seen[n]; ok && r.sig == sig {
+		return r.at
+	}
+	at := c.o.Now()
+	c.seen[n] = seenRec{sig: sig, at: at}
+	return at
+}
+
+type seenRec struct {
+	sig string
+	at  time.Time
+}
+
+// takeLease blocks until this controld holds the lease (a second one stands by).
+func (c *Controller) takeLease(ctx context.Context) error {
+	standby := false
+	for {
+		ok, cur, err := c.lease.Acquire(c.o.Now())
+		if err != nil {
+			c.o.Log.WithError(err).Warn("cannot read the controld lease yet")
+		} else if ok {
+			c.o.Log.WithField("lease", c.lease.DN).Info("controld lease taken: active")
+			return nil
+		} else if !standby {
+			c.o.Log.WithFields(map[string]any{"holder": cur.Holder, "until": cur.Until}).Info("another controld is active; standing by")
+			standby = true
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(c.o.LeaseTTL / 4):
+		}
+	}
+}
+
+// keepLease renews the lease until ctx ends; losing it stops the controller.
+func (c *Controller) keepLease(ctx context.Context, stop context.CancelCauseFunc) {
+	t := time.NewTicker(c.o.LeaseTTL / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		ok, cur, err := c.lease.Acquire(c.o.Now())
+		switch {
+		case err != nil:
+			c.o.Log.WithError(err).Warn("cannot renew the controld lease; retrying")
+		case !ok:
+			c.o.Log.WithField("holder", cur.Holder).Error("controld lease lost; stopping")
+			stop(ErrLeaseLost)
+			return
+		}
+	}
+}
+
+func defaultHolder() string {
+	host, _ := os.Hostname()
+	return fmt.Sprintf("%s/%d/%d", strings.ReplaceAll(host, " ", "_"), os.Getpid(), time.Now().UnixNano()%1e6)
+}
