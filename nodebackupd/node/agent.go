@@ -378,6 +378,7 @@ func (a *Agent) reconcile(ctx context.Context, dn string) error {
 		var j *job
 		j, err = a.prepare(vm, leaf, log)
 		if err == nil {
+			j.running = string(fl.Mode)
 			times, err = stepFn(ctx, j)
 			extra = j.extra
 		}

@@ -63,6 +63,11 @@ func (a *Agent) unretain(ctx context.Context, j *job, names []string, code ldaps
 	}
 	var out []string
 	var total int64
+	var srcs []string
+	for _, n := range names {
+		srcs = append(srcs, filepath.Join(src, j.layout.BackupName(n)))
+	}
+	m := a.newMeter(j, "unretain", srcs)
 	for _, n := range names {
 		from, to := filepath.Join(src, j.layout.BackupName(n)), filepath.Join(dst, j.layout.BackupName(n))
 		same, err := SameFile(from, to)
@@ -70,10 +75,12 @@ func (a *Agent) unretain(ctx context.Context, j *job, names []string, code ldaps
 			return nil, 0, fail(code, err)
 		}
 		if !same {
-			c, err := CopyFile(ctx, from, to, j.cfg.Permission, nil)
+			prog, finished := m.file()
+			c, err := CopyFile(ctx, from, to, j.cfg.Permission, prog)
 			if err != nil {
 				return nil, 0, fail(code, err)
 			}
+			finished(c)
 			total += c
 		}
 		out = append(out, to)

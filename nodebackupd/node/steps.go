@@ -21,13 +21,14 @@ import (
 
 // job is everything one step needs, read fresh from the directory.
 type job struct {
-	vm     ldapschema.VM
-	leaf   ldapschema.Leaf
-	cfg    ldapschema.BackupConfig
-	layout Layout
-	disks  []libvirt.Disk
-	log    logrus.FieldLogger
-	extra  map[string][]string // further leaf attributes the step reports
+	vm      ldapschema.VM
+	leaf    ldapschema.Leaf
+	cfg     ldapschema.BackupConfig
+	layout  Layout
+	disks   []libvirt.Disk
+	log     logrus.FieldLogger
+	extra   map[string][]string // further leaf attributes the step reports
+	running string              // the -ing mode the step runs in
 }
 
 // prepare reads the effective backup config and the VM's disks.
@@ -294,6 +295,11 @@ func (a *Agent) retain(ctx context.Context, j *job) ([]string, error) {
 		return nil, err
 	}
 	var total int64
+	var srcs []string
+	for _, f := range files {
+		srcs = append(srcs, filepath.Join(src, f.name))
+	}
+	m := a.newMeter(j, "retain", srcs)
 	for _, f := range files {
 		from, to := filepath.Join(src, f.name), filepath.Join(dst, j.layout.BackupName(f.name))
 		if _, err := os.Stat(from); err != nil {
@@ -307,10 +313,12 @@ func (a *Agent) retain(ctx context.Context, j *job) ([]string, error) {
 			return nil, fail(f.code, err)
 		}
 		if !same {
-			n, err := CopyFile(ctx, from, to, j.cfg.Permission, func(done, all int64) {})
+			prog, finished := m.file()
+			n, err := CopyFile(ctx, from, to, j.cfg.Permission, prog)
 			if err != nil {
 				return nil, fail(f.code, err)
 			}
+			finished(n)
 			total += n
 		}
 		if f.image {
