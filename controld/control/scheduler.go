@@ -68,7 +68,7 @@ type Scheduler struct {
 
 	mu     sync.Mutex
 	view   *view
-	plans  map[string]*vmPlan
+	plans  map[string]*planState
 	queue  planHeap
 	synced bool
 	holds  map[string]int // batch keys being created; reconcile waits
@@ -78,8 +78,8 @@ type Scheduler struct {
 	created, existing, skipped, failed, caughtUp, deletes atomic.Uint64
 }
 
-// vmPlan is a Plan with the scheduler's bookkeeping.
-type vmPlan struct {
+// planState is a Plan with the scheduler's bookkeeping.
+type planState struct {
 	Plan
 	key      string    // identity of status and schedule: Next survives changes that keep it
 	inflight string    // leaf created, not yet seen through the watch
@@ -89,7 +89,7 @@ type vmPlan struct {
 }
 
 // due is when the plan needs the scheduler next; zero for never.
-func (p *vmPlan) due() time.Time {
+func (p *planState) due() time.Time {
 	switch {
 	case p.retryAt.IsZero():
 		return p.Next
@@ -114,7 +114,7 @@ func newScheduler(c *Controller, o NightlyOptions) *Scheduler {
 	}
 	return &Scheduler{
 		c: c, o: o, log: c.o.Log.WithField("part", "scheduler"),
-		view: newView(c.tree, o.Location), plans: map[string]*vmPlan{},
+		view: newView(c.tree, o.Location), plans: map[string]*planState{},
 		holds: map[string]int{}, wake: make(chan struct{}, 1), ready: make(chan struct{}),
 	}
 }
@@ -237,7 +237,7 @@ func (s *Scheduler) updateLocked(vm string, now time.Time, initial bool) {
 	}
 	key := planKey(p)
 	if old == nil {
-		old = &vmPlan{hi: -1}
+		old = &planState{hi: -1}
 		s.plans[vm] = old
 	}
 	changed := initial || old.key != key || old.Host != p.Host || old.Iterations != p.Iterations || old.Source != p.Source
@@ -332,7 +332,7 @@ func (s *Scheduler) plan(vm string) (Plan, bool) {
 
 // The heap of plans by due time.
 
-type planHeap []*vmPlan
+type planHeap []*planState
 
 func (h planHeap) Len() int           { return len(h) }
 func (h planHeap) Less(i, j int) bool { return h[i].due().Before(h[j].due()) }
@@ -341,7 +341,7 @@ func (h planHeap) Swap(i, j int) {
 	h[i].hi, h[j].hi = i, j
 }
 func (h *planHeap) Push(x any) {
-	p := x.(*vmPlan)
+	p := x.(*planState)
 	p.hi = len(*h)
 	*h = append(*h, p)
 }
@@ -355,7 +355,7 @@ func (h *planHeap) Pop() any {
 }
 
 // fixLocked puts p where its due time says, or takes it out.
-func (s *Scheduler) fixLocked(p *vmPlan) {
+func (s *Scheduler) fixLocked(p *planState) {
 	switch {
 	case p.due().IsZero():
 		s.removeLocked(p)
@@ -366,7 +366,7 @@ func (s *Scheduler) fixLocked(p *vmPlan) {
 	}
 }
 
-func (s *Scheduler) removeLocked(p *vmPlan) {
+func (s *Scheduler) removeLocked(p *planState) {
 	if p.hi >= 0 {
 		heap.Remove(&s.queue, p.hi)
 	}
