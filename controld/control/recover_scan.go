@@ -1,0 +1,549 @@
+package control
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/go-ldap/ldap/v3"
+	"libvirt.org/go/libvirtxml"
+
+	"github.com/stoneycloud/stoney-conductor/ldapschema"
+)
+
+// The scanner reads what the node daemons left on the backup storage:
+//
+//	<root>/<vm-persistent|vm-templates>/<storage pool>/<vm>/<leaf>/
+//	    <vm>.state.<leaf>  <vm>.xml.<leaf>  <vm>.ldif.<leaf>  <disk file>.<leaf>...
+//
+// It never writes and never asks the directory; Validate compares its report
+// with the directory.
+
+// ImageChecker judges one backed-up disk image. Implementations only read.
+type ImageChecker interface {
+	// CheckImage returns nil for a complete, healthy image of the given
+	// format ("" for any), else why not.
+	CheckImage(ctx context.Context, path, format string) error
+}
+
+// QemuImgChecker checks images with qemu-img, which must be installed where
+// the backup storage is mounted. It is not the libvirt package's check on
+// purpose: controld does not link libvirt.
+type QemuImgChecker struct {
+	Timeout time.Duration // per image; default 10 minutes
+}
+
+// CheckImage runs `qemu-img info` and `qemu-img check`: corruption and
+// check errors are reported, and so is a file shorter than the end of the
+// image qemu-img computes (a copy cut short can pass the check when only
+// data clusters are missing).
+func (q QemuImgChecker) CheckImage(ctx context.Context, path, format string) error {
+	timeout := q.Timeout
+	if timeout <= 0 {
+		timeout = 10 * time.Minute
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	st, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	out, _, err := recoverQemuImg(ctx, "info", "-U", "--output=json", path)
+	if err != nil {
+		return fmt.Errorf("not a readable image: %w", err)
+	}
+	var info struct {
+		Format         string `json:"format"`
+		FormatSpecific struct {
+			Data struct {
+				Corrupt bool `json:"corrupt"`
+			} `json:"data"`
+		} `json:"format-specific"`
+	}
+	if err := json.Unmarshal(out, &info); err != nil {
+		return fmt.Errorf("qemu-img info: %w", err)
+	}
+	if format != "" && info.Format != format {
+		return fmt.Errorf("a %s image, the domain XML says %s", info.Format, format)
+	}
+	if info.FormatSpecific.Data.Corrupt {
+		return errors.New("the image is marked corrupt")
+	}
+	if info.Format == "raw" {
+		return nil // nothing to check beyond reading it
+	}
+	out, code, err := recoverQemuImg(ctx, "check", "-U", "-f", info.Format, "--output=json", path)
+	// 2: corruptions, 3: leaks only; both still print the JSON report.
+	if err != nil && code != 2 && code != 3 {
+		return fmt.Errorf("qemu-img check: %w", err)
+	}
+	var c struct {
+		CheckErrors    int   `json:"check-errors"`
+		Corruptions    int   `json:"corruptions"`
+		ImageEndOffset int64 `json:"image-end-offset"`
+	}
+	if err := json.Unmarshal(out, &c); err != nil {
+		return fmt.Errorf("qemu-img check: %w", err)
+	}
+	switch {
+	case c.ImageEndOffset > st.Size():
+		return fmt.Errorf("truncated: the image ends at byte %d, the file has %d", c.ImageEndOffset, st.Size())
+	case c.Corruptions > 0 || c.CheckErrors > 0:
+		return fmt.Errorf("corrupt: %d corruptions, %d check errors", c.Corruptions, c.CheckErrors)
+	}
+	return nil
+}
+
+// recoverQemuImg runs qemu-img (never through a shell) and returns its stdout
+// and exit code; the error carries the first line of stderr.
+func recoverQemuImg(ctx context.Context, args ...string) ([]byte, int, error) {
+	var out, errb bytes.Buffer
+	cmd := exec.CommandContext(ctx, "qemu-img", args...)
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	if err == nil {
+		return out.Bytes(), 0, nil
+	}
+	code := -1
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	}
+	msg, _, _ := strings.Cut(strings.TrimSpace(errb.String()), "\n")
+	if msg != "" {
+		err = fmt.Errorf("%w: %s", err, msg)
+	}
+	return out.Bytes(), code, err
+}
+
+// ScanOptions configure ScanBackups.
+type ScanOptions struct {
+	Images ImageChecker // default QemuImgChecker{}
+	// Progress, when set, is told about each VM directory before it is read.
+	Progress func(dir string)
+}
+
+// RootSource says where a scanned root came from.
+type RootSource struct {
+	Path   string `json:"path"`
+	Source string `json:"source"` // the configuration's DN, or "command line"
+}
+
+// ScannedRoot is one backup root and what reading it gave.
+type ScannedRoot struct {
+	RootSource
+	Error string `json:"error,omitempty"` // e.g. not mounted here
+}
+
+// IterationDisk is one disk of a backed-up iteration.
+type IterationDisk struct {
+	Target string `json:"target"`
+	Source string `json:"source"` // the image path on the node
+	Format string `json:"format,omitempty"`
+	File   string `json:"file"` // the backup file
+	Bytes  int64  `json:"bytes"`
+}
+
+// IterationStatus is what recover makes of one iteration.
+type IterationStatus string
+
+// The statuses of an iteration, from the files (broken) or from comparing
+// them with the directory (the others).
+const (
+	StatusNew            IterationStatus = "new"             // complete, and no leaf knows it
+	StatusKnown          IterationStatus = "known"           // a finished, successful leaf exists
+	StatusKnownDifferent IterationStatus = "known-different" // a leaf of that name exists in another state
+	StatusBroken         IterationStatus = "broken"          // incomplete or damaged: never imported
+)
+
+// Iteration is one backup found on the storage.
+type Iteration struct {
+	Root        string          `json:"root"`
+	Kind        string          `json:"kind"`        // vm-persistent or vm-templates
+	StoragePool string          `json:"storagePool"` // the images' directory name
+	VM          string          `json:"vm"`
+	Leaf        string          `json:"leaf"`
+	Dir         string          `json:"dir"`
+	Status      IterationStatus `json:"status"`
+	Problems    []string        `json:"problems,omitempty"` // why it is broken
+	Notes       []string        `json:"notes,omitempty"`
+	State       string          `json:"state,omitempty"` // "saved" (the VM ran) or "placeholder"
+	Disks       []IterationDisk `json:"disks,omitempty"`
+	Bytes       int64           `json:"bytes"`
+	// From the saved LDIF.
+	Node   string `json:"node,omitempty"`
+	VMPool string `json:"vmPool,omitempty"`
+	VMType string `json:"vmType,omitempty"`
+	// The leaf in the directory, for known and known-different.
+	Directory string `json:"directory,omitempty"`
+
+	ldif []*ldap.Entry // the saved subtree, when it parsed
+}
+
+// Broken reports whether the files cannot be recovered.
+func (it *Iteration) Broken() bool { return len(it.Problems) > 0 }
+
+func (it *Iteration) problem(format string, a ...any) {
+	it.Problems = append(it.Problems, fmt.Sprintf(format, a...))
+}
+
+// Stray is something on the backup storage that is not a backup iteration.
+type Stray struct {
+	Path   string `json:"path"`
+	Reason string `json:"reason"`
+}
+
+// ScanReport is everything found below the roots.
+type ScanReport struct {
+	Roots      []ScannedRoot `json:"roots"`
+	Iterations []*Iteration  `json:"-"` // reported per VM by the plan
+	Strays     []Stray       `json:"strays,omitempty"`
+}
+
+// ScanBackups reads every iteration below the roots. A broken iteration or
+// an unreadable directory is reported and skipped; nothing aborts the scan.
+func ScanBackups(ctx context.Context, roots []RootSource, o ScanOptions) *ScanReport {
+	if o.Images == nil {
+		o.Images = QemuImgChecker{}
+	}
+	r := &ScanReport{}
+	seen := map[string]bool{}
+	for _, root := range roots {
+		sr := ScannedRoot{RootSource: root}
+		key := filepath.Clean(root.Path)
+		if real, err := filepath.EvalSymlinks(key); err == nil {
+			key = real
+		}
+		if seen[key] {
+			continue // the same root named twice (configured and on the command line)
+		}
+		seen[key] = true
+		st, err := os.Stat(root.Path)
+		switch {
+		case err != nil:
+			sr.Error = err.Error()
+		case !st.IsDir():
+			sr.Error = "not a directory"
+		}
+		r.Roots = append(r.Roots, sr)
+		if sr.Error == "" {
+			r.scanRoot(ctx, filepath.Clean(root.Path), o)
+		}
+	}
+	sort.Slice(r.Iterations, func(i, j int) bool {
+		a, b := r.Iterations[i], r.Iterations[j]
+		if a.VM != b.VM {
+			return a.VM < b.VM
+		}
+		if a.Leaf != b.Leaf {
+			return a.Leaf < b.Leaf
+		}
+		return a.Dir < b.Dir
+	})
+	return r
+}
+
+func (r *ScanReport) stray(path, format string, a ...any) {
+	r.Strays = append(r.Strays, Stray{Path: path, Reason: fmt.Sprintf(format, a...)})
+}
+
+// subdirs lists dir; entries that are not directories, or whose names fail
+// ok, are strays.
+func (r *ScanReport) subdirs(dir, level string, ok func(string) error) []string {
+	es, err := os.ReadDir(dir)
+	if err != nil {
+		r.stray(dir, "cannot read: %v", err)
+		return nil
+	}
+	var out []string
+	for _, e := range es {
+		p := filepath.Join(dir, e.Name())
+		if !e.IsDir() {
+			r.stray(p, "a file where a %s directory belongs", level)
+			continue
+		}
+		if err := ok(e.Name()); err != nil {
+			r.stray(p, "not a %s directory: %v", level, err)
+			continue
+		}
+		out = append(out, e.Name())
+	}
+	return out
+}
+
+func (r *ScanReport) scanRoot(ctx context.Context, root string, o ScanOptions) {
+	kinds := r.subdirs(root, "vm-persistent or vm-templates", func(n string) error {
+		if n != ldapschema.StoragePersistent && n != ldapschema.StorageTemplates {
+			return errors.New("unknown kind")
+		}
+		return nil
+	})
+	for _, kind := range kinds {
+		for _, pool := range r.subdirs(filepath.Join(root, kind), "storage pool", ldapschema.SafeName) {
+			for _, vm := range r.subdirs(filepath.Join(root, kind, pool), "VM", ldapschema.SafeName) {
+				vmDir := filepath.Join(root, kind, pool, vm)
+				if o.Progress != nil {
+					o.Progress(vmDir)
+				}
+				leaves := r.subdirs(vmDir, "backup iteration", func(n string) error {
+					if !ldapschema.IsLeafName(n) {
+						return errors.New("name is not a UTC time YYYYMMDDThhmmssZ")
+					}
+					return nil
+				})
+				for _, leaf := range leaves {
+					if ctx.Err() != nil {
+						return
+					}
+					it := ScanIteration(ctx, root, kind, pool, vm, leaf, o.Images)
+					r.Iterations = append(r.Iterations, it)
+				}
+			}
+		}
+	}
+}
+
+// recoverPlaceholder is what a node writes as the state of a VM that was not
+// running at backup time.
+const recoverPlaceholder = "Machine is not running, no state file"
+
+// ScanIteration reads and checks the files of one iteration directory.
+func ScanIteration(ctx context.Context, root, kind, pool, vm, leaf string, images ImageChecker) *Iteration {
+	if images == nil {
+		images = QemuImgChecker{}
+	}
+	it := &Iteration{Root: root, Kind: kind, StoragePool: pool, VM: vm, Leaf: leaf,
+		Dir: filepath.Join(root, kind, pool, vm, leaf)}
+	name := func(base string) string { return base + "." + leaf }
+	expected := map[string]bool{}
+	file := func(base string) (string, int64, bool) {
+		n := name(base)
+		expected[n] = true
+		p := filepath.Join(it.Dir, n)
+		st, err := os.Stat(p)
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				it.problem("%s is missing", n)
+			} else {
+				it.problem("%s: %v", n, err)
+			}
+			return p, 0, false
+		}
+		if !st.Mode().IsRegular() {
+			it.problem("%s is not a regular file", n)
+			return p, 0, false
+		}
+		it.Bytes += st.Size()
+		return p, st.Size(), true
+	}
+
+	if p, _, ok := file(vm + ".state"); ok {
+		kind, err := recoverStateKind(p)
+		if err != nil {
+			it.problem("%s: %v", name(vm+".state"), err)
+		}
+		it.State = kind
+	}
+	if p, _, ok := file(vm + ".ldif"); ok {
+		it.readLDIF(p, name(vm+".ldif"))
+	}
+	if p, _, ok := file(vm + ".xml"); ok {
+		disks, err := recoverXMLDisks(p, vm)
+		if err != nil {
+			it.problem("%s: %v", name(vm+".xml"), err)
+		}
+		for _, d := range disks {
+			base := filepath.Base(d.Source)
+			if err := ldapschema.SafeName(base); err != nil || !filepath.IsAbs(d.Source) {
+				it.problem("disk %s: unusable image path %q", d.Target, d.Source)
+				continue
+			}
+			ip, size, ok := file(base)
+			it.Disks = append(it.Disks, IterationDisk{Target: d.Target, Source: d.Source, Format: d.Format, File: name(base), Bytes: size})
+			if !ok {
+				continue
+			}
+			if err := images.CheckImage(ctx, ip, d.Format); err != nil {
+				it.problem("disk %s (%s): %v", d.Target, name(base), err)
+			}
+		}
+	}
+	if es, err := os.ReadDir(it.Dir); err == nil {
+		for _, e := range es {
+			if !expected[e.Name()] {
+				it.Notes = append(it.Notes, "unexpected file "+e.Name())
+			}
+		}
+	}
+	if it.Broken() {
+		it.Status = StatusBroken
+	} else {
+		it.Status = StatusNew // until the directory says otherwise
+	}
+	return it
+}
+
+// readLDIF parses the saved subtree and checks it describes this VM: the VM
+// entry itself and nothing outside it (under any base: the directory may be
+// rebuilt with another one).
+func (it *Iteration) readLDIF(path, name string) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		it.problem("%s: %v", name, err)
+		return
+	}
+	entries, err := ldapschema.ParseLDIF(string(b))
+	if err != nil {
+		it.problem("%s: %v", name, err)
+		return
+	}
+	var vmEntry *ldap.Entry
+	for _, e := range entries {
+		rel, err := recoverRelativeToVM(e.DN, it.VM)
+		if err != nil {
+			it.problem("%s: %v", name, err)
+			return
+		}
+		if len(rel) == 0 {
+			vmEntry = e
+		}
+	}
+	if vmEntry == nil {
+		it.problem("%s holds no entry for VM %s", name, it.VM)
+		return
+	}
+	it.Node = vmEntry.GetAttributeValue(ldapschema.AttrNode)
+	it.VMPool = vmEntry.GetAttributeValue(ldapschema.AttrVirtualMachinePool)
+	it.VMType = vmEntry.GetAttributeValue(ldapschema.AttrVirtualMachineType)
+	want := ldapschema.StoragePersistent
+	if strings.EqualFold(it.VMType, ldapschema.VMTypeTemplate) {
+		want = ldapschema.StorageTemplates
+	}
+	if want != it.Kind {
+		it.Notes = append(it.Notes, fmt.Sprintf("the saved VM is of type %q, which is backed up to %s, not %s", it.VMType, want, it.Kind))
+	}
+	it.ldif = entries
+}
+
+// recoverRelativeToVM returns the RDNs of dn above sstVirtualMachine=<vm>,ou=virtual
+// machines (empty for the VM entry itself), whatever the base below.
+func recoverRelativeToVM(dn, vm string) ([]*ldap.RelativeDN, error) {
+	parsed, err := ldap.ParseDN(dn)
+	if err != nil {
+		return nil, fmt.Errorf("DN %q: %v", dn, err)
+	}
+	for i, rdn := range parsed.RDNs {
+		if len(rdn.Attributes) != 1 || !strings.EqualFold(rdn.Attributes[0].Type, ldapschema.AttrVirtualMachine) {
+			continue
+		}
+		next := parsed.RDNs[i+1:]
+		if rdn.Attributes[0].Value != vm || len(next) == 0 || len(next[0].Attributes) != 1 ||
+			!strings.EqualFold(next[0].Attributes[0].Type, ldapschema.AttrOU) ||
+			!strings.EqualFold(next[0].Attributes[0].Value, "virtual machines") {
+			break
+		}
+		return parsed.RDNs[:i], nil
+	}
+	return nil, fmt.Errorf("entry %q is not part of VM %s", dn, vm)
+}
+
+// recoverXMLDisks reads the saved domain XML: its name must be the VM's, and
+// its file-backed hard disks are the images the iteration must hold.
+func recoverXMLDisks(path, vm string) ([]IterationDisk, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var dom libvirtxml.Domain
+	if err := dom.Unmarshal(string(b)); err != nil {
+		return nil, fmt.Errorf("not a domain XML: %v", err)
+	}
+	if dom.Name != vm {
+		return nil, fmt.Errorf("names domain %q, not %q", dom.Name, vm)
+	}
+	var out []IterationDisk
+	if dom.Devices == nil {
+		return nil, nil
+	}
+	for _, d := range dom.Devices.Disks {
+		if d.Device != "" && d.Device != "disk" {
+			continue // cdrom, floppy: not backed up
+		}
+		target := ""
+		if d.Target != nil {
+			target = d.Target.Dev
+		}
+		if d.Source == nil || d.Source.File == nil || d.Source.File.File == "" {
+			continue // not a file: the node does not back it up either
+		}
+		format := ""
+		if d.Driver != nil {
+			format = d.Driver.Type
+		}
+		out = append(out, IterationDisk{Target: target, Source: d.Source.File.File, Format: format})
+	}
+	return out, nil
+}
+
+// libvirt's QEMU save image: a header, data_len bytes of XML (and padding),
+// then QEMU's migration stream, which starts with "QEVM" when uncompressed.
+const (
+	recoverSaveMagic  = "LibvirtQemudSave"
+	recoverSaveHeader = 16 + 19*4
+	recoverQEVM       = "QEVM"
+)
+
+// recoverStateKind tells a saved state ("saved") from the placeholder of a VM that
+// was not running ("placeholder"); a save image cut short is an error.
+func recoverStateKind(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return "", err
+	}
+	head := make([]byte, recoverSaveHeader)
+	n, err := io.ReadFull(f, head)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+		return "", err
+	}
+	head = head[:n]
+	if strings.TrimSpace(string(head)) == recoverPlaceholder && st.Size() <= int64(len(recoverPlaceholder))+2 {
+		return "placeholder", nil
+	}
+	if !bytes.HasPrefix(head, []byte(recoverSaveMagic)) {
+		return "", errors.New("neither a saved VM state nor the placeholder of a VM that was not running")
+	}
+	if n < recoverSaveHeader {
+		return "", errors.New("saved state cut short in its header")
+	}
+	var order binary.ByteOrder = binary.LittleEndian
+	if v := order.Uint32(head[16:]); v > 0xffff {
+		order = binary.BigEndian // written on a host of the other byte order
+	}
+	dataLen, compressed := int64(order.Uint32(head[20:])), order.Uint32(head[28:])
+	stream := int64(recoverSaveHeader) + dataLen
+	if st.Size() <= stream {
+		return "", fmt.Errorf("saved state cut short: %d bytes, its header promises more than %d", st.Size(), stream)
+	}
+	if compressed == 0 {
+		magic := make([]byte, len(recoverQEVM))
+		if _, err := f.ReadAt(magic, stream); err != nil || string(magic) != recoverQEVM {
+			return "", errors.New("saved state holds no QEMU machine state after its header")
+		}
+	}
+	return "saved", nil
+}
