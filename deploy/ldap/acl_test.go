@@ -137,6 +137,45 @@ func TestControldChangesNothingElse(t *testing.T) {
 	refused(t, "a node's password", st.Update(nodeDN(node1), "", map[string][]string{"userPassword": {"x"}}))
 }
 
+// Each node renews only its own host's heartbeat, and only controld holds
+// the controld lease; whoever comes first creates the containers.
+func TestLeases(t *testing.T) {
+	tree := env.tree
+	n1, n2, ctl := bind(t, nodeDN(node1)), bind(t, nodeDN(node2)), bind(t, controldDN)
+	lease := func(st *ldapschema.Store, dn string) *ldapschema.Lease {
+		return &ldapschema.Lease{Store: st, DN: dn, Holder: "test/" + dn, TTL: time.Minute}
+	}
+	acquire := func(what string, l *ldapschema.Lease) {
+		t.Helper()
+		ok, _, err := l.Acquire(time.Now())
+		if err != nil || !ok {
+			t.Errorf("%s: want the lease, got %v, %v", what, ok, err)
+		}
+	}
+	acquire("kvm-01 takes its heartbeat (and creates the containers)", lease(n1, tree.NodeLease(node1)))
+	acquire("kvm-02 takes its heartbeat", lease(n2, tree.NodeLease(node2)))
+	acquire("controld takes its lease", lease(ctl, tree.ControldLease()))
+
+	refused(t, "kvm-02 writes kvm-01's heartbeat", n2.Update(tree.NodeLease(node1), "", map[string][]string{ldapschema.AttrDescription: {"holder=x until=2099-01-01T00:00:00Z"}}))
+	_, _, err := lease(n1, tree.NodeLease("kvm-99")).Acquire(time.Now())
+	refused(t, "kvm-01 creates a heartbeat for another host", err)
+	refused(t, "kvm-01 writes the controld lease", n1.Update(tree.ControldLease(), "", map[string][]string{ldapschema.AttrDescription: nil}))
+	refused(t, "controld writes kvm-01's heartbeat", ctl.Update(tree.NodeLease(node1), "", map[string][]string{ldapschema.AttrDescription: nil}))
+	refused(t, "kvm-01 adds something else below ou=virtualization", n1.Add(func() *goldap.AddRequest {
+		r := goldap.NewAddRequest("ou=other,"+tree.Virtualization(), nil)
+		r.Attribute("objectClass", []string{"top", "organizationalUnit"})
+		r.Attribute("ou", []string{"other"})
+		return r
+	}()))
+	leases, err := ctl.ReadLeases(tree.Nodes())
+	if err != nil || len(leases) < 2 {
+		t.Errorf("controld reads the heartbeats: %d, %v", len(leases), err)
+	}
+	if err := lease(n1, tree.NodeLease(node1)).Release(); err != nil {
+		t.Errorf("kvm-01 releases its heartbeat: %v", err)
+	}
+}
+
 // Both read what they need, and nothing outside the virtualization tree.
 func TestAccountsRead(t *testing.T) {
 	vm := addVM(t, node2, true)

@@ -195,7 +195,7 @@ userPassword: {CRYPT}*
 	rule := fmt.Sprintf(`dn: olcDatabase={1}mdb,cn=config
 changetype: modify
 add: olcAccess
-olcAccess: {10}to dn.subtree="%s" attrs=sstProvisioningMode,sstProvisioningState by dn.exact="%s" write by * break
+olcAccess: {14}to dn.subtree="%s" attrs=sstProvisioningMode,sstProvisioningState by dn.exact="%s" write by * break
 `, env.tree.VirtualMachines(), webuiDN)
 	return env.slapd.ModifyConfig(rule)
 }
