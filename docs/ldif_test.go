@@ -94,3 +94,54 @@ func TestManualLDIF(t *testing.T) {
 		}
 	}
 }
+
+// The LDIF of operator-guide.md makes a new Debian directory ready: the
+// containers on a fresh base, then a global backup configuration that the
+// daemons read as meant (mode 660, three iterations, nightly at 03:00).
+func TestOperatorGuideLDIF(t *testing.T) {
+	s, err := testenv.StartSlapd(testenv.SlapdOptions{Dir: filepath.Join(t.TempDir(), "slapd"), NoSync: true,
+		DebianInit: true, Base: "dc=example,dc=org"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	schema, err := os.ReadFile("../deploy/ldap/stoney-conductor-schema.ldif")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ModifyConfig(string(schema), "-a"); err != nil {
+		t.Fatal(err)
+	}
+	st, err := ldapschema.Dial(ldapschema.StoreOptions{URL: s.URL, BindDN: s.AdminDN, Password: s.AdminPassword, Base: s.Base})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	// The test server comes with the containers; the guide starts without.
+	cs := st.Tree.Containers()
+	for i := len(cs) - 1; i >= 0; i-- {
+		if err := st.Delete(cs[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	blocks := ldifBlocks(t, "operator-guide.md")
+	if len(blocks) != 2 {
+		t.Fatalf("found %d LDIF blocks in operator-guide.md, want the containers and the global configuration", len(blocks))
+	}
+	for i, b := range blocks {
+		if err := apply(s, b); err != nil {
+			t.Fatalf("block %d of operator-guide.md:\n%s\n%v", i+1, b, err)
+		}
+	}
+	e, err := st.Get(st.Tree.GlobalBackup(), "*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, _, err := ldapschema.EffectiveConfig(nil, nil, e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Permission != 0o660 || cfg.Iterations != 3 || cfg.Group != "vm-storage" || cfg.RootDir != "/var/backup/virtualization" {
+		t.Errorf("global configuration read as %+v", cfg)
+	}
+}
