@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -68,6 +69,13 @@ func TestExampleConfigs(t *testing.T) {
 		code, out := runWith(t, bin, c.example, nil, c.args...)
 		if code != c.dial {
 			t.Errorf("%s with %s: exit %d, want %d (past the configuration, at the directory): %s", c.cmd, c.example, code, c.dial, out)
+		}
+		// The optional keys the example shows commented out are known too.
+		code, out = runWith(t, bin, c.example, func(s string) string {
+			return regexp.MustCompile(`(?m)^#([a-zA-Z]+: )`).ReplaceAllString(s, "$1")
+		}, c.args...)
+		if code != c.dial {
+			t.Errorf("%s with %s, optional keys set: exit %d, want %d: %s", c.cmd, c.example, code, c.dial, out)
 		}
 		// The check has teeth: a key the daemon does not know is refused.
 		code, out = runWith(t, bin, c.example, func(s string) string { return s + "\nno-such-key: 1\n" }, c.args...)
