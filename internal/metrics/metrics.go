@@ -1,0 +1,216 @@
+package metrics
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-ldap/ldap/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/sirupsen/logrus"
+
+	"github.com/stoneycloud/stoney-conductor/ldapschema"
+)
+
+// Serve answers /metrics and /healthz (200 while health returns nil) on addr
+// until ctx ends. A failing endpoint is logged; it never stops the daemon.
+func Serve(ctx context.Context, addr string, reg *prometheus.Registry, health func(context.Context) error, log logrus.FieldLogger) {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		hctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+		defer cancel()
+		if err := health(hctx); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ok\n"))
+	})
+	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+	}()
+	if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		log.WithError(err).Error("metrics endpoint")
+	}
+}
+
+// ExecutionTimes reads the node's "name: value" execution times.
+func ExecutionTimes(values []string) map[string]float64 {
+	out := map[string]float64{}
+	for _, v := range values {
+		k, val, ok := strings.Cut(v, ":")
+		if !ok {
+			continue
+		}
+		if f, err := strconv.ParseFloat(strings.TrimSpace(val), 64); err == nil {
+			out[strings.TrimSpace(k)] = f
+		}
+	}
+	return out
+}
+
+// Node is what nodebackupd records.
+type Node struct {
+	steps     *prometheus.HistogramVec
+	failures  *prometheus.CounterVec
+	copied    prometheus.Counter
+	downtime  prometheus.Histogram
+	reconnect prometheus.Counter
+}
+
+// NewNode registers the node daemon's metrics.
+func NewNode(reg prometheus.Registerer) *Node {
+	n := &Node{
+		steps: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "stoney_node_step_seconds", Help: "Duration of the steps this node carried out, by request mode.",
+			Buckets: prometheus.ExponentialBuckets(0.05, 2, 16),
+		}, []string{"mode"}),
+		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "stoney_node_step_failures_total", Help: "Steps answered with a non-zero return value, by mode and code.",
+		}, []string{"mode", "code"}),
+		copied: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "stoney_node_copied_bytes_total", Help: "Data bytes copied to and from the backup location.",
+		}),
+		downtime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "stoney_node_downtime_seconds", Help: "How long running VMs were stopped for their snapshot.",
+			Buckets: prometheus.ExponentialBuckets(0.25, 1.5, 16),
+		}),
+		reconnect: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "stoney_node_watch_reconnects_total", Help: "Times the directory watch broke and was resumed.",
+		}),
+	}
+	reg.MustRegister(n.steps, n.failures, n.copied, n.downtime, n.reconnect)
+	return n
+}
+
+// Step records one answered step and the execution times it reported.
+func (n *Node) Step(mode string, seconds float64, rc int, times []string) {
+	n.steps.WithLabelValues(mode).Observe(seconds)
+	if rc != 0 {
+		n.failures.WithLabelValues(mode, strconv.Itoa(rc)).Inc()
+	}
+	t := ExecutionTimes(times)
+	if d, ok := t["downtime"]; ok && d > 0 {
+		n.downtime.Observe(d)
+	}
+	for _, k := range []string{"retainBytes", "unretainBytes"} {
+		if b, ok := t[k]; ok {
+			n.copied.Add(b)
+		}
+	}
+}
+
+// WatchReconnect counts a broken watch session.
+func (n *Node) WatchReconnect() { n.reconnect.Inc() }
+
+// Control is what controld records, plus figures read from its cache.
+type Control struct {
+	writes    *prometheus.CounterVec
+	failures  *prometheus.CounterVec
+	reconnect prometheus.Counter
+}
+
+// NewControl registers controld's metrics; cache and tree feed the
+// directory-derived ones at scrape time.
+func NewControl(reg prometheus.Registerer, cache *ldapschema.Cache, tree ldapschema.Tree) *Control {
+	c := &Control{
+		writes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "stoney_control_writes_total", Help: "Modes controld wrote, by target mode.",
+		}, []string{"mode"}),
+		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "stoney_control_failed_leaves_total", Help: "Leaves finished with a non-zero return value, by code.",
+		}, []string{"code"}),
+		reconnect: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "stoney_control_watch_reconnects_total", Help: "Times the directory watch broke and was resumed.",
+		}),
+	}
+	reg.MustRegister(c.writes, c.failures, c.reconnect, &leafCollector{cache: cache, tree: tree})
+	return c
+}
+
+// Write records a mode controld wrote.
+func (c *Control) Write(to string, rc *int) {
+	c.writes.WithLabelValues(to).Inc()
+	if to == "finished" && rc != nil && *rc != 0 {
+		c.failures.WithLabelValues(strconv.Itoa(*rc)).Inc()
+	}
+}
+
+// WatchReconnect counts a broken watch session.
+func (c *Control) WatchReconnect() { c.reconnect.Inc() }
+
+var (
+	leavesDesc = prometheus.NewDesc("stoney_leaves", "Backup leaves in the directory, by mode.", []string{"mode"}, nil)
+	lastDesc   = prometheus.NewDesc("stoney_last_success_timestamp_seconds",
+		"When the newest successful backup of each VM finished (its State).", []string{"vm"}, nil)
+	stepDesc = prometheus.NewDesc("stoney_last_backup_step_seconds",
+		"Execution times of each VM's newest successful backup, by step (snapshot, downtime, merge, retain).", []string{"vm", "step"}, nil)
+	bytesDesc = prometheus.NewDesc("stoney_last_backup_bytes",
+		"Bytes copied to the backup location by each VM's newest successful backup.", []string{"vm"}, nil)
+)
+
+// leafCollector derives figures from the cached leaves at scrape time.
+type leafCollector struct {
+	cache *ldapschema.Cache
+	tree  ldapschema.Tree
+}
+
+func (l *leafCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- leavesDesc
+	ch <- lastDesc
+	ch <- stepDesc
+	ch <- bytesDesc
+}
+
+func (l *leafCollector) Collect(ch chan<- prometheus.Metric) {
+	byMode := map[string]float64{}
+	newest := map[string]ldapschema.Leaf{}
+	l.cache.Each(func(e *ldap.Entry) {
+		if !isLeaf(e) {
+			return
+		}
+		leaf, err := ldapschema.ParseLeaf(l.tree, e)
+		if err != nil {
+			return
+		}
+		byMode[leaf.Mode]++
+		if leaf.Mode == "finished" && leaf.ReturnValue == 0 && leaf.State != "0" {
+			if cur, ok := newest[leaf.VM]; !ok || leaf.Name > cur.Name {
+				newest[leaf.VM] = leaf
+			}
+		}
+	})
+	for m, n := range byMode {
+		ch <- prometheus.MustNewConstMetric(leavesDesc, prometheus.GaugeValue, n, m)
+	}
+	for vm, leaf := range newest {
+		if t, err := ldapschema.ParseTime(leaf.State); err == nil {
+			ch <- prometheus.MustNewConstMetric(lastDesc, prometheus.GaugeValue, float64(t.Unix()), vm)
+		}
+		for k, v := range ExecutionTimes(leaf.ExecutionTime) {
+			switch k {
+			case "retainBytes":
+				ch <- prometheus.MustNewConstMetric(bytesDesc, prometheus.GaugeValue, v, vm)
+			case "snapshot", "downtime", "merge", "retain":
+				ch <- prometheus.MustNewConstMetric(stepDesc, prometheus.GaugeValue, v, vm, k)
+			}
+		}
+	}
+}
+
+func isLeaf(e *ldap.Entry) bool {
+	for _, c := range e.GetAttributeValues(ldapschema.AttrObjectClass) {
+		if strings.EqualFold(c, ldapschema.ClassProvisioning) {
+			return true
+		}
+	}
+	return false
+}
