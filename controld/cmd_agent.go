@@ -6,7 +6,11 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/stoneycloud/stoney-conductor/controld/control"
+	"github.com/stoneycloud/stoney-conductor/fsm"
+	"github.com/stoneycloud/stoney-conductor/internal/metrics"
 )
 
 func init() {
@@ -36,9 +40,18 @@ func runAgent(args []string) error {
 	if err != nil {
 		return err
 	}
-	return control.New(control.Options{
+	reg := prometheus.NewRegistry()
+	var m *metrics.Control
+	ctl := control.New(control.Options{
 		Store: store, Log: log, Workers: cfg.Workers,
 		Nightly: cfg.nightly(), MaxConcurrentPerHost: cfg.MaxConcurrentPerHost,
 		Limits: limits, NodeTimeout: cfg.NodeTimeout, LeaseTTL: cfg.LeaseTTL,
-	}).Run(ctx)
+		OnWrite:      func(w fsm.Write) { m.Write(string(w.To), w.ReturnValue) },
+		OnWatchError: func(error) { m.WatchReconnect() },
+	})
+	m = metrics.NewControl(reg, ctl.Cache(), store.Tree)
+	if cfg.Metrics.Listen != "" {
+		go metrics.Serve(ctx, cfg.Metrics.Listen, reg, store.Ping, log)
+	}
+	return ctl.Run(ctx)
 }

@@ -38,6 +38,10 @@ type config struct {
 	NodeTimeout time.Duration            `yaml:"nodeTimeout"`
 	LeaseTTL    time.Duration            `yaml:"leaseTTL"`
 
+	Metrics struct {
+		Listen string `yaml:"listen"` // host:port for /metrics and /healthz; "" = off
+	} `yaml:"metrics"`
+
 	loc *time.Location // Timezone, loaded
 }
 

@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -11,9 +12,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 	"gopkg.in/yaml.v3"
 
+	"github.com/stoneycloud/stoney-conductor/internal/metrics"
 	"github.com/stoneycloud/stoney-conductor/ldapschema"
 	"github.com/stoneycloud/stoney-conductor/libvirt"
 	"github.com/stoneycloud/stoney-conductor/nodebackupd/node"
@@ -29,7 +32,10 @@ type config struct {
 	Workers int `yaml:"workers"`
 	// LeaseTTL is how long this host's lease (its heartbeat) holds unrenewed.
 	LeaseTTL time.Duration `yaml:"leaseTTL"`
-	Log      struct {
+	Metrics  struct {
+		Listen string `yaml:"listen"` // host:port for /metrics and /healthz; "" = off
+	} `yaml:"metrics"`
+	Log struct {
 		Level  string `yaml:"level"`
 		Format string `yaml:"format"`
 	} `yaml:"log"`
@@ -93,7 +99,22 @@ func run(cfgPath string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	log.WithFields(logrus.Fields{"node": cfg.Node, "ldap": cfg.LDAP.URL, "libvirt": cfg.Libvirt.URI}).Info("nodebackupd starting")
-	agent := node.New(node.Options{Node: cfg.Node, Store: store, Hypervisor: hv, Log: log, Workers: cfg.Workers, LeaseTTL: cfg.LeaseTTL})
+	reg := prometheus.NewRegistry()
+	m := metrics.NewNode(reg)
+	if cfg.Metrics.Listen != "" {
+		go metrics.Serve(ctx, cfg.Metrics.Listen, reg, func(ctx context.Context) error {
+			if err := store.Ping(ctx); err != nil {
+				return fmt.Errorf("directory: %w", err)
+			}
+			// Any answer from libvirt but a lost connection will do.
+			if _, err := hv.Domain("stoney-health-probe"); err != nil && !errors.Is(err, libvirt.ErrDomainNotFound) {
+				return fmt.Errorf("libvirt: %w", err)
+			}
+			return nil
+		}, log)
+	}
+	agent := node.New(node.Options{Node: cfg.Node, Store: store, Hypervisor: hv, Log: log, Workers: cfg.Workers, LeaseTTL: cfg.LeaseTTL,
+		OnStep: m.Step, OnWatchError: func(error) { m.WatchReconnect() }})
 	if err := agent.Run(ctx); err != nil {
 		log.WithError(err).Error("stopped")
 		return 1

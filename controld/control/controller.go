@@ -25,6 +25,8 @@ type Options struct {
 	// OnWrite is told about every write the controller made (metrics, tests),
 	// leaves it created included (From Absent).
 	OnWrite func(w fsm.Write)
+	// OnWatchError is told about every broken watch session (metrics).
+	OnWatchError func(error)
 	// Nightly, when set, turns on backups on the directory's schedules,
 	// catch-up of missed runs and retention (see NightlyOptions).
 	Nightly *NightlyOptions
@@ -137,6 +139,9 @@ func (c *Controller) Run(ctx context.Context) error {
 			Attrs:  []string{"*", "modifyTimestamp"},
 			OnError: func(err error) {
 				c.o.Log.WithError(err).Warn("directory watch broken, resuming")
+				if c.o.OnWatchError != nil {
+					c.o.OnWatchError(err)
+				}
 			},
 		}, func(ev ldapschema.Event) { c.cache.Apply(compact(ev)) })
 		if err != nil {

@@ -37,6 +37,10 @@ type Options struct {
 	Now        func() time.Time // default time.Now
 	// Watch is told about every broken watch session (metrics, tests).
 	OnWatchError func(error)
+	// ProgressEvery is how often a long copy writes its progress (default 2s).
+	ProgressEvery time.Duration
+	// OnStep is told about every answered step (metrics).
+	OnStep func(mode string, seconds float64, rc int, times []string)
 	// LeaseTTL is how long the host lease (the heartbeat controld watches)
 	// holds without renewal (default 30s); Holder names this process in it.
 	LeaseTTL time.Duration
@@ -73,6 +77,9 @@ func New(o Options) *Agent {
 	}
 	if o.LeaseTTL <= 0 {
 		o.LeaseTTL = 30 * time.Second
+	}
+	if o.ProgressEvery <= 0 {
+		o.ProgressEvery = 2 * time.Second
 	}
 	if o.Holder == "" {
 		host, _ := os.Hostname()
@@ -388,6 +395,9 @@ func (a *Agent) reconcile(ctx context.Context, dn string) error {
 		log.WithError(err).WithField("rc", int(rc)).Error("step failed")
 	} else {
 		log.WithField("seconds", a.o.Now().Sub(start).Seconds()).Info("step done")
+	}
+	if a.o.OnStep != nil {
+		a.o.OnStep(string(request), a.o.Now().Sub(start).Seconds(), int(rc), times)
 	}
 	done := fsm.Complete(fl, int(rc), ldapschema.FormatTime(a.o.Now()))
 	return a.report(ctx, e, done, times, extra, log)

@@ -30,7 +30,7 @@ type meter struct {
 
 // newMeter sizes the files to copy (their allocated bytes, as copied).
 func (a *Agent) newMeter(j *job, step string, paths []string) *meter {
-	m := &meter{a: a, j: j, step: step, start: time.Now(), every: 2 * time.Second}
+	m := &meter{a: a, j: j, step: step, start: time.Now(), every: a.o.ProgressEvery}
 	for _, p := range paths {
 		if n, err := dataSize(p); err == nil {
 			m.total += n

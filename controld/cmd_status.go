@@ -1,0 +1,62 @@
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/stoneycloud/stoney-conductor/controld/control"
+)
+
+func init() {
+	register("status", "running leaves and every VM's last result", runStatus)
+}
+
+func runStatus(args []string) error {
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	var c common
+	c.register(fs)
+	asJSON := fs.Bool("json", false, "print JSON")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	_, store, err := c.open()
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	st, err := control.Status(store)
+	if err != nil {
+		return backendError{err}
+	}
+	if *asJSON {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(st)
+	}
+	return printStatus(os.Stdout, st)
+}
+
+func printStatus(w io.Writer, st []control.VMStatus) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "VM\tNODE\tLEAF\tMODE\tRV\tDETAIL")
+	for _, s := range st {
+		for _, r := range s.Running {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", s.VM, s.Node, r.Leaf, r.Mode, r.ReturnValue, r.Progress)
+		}
+		if l := s.Last; l != nil {
+			detail := strings.Join(l.Times, ", ")
+			if l.ReturnValue != 0 {
+				detail = l.Meaning
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", s.VM, s.Node, l.Leaf, l.Mode, l.ReturnValue, detail)
+		} else if len(s.Running) == 0 {
+			fmt.Fprintf(tw, "%s\t%s\t-\tno backup yet\t\t\n", s.VM, s.Node)
+		}
+	}
+	return tw.Flush()
+}

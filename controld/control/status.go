@@ -1,0 +1,91 @@
+package control
+
+import (
+	"errors"
+	"sort"
+	"strings"
+
+	"github.com/go-ldap/ldap/v3"
+
+	"github.com/stoneycloud/stoney-conductor/fsm"
+	"github.com/stoneycloud/stoney-conductor/ldapschema"
+)
+
+// LeafStatus is one leaf as `controld status` shows it.
+type LeafStatus struct {
+	Leaf        string   `json:"leaf"`
+	Mode        string   `json:"mode"`
+	ReturnValue int      `json:"returnValue"`
+	Meaning     string   `json:"meaning,omitempty"`
+	State       string   `json:"state"`
+	Progress    string   `json:"progress,omitempty"`
+	Times       []string `json:"executionTime,omitempty"`
+}
+
+// VMStatus is a VM's running leaves and its last finished one.
+type VMStatus struct {
+	VM      string       `json:"vm"`
+	Node    string       `json:"node"`
+	Running []LeafStatus `json:"running,omitempty"`
+	Last    *LeafStatus  `json:"last,omitempty"`
+}
+
+func leafStatus(l ldapschema.Leaf) LeafStatus {
+	s := LeafStatus{Leaf: l.Name, Mode: l.Mode, ReturnValue: l.ReturnValue, State: l.State}
+	if l.ReturnValue != 0 {
+		s.Meaning = ldapschema.ReturnCode(l.ReturnValue).String()
+	}
+	for _, v := range l.ExecutionTime {
+		if p, ok := strings.CutPrefix(v, "progress: "); ok {
+			s.Progress = p
+			continue
+		}
+		s.Times = append(s.Times, v)
+	}
+	return s
+}
+
+// Status reads every VM's running leaves and last result from the directory.
+func Status(store *ldapschema.Store) ([]VMStatus, error) {
+	tree := store.Tree
+	es, err := store.Search(tree.VirtualMachines(), ldap.ScopeWholeSubtree,
+		"(|(objectClass="+ldapschema.ClassProvisioning+")(objectClass="+ldapschema.ClassVirtualMachine+"))", []string{"*"})
+	if err != nil && !errors.Is(err, ldapschema.ErrNotFound) {
+		return nil, err
+	}
+	by := map[string]*VMStatus{}
+	get := func(vm string) *VMStatus {
+		if by[vm] == nil {
+			by[vm] = &VMStatus{VM: vm}
+		}
+		return by[vm]
+	}
+	for _, e := range es {
+		if !isLeaf(e) {
+			if vm, err := ldapschema.ParseVM(tree, e); err == nil {
+				get(vm.Name).Node = vm.Node
+			}
+			continue
+		}
+		l, err := ldapschema.ParseLeaf(tree, e)
+		if err != nil {
+			continue
+		}
+		s := get(l.VM)
+		if l.Mode != string(fsm.Finished) {
+			s.Running = append(s.Running, leafStatus(l))
+			continue
+		}
+		if s.Last == nil || l.Name > s.Last.Leaf {
+			ls := leafStatus(l)
+			s.Last = &ls
+		}
+	}
+	out := make([]VMStatus, 0, len(by))
+	for _, s := range by {
+		sort.Slice(s.Running, func(i, j int) bool { return s.Running[i].Leaf < s.Running[j].Leaf })
+		out = append(out, *s)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].VM < out[j].VM })
+	return out, nil
+}
