@@ -84,6 +84,22 @@ func (q QemuImgChecker) CheckImage(ctx context.Context, path, format string) err
 	if info.Format == "raw" {
 		return nil // nothing to check beyond reading it
 	}
+	// A cut copy first: check would only count the corruptions it causes.
+	var extents []struct {
+		Length int64  `json:"length"`
+		Depth  int    `json:"depth"`
+		Data   bool   `json:"data"`
+		Offset *int64 `json:"offset"`
+	}
+	out, _, mapErr := recoverQemuImg(ctx, "map", "-U", "-f", info.Format, "--output=json", path)
+	if mapErr == nil {
+		mapErr = json.Unmarshal(out, &extents)
+	}
+	for _, e := range extents {
+		if e.Depth == 0 && e.Data && e.Offset != nil && *e.Offset+e.Length > st.Size() {
+			return fmt.Errorf("truncated: data up to byte %d, the file has %d", *e.Offset+e.Length, st.Size())
+		}
+	}
 	out, code, err := recoverQemuImg(ctx, "check", "-U", "-f", info.Format, "--output=json", path)
 	// 2: corruptions, 3: leaks only; both still print the JSON report.
 	if err != nil && code != 2 && code != 3 {
@@ -99,23 +115,8 @@ func (q QemuImgChecker) CheckImage(ctx context.Context, path, format string) err
 	if c.Corruptions > 0 || c.CheckErrors > 0 {
 		return fmt.Errorf("corrupt: %d corruptions, %d check errors", c.Corruptions, c.CheckErrors)
 	}
-	out, _, err = recoverQemuImg(ctx, "map", "-U", "-f", info.Format, "--output=json", path)
-	if err != nil {
-		return fmt.Errorf("qemu-img map: %w", err)
-	}
-	var extents []struct {
-		Length int64  `json:"length"`
-		Depth  int    `json:"depth"`
-		Data   bool   `json:"data"`
-		Offset *int64 `json:"offset"`
-	}
-	if err := json.Unmarshal(out, &extents); err != nil {
-		return fmt.Errorf("qemu-img map: %w", err)
-	}
-	for _, e := range extents {
-		if e.Depth == 0 && e.Data && e.Offset != nil && *e.Offset+e.Length > st.Size() {
-			return fmt.Errorf("truncated: data up to byte %d, the file has %d", *e.Offset+e.Length, st.Size())
-		}
+	if mapErr != nil {
+		return fmt.Errorf("qemu-img map: %w", mapErr)
 	}
 	return nil
 }
