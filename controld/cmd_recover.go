@@ -220,7 +220,7 @@ func (s *recoverSession) unattended() error {
 	} else {
 		out := s.rio.out
 		recoverPrintFound(out, plan)
-		recoverPrintUnknown(out, plan)
+		recoverPrintUnknown(out, plan, nil)
 		recoverPrintNotes(out, plan)
 		if recoverPrintMissing(out, plan, nil) && !s.f.recreateVMs && recoverAnyBlocked(plan, control.BlockVMMissing) {
 			fmt.Fprintln(out, "(--recreate-vms re-creates missing VM entries from their saved LDIF)")
@@ -248,7 +248,7 @@ func recoverOutcome(plan *control.RecoverPlan, results []control.ImportResult, d
 	}
 	blocked := 0
 	for _, v := range plan.VMs {
-		if ok, answered := declined[v.VM]; answered && !ok && len(v.Blockers) == 1 && v.Blocked(control.BlockVMMissing) {
+		if recoverDeclined(v, declined) && len(v.Blockers) == 1 {
 			continue // the operator chose to leave it
 		}
 		if len(v.New()) > 0 && len(v.Blockers) > 0 {
@@ -294,7 +294,7 @@ func (s *recoverSession) interactive() error {
 		if asked {
 			continue
 		}
-		recoverPrintUnknown(out, plan)
+		recoverPrintUnknown(out, plan, s.answers)
 		recoverPrintNotes(out, plan)
 		if recoverPrintMissing(out, plan, s.answers) {
 			line, err := s.line(`Please fix those and then hit ENTER to validate again ("skip" recovers the others without them, "quit" stops): `)
@@ -313,6 +313,11 @@ func (s *recoverSession) interactive() error {
 			fmt.Fprintln(out, "Nothing to recover.")
 			return recoverOutcome(plan, nil, s.answers)
 		}
+		n := 0
+		for _, v := range plan.Ready() {
+			n += len(v.New())
+		}
+		fmt.Fprintf(out, "Ready: %d backup(s) of %d VM(s).\n", n, len(plan.Ready()))
 		ok, err := s.ask("Would you like those to be recovered? (yes/no) [default=no]: ", false)
 		if err != nil {
 			return err
@@ -405,7 +410,9 @@ func recoverPrintFound(w io.Writer, plan *control.RecoverPlan) {
 	}
 }
 
-func recoverPrintUnknown(w io.Writer, plan *control.RecoverPlan) {
+// recoverPrintUnknown lists the new backups per VM and says for each VM what
+// the import does, or why it will not.
+func recoverPrintUnknown(w io.Writer, plan *control.RecoverPlan, declined map[string]bool) {
 	var lines []string
 	for _, v := range plan.VMs {
 		its := v.New()
@@ -418,14 +425,21 @@ func recoverPrintUnknown(w io.Writer, plan *control.RecoverPlan) {
 		}
 		line := fmt.Sprintf(" - VM %q: %s", v.VM, strings.Join(names, ", "))
 		var how []string
-		if v.Entry == control.EntryRecreate {
-			how = append(how, "VM entry and disks re-created from the LDIF saved with "+v.LDIFLeaf)
-		}
-		switch v.BackupEntry {
-		case control.BackupEntryFromLDIF:
-			how = append(how, "its backup configuration re-created from that LDIF")
-		case control.BackupEntryContainer:
-			how = append(how, "configuration "+v.Config)
+		switch {
+		case recoverDeclined(v, declined):
+			how = append(how, "skipped as you chose: its entry is not re-created")
+		case len(v.Blockers) > 0:
+			how = append(how, "held back: see what is missing below")
+		default:
+			if v.Entry == control.EntryRecreate {
+				how = append(how, "VM entry and disks re-created from the LDIF saved with "+v.LDIFLeaf)
+			}
+			switch v.BackupEntry {
+			case control.BackupEntryFromLDIF:
+				how = append(how, "its backup configuration re-created from the LDIF saved with "+v.LDIFLeaf)
+			case control.BackupEntryContainer:
+				how = append(how, "configuration "+v.Config)
+			}
 		}
 		if len(how) > 0 {
 			line += " (" + strings.Join(how, "; ") + ")"
@@ -438,6 +452,13 @@ func recoverPrintUnknown(w io.Writer, plan *control.RecoverPlan) {
 	}
 	fmt.Fprintln(w, "The following unknown backups have been found:")
 	fmt.Fprintln(w, strings.Join(lines, "\n"))
+}
+
+// recoverDeclined: the operator answered no to re-creating the VM's entry,
+// and nothing else stands in its way.
+func recoverDeclined(v *control.VMPlan, declined map[string]bool) bool {
+	ok, answered := declined[v.VM]
+	return answered && !ok && v.Blocked(control.BlockVMMissing)
 }
 
 func recoverPrintNotes(w io.Writer, plan *control.RecoverPlan) {
@@ -461,28 +482,20 @@ func recoverPrintNotes(w io.Writer, plan *control.RecoverPlan) {
 	}
 }
 
-// recoverPrintMissing lists what stands in the way, leaving out VMs the operator
-// chose not to re-create; it reports whether anything was listed.
+// recoverPrintMissing lists what stands in the way, leaving out VMs the
+// operator chose not to re-create; it reports whether anything was listed.
 func recoverPrintMissing(w io.Writer, plan *control.RecoverPlan, declined map[string]bool) bool {
-	var lines, skipped []string
+	var lines []string
 	for _, b := range plan.Blockers {
 		lines = append(lines, " - "+b.Message)
 	}
 	for _, v := range plan.VMs {
-		if len(v.New()) == 0 {
-			continue
-		}
-		if ok, answered := declined[v.VM]; answered && !ok && v.Blocked(control.BlockVMMissing) {
-			skipped = append(skipped, fmt.Sprintf(" - VM %q: not re-created, its %d backup(s) stay unknown", v.VM, len(v.New())))
+		if len(v.New()) == 0 || recoverDeclined(v, declined) {
 			continue
 		}
 		for _, b := range v.Blockers {
 			lines = append(lines, " - "+b.Message)
 		}
-	}
-	if len(skipped) > 0 {
-		fmt.Fprintln(w, "Skipped as you chose:")
-		fmt.Fprintln(w, strings.Join(skipped, "\n"))
 	}
 	if len(lines) == 0 {
 		return false

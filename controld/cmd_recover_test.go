@@ -233,8 +233,8 @@ func (r *recoverTerminal) String() string {
 	return r.out.String()
 }
 
-// answer waits for the n-th occurrence of prompt, then types line.
-func (r *recoverTerminal) answer(t *testing.T, prompt string, n int, line string) {
+// wait waits for the n-th occurrence of prompt.
+func (r *recoverTerminal) wait(t *testing.T, prompt string, n int) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for strings.Count(r.String(), prompt) < n {
@@ -243,6 +243,12 @@ func (r *recoverTerminal) answer(t *testing.T, prompt string, n int, line string
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// answer waits for the n-th occurrence of prompt, then types line.
+func (r *recoverTerminal) answer(t *testing.T, prompt string, n int, line string) {
+	t.Helper()
+	r.wait(t, prompt, n)
 	if _, err := io.WriteString(r.in, line+"\n"); err != nil {
 		t.Fatal(err)
 	}
@@ -267,7 +273,8 @@ func TestRecoverInteractiveRetry(t *testing.T) {
 	term.answer(t, "Re-create it (", 1, "no")  // vm-i1
 	term.answer(t, "Re-create it (", 2, "yes") // vm-i2
 	term.answer(t, "hit ENTER to validate again", 1, "")
-	// Still missing: the same list again, nothing asked twice.
+	// Nothing fixed: the same list again, nothing asked twice. Now fix it.
+	term.wait(t, "hit ENTER to validate again", 2)
 	if err := w.store.Add(ldapschema.NewBackupConfigAddRequest(w.store.Tree.GlobalBackup(),
 		ldapschema.BackupConfig{RootDir: w.root, Iterations: 5})); err != nil {
 		t.Fatal(err)
@@ -285,9 +292,11 @@ func TestRecoverInteractiveRetry(t *testing.T) {
 		t.Fatalf("%v\n%s", err, out)
 	}
 	for _, want := range []string{
-		"The following unknown backups have been found:\n - VM \"vm-i2\": 20240101T030000Z, 20240102T030000Z (VM entry and disks re-created from the LDIF saved with 20240102T030000Z",
+		" - VM \"vm-i2\": 20240101T030000Z, 20240102T030000Z (held back: see what is missing below)",
+		" - VM \"vm-i2\": 20240101T030000Z, 20240102T030000Z (VM entry and disks re-created from the LDIF saved with 20240102T030000Z; configuration ou=backup,ou=configuration,",
 		"You are currently missing the following:\n - no backup configuration reaches VM vm-i2",
-		"Skipped as you chose:\n - VM \"vm-i1\"",
+		" - VM \"vm-i1\": 20240101T030000Z (skipped as you chose: its entry is not re-created)",
+		"Ready: 2 backup(s) of 1 VM(s).",
 		"All unknown backups have now been recovered!",
 	} {
 		if !strings.Contains(out, want) {
