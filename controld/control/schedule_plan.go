@@ -47,6 +47,19 @@ type Plan struct {
 	Next           time.Time // the next planned run; zero unless scheduled
 }
 
+// BackupConfigAttrs are the attributes of a backup configuration entry that
+// ldapschema.ParseBackupConfig reads.
+var BackupConfigAttrs = []string{
+	ldapschema.AttrCronMinute, ldapschema.AttrCronHour, ldapschema.AttrCronDay, ldapschema.AttrCronMonth,
+	ldapschema.AttrCronDayOfWeek, ldapschema.AttrCronActive,
+	ldapschema.AttrBackupRootDirectory, ldapschema.AttrBackupRetainDirectory, ldapschema.AttrBackupRamDiskLocation,
+	ldapschema.AttrRestoreVMWithoutState, ldapschema.AttrBackupExcludeFromBackup, ldapschema.AttrBackupNumberOfIterations,
+	ldapschema.AttrBandwidthMerge, ldapschema.AttrForceStart,
+	ldapschema.AttrDiskImagePermission, ldapschema.AttrDiskImageFormat, ldapschema.AttrDiskImageOwner,
+	ldapschema.AttrDiskImageGroup, ldapschema.AttrDiskImageDirectoryOwner, ldapschema.AttrDiskImageDirectoryGroup,
+	ldapschema.AttrDiskImageDirectoryPermission,
+}
+
 // cfgInfo is one backup configuration entry, parsed once when it changes.
 type cfgInfo struct {
 	dn       string
