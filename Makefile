@@ -28,7 +28,7 @@ test: deps
 
 # Go benchmarks; figures are ratios against a baseline measured in the same run.
 bench: deps
-	$(GO) test -run '^$$' -bench . -benchtime 5x -timeout 30m ./libvirt/ ./internal/e2e/
+	$(GO) test -run '^$$' -bench . -benchtime 5x -timeout 30m ./libvirt/ ./internal/e2e/ ./controld/control/
 
 # Back up three tiny VMs on a private slapd and libvirtd, printing each step.
 demo: deps build
