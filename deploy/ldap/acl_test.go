@@ -145,12 +145,20 @@ func TestLeases(t *testing.T) {
 	lease := func(st *ldapschema.Store, dn string) *ldapschema.Lease {
 		return &ldapschema.Lease{Store: st, DN: dn, Holder: "test/" + dn, TTL: time.Minute}
 	}
+	// Leases taken here are given back, or the daemons of later tests would
+	// stand by until they expire.
 	acquire := func(what string, l *ldapschema.Lease) {
 		t.Helper()
 		ok, _, err := l.Acquire(time.Now())
 		if err != nil || !ok {
 			t.Errorf("%s: want the lease, got %v, %v", what, ok, err)
+			return
 		}
+		t.Cleanup(func() {
+			if err := l.Release(); err != nil {
+				t.Errorf("release %s: %v", l.DN, err)
+			}
+		})
 	}
 	acquire("kvm-01 takes its heartbeat (and creates the containers)", lease(n1, tree.NodeLease(node1)))
 	acquire("kvm-02 takes its heartbeat", lease(n2, tree.NodeLease(node2)))
@@ -170,9 +178,6 @@ func TestLeases(t *testing.T) {
 	leases, err := ctl.ReadLeases(tree.Nodes())
 	if err != nil || len(leases) < 2 {
 		t.Errorf("controld reads the heartbeats: %d, %v", len(leases), err)
-	}
-	if err := lease(n1, tree.NodeLease(node1)).Release(); err != nil {
-		t.Errorf("kvm-01 releases its heartbeat: %v", err)
 	}
 }
 
