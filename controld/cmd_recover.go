@@ -221,7 +221,7 @@ func (s *recoverSession) unattended() error {
 		out := s.rio.out
 		recoverPrintFound(out, plan)
 		recoverPrintUnknown(out, plan, nil)
-		recoverPrintNotes(out, plan)
+		recoverPrintNotes(out, plan, nil)
 		if recoverPrintMissing(out, plan, nil) && !s.f.recreateVMs && recoverAnyBlocked(plan, control.BlockVMMissing) {
 			fmt.Fprintln(out, "(--recreate-vms re-creates missing VM entries from their saved LDIF)")
 		}
@@ -295,7 +295,7 @@ func (s *recoverSession) interactive() error {
 			continue
 		}
 		recoverPrintUnknown(out, plan, s.answers)
-		recoverPrintNotes(out, plan)
+		recoverPrintNotes(out, plan, s.answers)
 		if recoverPrintMissing(out, plan, s.answers) {
 			line, err := s.line(`Please fix those and then hit ENTER to validate again ("skip" recovers the others without them, "quit" stops): `)
 			if err != nil {
@@ -461,10 +461,10 @@ func recoverDeclined(v *control.VMPlan, declined map[string]bool) bool {
 	return answered && !ok && v.Blocked(control.BlockVMMissing)
 }
 
-func recoverPrintNotes(w io.Writer, plan *control.RecoverPlan) {
+func recoverPrintNotes(w io.Writer, plan *control.RecoverPlan, declined map[string]bool) {
 	var lines []string
 	for _, v := range plan.VMs {
-		if len(v.New()) == 0 {
+		if len(v.New()) == 0 || recoverDeclined(v, declined) {
 			continue
 		}
 		for _, n := range v.Notes {

@@ -608,6 +608,10 @@ func recoverImportVM(store *ldapschema.Store, p *VMPlan, now time.Time) ImportRe
 			if errors.Is(err, ldapschema.ErrConflict) {
 				return fmt.Errorf("%s exists already (the directory changed since the validation): %w", req.DN, err)
 			}
+			if ldap.IsErrorWithCode(err, ldap.LDAPResultInsufficientAccessRights) {
+				// controld's own account may add leaves and containers only.
+				return fmt.Errorf("create %s: %w (bind as the directory's administrator to re-create VMs and configurations)", req.DN, err)
+			}
 			return fmt.Errorf("create %s: %w", req.DN, err)
 		}
 		res.Created = append(res.Created, req.DN)
