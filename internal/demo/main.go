@@ -3,6 +3,8 @@
 // one, as one batch. It prints each leaf's mode changes as they happen, then
 // checks the result the way the tests do: files present, backed-up images equal
 // to the disks as they were, guests reading their data, the shut-off VM still off.
+// Then it shows `controld status` and the metrics, lets one VM write new data,
+// and restores it with `controld restore`: the guest reads its old data again.
 //
 // Run it through `make demo` (which builds bin/controld and bin/nodebackupd).
 package main
@@ -11,6 +13,9 @@ import (
 	"bytes"
 	"flag"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -133,10 +138,11 @@ func run(bin string, keep bool) error {
 	ldapCfg := fmt.Sprintf("ldap:\n  url: %s\n  bindDN: %q\n  passwordFile: %s\n  base: %q\n", slapd.URL, slapd.AdminDN, pw, slapd.Base)
 	ctlCfg := filepath.Join(root, "controld.yaml")
 	nodeCfg := filepath.Join(root, "nodebackupd.yaml")
-	if err := os.WriteFile(ctlCfg, []byte(ldapCfg), 0o600); err != nil {
+	ctlMetrics, nodeMetrics := freeAddr(), freeAddr()
+	if err := os.WriteFile(ctlCfg, []byte(ldapCfg+"metrics:\n  listen: "+ctlMetrics+"\n"), 0o600); err != nil {
 		return err
 	}
-	if err := os.WriteFile(nodeCfg, []byte(ldapCfg+"node: demo-node\nlibvirt:\n  uri: "+lv.URI+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(nodeCfg, []byte(ldapCfg+"node: demo-node\nlibvirt:\n  uri: "+lv.URI+"\nmetrics:\n  listen: "+nodeMetrics+"\n"), 0o600); err != nil {
 		return err
 	}
 	logs := filepath.Join(root, "logs")
@@ -232,7 +238,95 @@ func run(bin string, keep bool) error {
 	})
 	step("the backup directory")
 	fmt.Print(tree.String())
+
+	step("controld status")
+	if err := runCLI(bin, "status", "-config", ctlCfg); err != nil {
+		return err
+	}
+
+	step("metrics")
+	for _, ep := range []struct{ who, addr string }{{"controld", ctlMetrics}, {"nodebackupd", nodeMetrics}} {
+		text, err := httpGet("http://" + ep.addr + "/metrics")
+		if err != nil {
+			return fmt.Errorf("%s metrics: %w", ep.who, err)
+		}
+		for _, line := range strings.Split(text, "\n") {
+			if strings.HasPrefix(line, "stoney_last_success_timestamp_seconds") || strings.HasPrefix(line, "stoney_node_downtime_seconds_count") ||
+				strings.HasPrefix(line, "stoney_node_copied_bytes_total") || strings.HasPrefix(line, "stoney_leaves{") {
+				fmt.Printf("%-12s %s\n", ep.who, line)
+			}
+		}
+	}
+
+	web := vms[0]
+	step("restore: demo-web writes new data, then comes back from its backup")
+	if err := testenv.WriteGuestPattern(lv.URI, lv.LogDir, web.name, "vda", 0x99, testenv.PatternOffset, testenv.PatternLength); err != nil {
+		return err
+	}
+	if err := testenv.VerifyGuestPattern(lv.URI, lv.LogDir, web.name, "vda", 0x99, testenv.PatternOffset, testenv.PatternLength); err != nil {
+		return err
+	}
+	fmt.Println("demo-web's guest now reads 0x99 where its backup holds 0xab")
+	boots := bootCount(web.spec)
+	var webLeaf string
+	for _, e := range leaves {
+		if l, _ := ldapschema.ParseLeaf(store.Tree, e); l.VM == web.name {
+			webLeaf = l.Name
+		}
+	}
+	if err := runCLI(bin, "restore", "-config", ctlCfg, "-yes", "-timeout", "10m", web.name, webLeaf); err != nil {
+		return err
+	}
+	if err := testenv.VerifyGuestPattern(lv.URI, lv.LogDir, web.name, "vda", 0xab, testenv.PatternOffset, testenv.PatternLength); err != nil {
+		return fmt.Errorf("after the restore: %w", err)
+	}
+	if bootCount(web.spec) != boots {
+		return fmt.Errorf("demo-web rebooted: its RAM state was not resumed")
+	}
+	fmt.Println("demo-web's guest reads 0xab again, and resumed from its saved RAM state (no reboot)")
 	return nil
+}
+
+func runCLI(bin string, args ...string) error {
+	cmd := exec.Command(filepath.Join(bin, "controld"), args...)
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("controld %s: %w", args[0], err)
+	}
+	return nil
+}
+
+func bootCount(spec testenv.VMSpec) int {
+	b, _ := os.ReadFile(spec.SerialPath())
+	return bytes.Count(b, []byte("FILLED"))
+}
+
+func httpGet(url string) (string, error) {
+	var last error
+	for i := 0; i < 50; i++ {
+		resp, err := http.Get(url)
+		if err == nil {
+			b, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err == nil && resp.StatusCode == 200 {
+				return string(b), nil
+			}
+			last = fmt.Errorf("%s", resp.Status)
+		} else {
+			last = err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return "", last
+}
+
+func freeAddr() string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "127.0.0.1:9135"
+	}
+	defer l.Close()
+	return l.Addr().String()
 }
 
 func find(vms []*demoVM, name string) *demoVM {
