@@ -50,9 +50,17 @@ nothing. Broken backups are reported and skipped.
 flags:`
 
 func runRecover(args []string) error {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	return recoverCommand(context.Background(), args, recoverIO{in: os.Stdin, out: os.Stdout})
+}
+
+// recoverImport imports with SIGINT and SIGTERM held off: a VM's import
+// takes milliseconds, and cut in the middle it would stay half created. At
+// the prompts before, an interrupt simply ends the command; nothing is
+// written until the import.
+func recoverImport(store *ldapschema.Store, plan *control.RecoverPlan, now time.Time) ([]control.ImportResult, error) {
+	_, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	return recoverCommand(ctx, args, recoverIO{in: os.Stdin, out: os.Stdout})
+	return control.ImportRecovered(store, plan, now)
 }
 
 // recoverIO is what the command talks to, so tests can drive it in-process.
@@ -142,13 +150,17 @@ func recoverCommand(ctx context.Context, args []string, rio recoverIO) error {
 			fmt.Fprintf(rio.out, "warning: a backup configuration is unreadable: %v\n", e)
 		}
 	}
-	scan := control.ScanBackups(ctx, roots, control.ScanOptions{Images: rio.images, Progress: func(dir string) {
+	// An interrupt stops the scan (and qemu-img) cleanly.
+	sctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	scan := control.ScanBackups(sctx, roots, control.ScanOptions{Images: rio.images, Progress: func(dir string) {
 		if text {
 			fmt.Fprintf(rio.out, "Scanning %s\n", dir)
 		}
 	}})
-	if err := ctx.Err(); err != nil {
-		return err
+	err = sctx.Err()
+	stop()
+	if err != nil {
+		return fmt.Errorf("scan interrupted: %w", err)
 	}
 
 	if f.check {
@@ -205,7 +217,7 @@ func (s *recoverSession) unattended() error {
 	}
 	var results []control.ImportResult
 	if s.f.yes {
-		if results, err = control.ImportRecovered(s.store, plan, s.rio.now()); err != nil {
+		if results, err = recoverImport(s.store, plan, s.rio.now()); err != nil {
 			return backendError{err}
 		}
 	}
@@ -325,7 +337,7 @@ func (s *recoverSession) interactive() error {
 		if !ok {
 			return errors.New("stopped; nothing was changed")
 		}
-		results, err := control.ImportRecovered(s.store, plan, s.rio.now())
+		results, err := recoverImport(s.store, plan, s.rio.now())
 		if err != nil {
 			return backendError{err}
 		}
