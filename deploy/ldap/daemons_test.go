@@ -115,7 +115,7 @@ func waitFor(t *testing.T, dn string, what string, cond func(e *ldapschema.Leaf,
 // carry backups on two hosts through to finished, and a retention delete
 // through to the leaf's removal.
 func TestDaemonsUnderAccessRules(t *testing.T) {
-	hosts := []string{"kvm-11", "kvm-12"}
+	hosts := []string{vmName("kvm"), vmName("kvm")} // new accounts each run
 	for _, h := range hosts {
 		if err := addNodeAccount(h); err != nil {
 			t.Fatal(err)
