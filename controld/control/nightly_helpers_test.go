@@ -67,6 +67,9 @@ func (w *world) start(mod func(*Options)) {
 	log.SetLevel(logrus.DebugLevel)
 	o := Options{
 		Store: dialStore(w.t, w.slapd), Log: log, OnWrite: w.rec.write,
+		// The fake clock moves by days; leaves left waiting on purpose must
+		// not run into their deadlines (liveness_test.go tests those).
+		Limits: fsm.Limits{},
 		Nightly: &NightlyOptions{
 			Location: w.loc, Clock: w.clock, CatchUpWindow: DefaultCatchUpWindow,
 			OnPlan: w.rec.plan, OnFire: w.rec.fire,
