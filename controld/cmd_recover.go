@@ -397,7 +397,7 @@ func recoverPrintFound(w io.Writer, plan *control.RecoverPlan) {
 			fmt.Fprintf(w, " - %s: %s\n", st.Path, st.Reason)
 		}
 	}
-	var known, different []string
+	var known, different, copies []string
 	for _, v := range plan.VMs {
 		var names []string
 		for _, it := range v.Iterations {
@@ -406,6 +406,8 @@ func recoverPrintFound(w io.Writer, plan *control.RecoverPlan) {
 				names = append(names, it.Leaf)
 			case control.StatusKnownDifferent:
 				different = append(different, fmt.Sprintf(" - VM %q backup %s: the directory has it as %s; left alone", v.VM, it.Leaf, it.Directory))
+			case control.StatusDuplicate:
+				copies = append(copies, fmt.Sprintf(" - VM %q backup %s (%s): %s", v.VM, it.Leaf, it.Dir, it.Directory))
 			}
 		}
 		if len(names) > 0 {
@@ -419,6 +421,10 @@ func recoverPrintFound(w io.Writer, plan *control.RecoverPlan) {
 	if len(different) > 0 {
 		fmt.Fprintln(w, "In the directory in another state:")
 		fmt.Fprintln(w, strings.Join(different, "\n"))
+	}
+	if len(copies) > 0 {
+		fmt.Fprintln(w, "Copies of backups found in an earlier root, skipped:")
+		fmt.Fprintln(w, strings.Join(copies, "\n"))
 	}
 }
 

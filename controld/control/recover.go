@@ -274,6 +274,7 @@ func (c *recoverCatalog) vmDisks(vm string) ([]ldapschema.Disk, error) {
 
 // classify sets the status of every complete iteration from the leaves.
 func (c *recoverCatalog) classify(its []*Iteration) {
+	first := map[string]*Iteration{} // complete iterations by VM and leaf
 	for _, it := range its {
 		l, ok := c.leaves[it.VM+"/"+it.Leaf]
 		if ok {
@@ -283,6 +284,13 @@ func (c *recoverCatalog) classify(its []*Iteration) {
 			it.Status = StatusBroken
 			continue
 		}
+		if f := first[it.VM+"/"+it.Leaf]; f != nil {
+			// One leaf per name: a copy in a second root is not imported twice.
+			it.Status = StatusDuplicate
+			it.Directory = "a copy of " + f.Dir
+			continue
+		}
+		first[it.VM+"/"+it.Leaf] = it
 		switch {
 		case !ok:
 			it.Status = StatusNew

@@ -181,6 +181,7 @@ const (
 	StatusKnown          IterationStatus = "known"           // a finished, successful leaf exists
 	StatusKnownDifferent IterationStatus = "known-different" // a leaf of that name exists in another state
 	StatusBroken         IterationStatus = "broken"          // incomplete or damaged: never imported
+	StatusDuplicate      IterationStatus = "duplicate"       // a copy of an iteration found first in another root
 )
 
 // Iteration is one backup found on the storage.
@@ -257,15 +258,14 @@ func ScanBackups(ctx context.Context, roots []RootSource, o ScanOptions) *ScanRe
 			r.scanRoot(ctx, filepath.Clean(root.Path), o)
 		}
 	}
-	sort.Slice(r.Iterations, func(i, j int) bool {
+	// Stable: copies of one iteration stay in the order of the roots, so the
+	// configured root's copy comes first.
+	sort.SliceStable(r.Iterations, func(i, j int) bool {
 		a, b := r.Iterations[i], r.Iterations[j]
 		if a.VM != b.VM {
 			return a.VM < b.VM
 		}
-		if a.Leaf != b.Leaf {
-			return a.Leaf < b.Leaf
-		}
-		return a.Dir < b.Dir
+		return a.Leaf < b.Leaf
 	})
 	return r
 }

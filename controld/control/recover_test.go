@@ -372,7 +372,11 @@ func TestValidateAndImport(t *testing.T) {
 	d := recoverFake{root: root, pool: "pool-a", vm: "vm-d", leaf: "20240101T030000Z", disks: []string{"vda"}, cfg: recoverCfg("/srv/other", 1)}.write(t, tree.Base)
 	recoverAddSaved(t, store, d)
 
-	scan := recoverScan(t, root)
+	// A copy of one of vm-a's iterations on a second storage.
+	root2 := t.TempDir()
+	recoverFake{root: root2, pool: "pool-a", vm: "vm-a", leaf: "20240101T030000Z", disks: []string{"vda"}, cfg: cfg}.write(t, tree.Base)
+
+	scan := recoverScan(t, root, root2)
 	before, _ := store.SubtreeEntries(tree.VirtualMachines())
 
 	plan := recoverValidate(t, store, scan, false)
@@ -380,7 +384,8 @@ func TestValidateAndImport(t *testing.T) {
 		t.Fatalf("validation changed the directory: %d entries, were %d", len(after), len(before))
 	}
 	pa, pb, pc, pd := recoverVMPlan(t, plan, "vm-a"), recoverVMPlan(t, plan, "vm-b"), recoverVMPlan(t, plan, "vm-c"), recoverVMPlan(t, plan, "vm-d")
-	if !pa.Ready() || pa.Entry != EntryExists || pa.BackupEntry != BackupEntryFromLDIF || len(pa.New()) != 2 {
+	if !pa.Ready() || pa.Entry != EntryExists || pa.BackupEntry != BackupEntryFromLDIF || len(pa.New()) != 2 ||
+		pa.Count(StatusDuplicate) != 1 || pa.Iterations[1].Root != root2 {
 		t.Fatalf("vm-a: %+v", pa)
 	}
 	if pb.Ready() || !reflect.DeepEqual(recoverBlockers(pb), []BlockerKind{BlockVMMissing}) || pb.LDIFLeaf != "20240101T030000Z" {
