@@ -72,7 +72,8 @@ func TestExampleConfigs(t *testing.T) {
 		}
 		// The optional keys the example shows commented out are known too.
 		code, out = runWith(t, bin, c.example, func(s string) string {
-			return regexp.MustCompile(`(?m)^#([a-zA-Z]+: )`).ReplaceAllString(s, "$1")
+			// Settings are commented out as "#key:" or "#  key:", prose as "# text".
+			return regexp.MustCompile(`(?m)^#( {2,}|)([a-zA-Z]+:)`).ReplaceAllString(s, "$1$2")
 		}, c.args...)
 		if code != c.dial {
 			t.Errorf("%s with %s, optional keys set: exit %d, want %d: %s", c.cmd, c.example, code, c.dial, out)
