@@ -103,6 +103,9 @@ func loadConfig(path string) (config, error) {
 	if c.MaxConcurrentPerHost < 0 {
 		return c, usagef("%s: maxConcurrentPerHost must not be negative", path)
 	}
+	if _, err := c.limits(); err != nil {
+		return c, usagef("%s: %v", path, err)
+	}
 	return c, nil
 }
 

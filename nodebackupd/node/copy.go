@@ -84,6 +84,12 @@ func CopyFile(ctx context.Context, src, dst string, perm os.FileMode, progress P
 	if err != nil {
 		return 0, err
 	}
+	// The configured mode, whatever the daemon's umask.
+	if err := out.Chmod(perm); err != nil {
+		out.Close()
+		os.Remove(tmp)
+		return 0, err
+	}
 	ok := false
 	defer func() {
 		if !ok {
