@@ -50,6 +50,11 @@ func runAgent(args []string) error {
 		OnWatchError: func(error) { m.WatchReconnect() },
 	})
 	m = metrics.NewControl(reg, ctl.Cache(), store.Tree)
+	m.Nightly(reg, func() map[string]uint64 {
+		s := ctl.NightlyStats()
+		return map[string]uint64{"created": s.Created, "skipped_busy": s.SkippedBusy, "failed": s.Failed,
+			"caught_up": s.CaughtUp, "retention_deletes": s.RetentionDeletes}
+	})
 	if cfg.Metrics.Listen != "" {
 		go metrics.Serve(ctx, cfg.Metrics.Listen, reg, store.Ping, log)
 	}

@@ -46,9 +46,24 @@ func runSchedule(args []string) error {
 		return backendError{err}
 	}
 	if o.json {
-		return printScheduleJSON(os.Stdout, plans)
+		err = printScheduleJSON(os.Stdout, plans)
+	} else {
+		err = printSchedule(os.Stdout, plans)
 	}
-	return printSchedule(os.Stdout, plans)
+	if err != nil {
+		return err
+	}
+	// Scripts and monitoring notice a broken schedule by the exit code.
+	invalid := 0
+	for _, p := range plans {
+		if p.Status == control.PlanInvalid {
+			invalid++
+		}
+	}
+	if invalid > 0 {
+		return fmt.Errorf("%d VM(s) have a configuration or schedule that cannot be read", invalid)
+	}
+	return nil
 }
 
 // scheduleJSON is one VM in `controld schedule -json`.

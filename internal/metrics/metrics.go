@@ -136,6 +136,17 @@ func NewControl(reg prometheus.Registerer, cache *ldapschema.Cache, tree ldapsch
 	return c
 }
 
+// Nightly exports the scheduler's counters, read at scrape time.
+func (c *Control) Nightly(reg prometheus.Registerer, read func() map[string]uint64) {
+	for _, name := range []string{"created", "skipped_busy", "failed", "caught_up", "retention_deletes"} {
+		name := name
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "stoney_nightly_" + name + "_total",
+			Help: "Scheduled backups: " + strings.ReplaceAll(name, "_", " ") + ".",
+		}, func() float64 { return float64(read()[name]) }))
+	}
+}
+
 // Write records a mode controld wrote.
 func (c *Control) Write(to string, rc *int) {
 	c.writes.WithLabelValues(to).Inc()
