@@ -30,6 +30,12 @@ test: deps
 bench: deps
 	$(GO) test -run '^$$' -bench . -benchtime 5x -timeout 30m ./libvirt/ ./internal/e2e/ ./controld/control/
 
+# Kill nodebackupd and controld at every step boundary of a backup and a
+# restore, and slapd and libvirtd mid-workflow; one line per crash point, then
+# the total time. `make test` runs it too.
+crashtest: deps
+	$(GO) test -count=1 -v -timeout 40m -run 'TestCrashPoints|TestLeftoverScan' ./internal/crashtest/
+
 # Back up three tiny VMs on a private slapd and libvirtd, printing each step.
 demo: deps build
 	$(GO) run ./internal/demo
