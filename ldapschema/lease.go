@@ -1,6 +1,7 @@
 package ldapschema
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -193,4 +194,54 @@ func unescapeRDN(v string) string {
 		return v
 	}
 	return dn.RDNs[0].Attributes[0].Value
+}
+
+// LeaseLog is told what a lease holder does (standing by, taken, lost).
+type LeaseLog func(msg string, holder string, until time.Time, err error)
+
+// Wait blocks until this holder has the lease, standing by while another
+// holds it: one active daemon per role, the others ready to take over.
+func (l *Lease) Wait(ctx context.Context, now func() time.Time, log LeaseLog) error {
+	standby := false
+	for {
+		ok, cur, err := l.Acquire(now())
+		switch {
+		case err != nil:
+			log("cannot read the lease yet", "", time.Time{}, err)
+		case ok:
+			log("lease taken", l.Holder, now().Add(l.TTL), nil)
+			return nil
+		case !standby:
+			log("another instance holds the lease; standing by", cur.Holder, cur.Until, nil)
+			standby = true
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(l.TTL / 4):
+		}
+	}
+}
+
+// Keep renews the lease until ctx ends. When another holder took it, Keep
+// calls lost and returns: the caller must stop writing.
+func (l *Lease) Keep(ctx context.Context, now func() time.Time, log LeaseLog, lost func()) {
+	t := time.NewTicker(l.TTL / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		ok, cur, err := l.Acquire(now())
+		switch {
+		case err != nil:
+			log("cannot renew the lease; retrying", "", time.Time{}, err)
+		case !ok:
+			log("lease lost; stopping", cur.Holder, cur.Until, nil)
+			lost()
+			return
+		}
+	}
 }

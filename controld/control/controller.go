@@ -130,11 +130,11 @@ func (c *Controller) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	if c.lease != nil {
-		if err := c.takeLease(ctx); err != nil {
+		if err := c.lease.Wait(ctx, c.o.Now, c.leaseLog); err != nil {
 			return err
 		}
 		defer c.lease.Release()
-		go c.keepLease(ctx, cancel)
+		go c.lease.Keep(ctx, c.o.Now, c.leaseLog, func() { cancel(ErrLeaseLost) })
 	}
 	go c.watchNodes(ctx)
 	c.cache.OnEvent(c.onEvent)

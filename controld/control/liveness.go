@@ -183,48 +183,17 @@ type seenRec struct {
 	at  time.Time
 }
 
-// takeLease blocks until this controld holds the lease (a second one stands by).
-func (c *Controller) takeLease(ctx context.Context) error {
-	standby := false
-	for {
-		ok, cur, err := c.lease.Acquire(c.o.Now())
-		if err != nil {
-			c.o.Log.WithError(err).Warn("cannot read the controld lease yet")
-		} else if ok {
-			c.o.Log.WithField("lease", c.lease.DN).Info("controld lease taken: active")
-			return nil
-		} else if !standby {
-			c.o.Log.WithFields(map[string]any{"holder": cur.Holder, "until": cur.Until}).Info("another controld is active; standing by")
-			standby = true
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(c.o.LeaseTTL / 4):
-		}
+// leaseLog writes the lease's events to the controller's log.
+func (c *Controller) leaseLog(msg, holder string, until time.Time, err error) {
+	f := c.o.Log.WithField("lease", c.lease.DN)
+	if holder != "" {
+		f = f.WithField("holder", holder).WithField("until", until)
 	}
-}
-
-// keepLease renews the lease until ctx ends; losing it stops the controller.
-func (c *Controller) keepLease(ctx context.Context, stop context.CancelCauseFunc) {
-	t := time.NewTicker(c.o.LeaseTTL / 3)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		ok, cur, err := c.lease.Acquire(c.o.Now())
-		switch {
-		case err != nil:
-			c.o.Log.WithError(err).Warn("cannot renew the controld lease; retrying")
-		case !ok:
-			c.o.Log.WithField("holder", cur.Holder).Error("controld lease lost; stopping")
-			stop(ErrLeaseLost)
-			return
-		}
+	if err != nil {
+		f.WithError(err).Warn(msg)
+		return
 	}
+	f.Info(msg)
 }
 
 func defaultHolder() string {

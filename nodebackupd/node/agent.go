@@ -105,11 +105,13 @@ func (a *Agent) Cache() *ldapschema.Cache { return a.cache }
 func (a *Agent) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	if err := a.takeLease(ctx); err != nil {
+	// Exactly one nodebackupd works for a host, so resuming its interrupted
+	// steps is safe; the lease is also the host's heartbeat.
+	if err := a.lease.Wait(ctx, a.o.Now, a.leaseLog); err != nil {
 		return err
 	}
 	defer a.lease.Release()
-	go a.keepLease(ctx, cancel)
+	go a.lease.Keep(ctx, a.o.Now, a.leaseLog, func() { cancel(ErrLeaseLost) })
 
 	a.cache.OnEvent(a.onEvent)
 	go func() {
@@ -142,50 +144,17 @@ func (a *Agent) Run(ctx context.Context) error {
 // ErrLeaseLost: another nodebackupd took this host's lease; this one must stop.
 var ErrLeaseLost = errors.New("host lease lost to another nodebackupd")
 
-// takeLease blocks until this process holds the host's lease: exactly one
-// nodebackupd works for a host, so resuming its interrupted steps is safe.
-func (a *Agent) takeLease(ctx context.Context) error {
-	standby := false
-	for {
-		ok, cur, err := a.lease.Acquire(a.o.Now())
-		if err != nil {
-			a.o.Log.WithError(err).Warn("cannot read the host lease yet")
-		} else if ok {
-			a.o.Log.WithField("lease", a.lease.DN).Info("host lease taken")
-			return nil
-		} else if !standby {
-			a.o.Log.WithFields(logrus.Fields{"holder": cur.Holder, "until": cur.Until}).Info("another nodebackupd works for this host; standing by")
-			standby = true
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(a.o.LeaseTTL / 4):
-		}
+// leaseLog writes the lease's events to the agent's log.
+func (a *Agent) leaseLog(msg, holder string, until time.Time, err error) {
+	f := a.o.Log.WithField("lease", a.lease.DN)
+	if holder != "" {
+		f = f.WithFields(logrus.Fields{"holder": holder, "until": until})
 	}
-}
-
-// keepLease renews the lease (the host's heartbeat) until ctx ends; losing it
-// stops the agent.
-func (a *Agent) keepLease(ctx context.Context, stop context.CancelCauseFunc) {
-	t := time.NewTicker(a.o.LeaseTTL / 3)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		ok, cur, err := a.lease.Acquire(a.o.Now())
-		switch {
-		case err != nil:
-			a.o.Log.WithError(err).Warn("cannot renew the host lease; retrying")
-		case !ok:
-			a.o.Log.WithField("holder", cur.Holder).Error("host lease lost; stopping")
-			stop(ErrLeaseLost)
-			return
-		}
+	if err != nil {
+		f.WithError(err).Warn(msg)
+		return
 	}
+	f.Info(msg)
 }
 
 func isLeaf(e *ldap.Entry) bool { return hasClass(e, ldapschema.ClassProvisioning) }
