@@ -359,6 +359,12 @@ func (a *Agent) reconcile(ctx context.Context, dn string) error {
 			extra = j.extra
 		}
 	}
+	if transient(err) && a.queue.NumRequeues(dn) < transientRetries {
+		// libvirtd or slapd went away mid-step: the leaf stays claimed and the
+		// step is resumed (it looks before it acts) once they are back.
+		log.WithError(err).Warn("step interrupted by a lost connection; resuming it later")
+		return err
+	}
 	rc := codeOf(err)
 	if err != nil {
 		log.WithError(err).WithField("rc", int(rc)).Error("step failed")
@@ -370,6 +376,15 @@ func (a *Agent) reconcile(ctx context.Context, dn string) error {
 	}
 	done := fsm.Complete(fl, int(rc), ldapschema.FormatTime(a.o.Now()))
 	return a.report(ctx, e, done, times, extra, log)
+}
+
+// transientRetries bounds how often a step interrupted by a lost connection is
+// resumed before it is answered with its code (about a minute and a half of
+// backoff); controld's deadline bounds it as well.
+const transientRetries = 8
+
+func transient(err error) bool {
+	return err != nil && (libvirt.IsTransient(err) || errors.Is(err, ldapschema.ErrUnavailable))
 }
 
 // begin marks a leaf as worked on by this process; false if it already is.
