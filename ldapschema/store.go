@@ -102,7 +102,11 @@ func (o StoreOptions) dial() (*ldap.Conn, error) {
 			return nil, err
 		}
 		if err := conn.Bind(o.BindDN, pw); err != nil {
+			closing := conn.IsClosing()
 			conn.Close()
+			if closing || isNetworkError(err) {
+				return nil, fmt.Errorf("%w: bind as %s: %v", ErrUnavailable, o.BindDN, err)
+			}
 			return nil, fmt.Errorf("bind as %s: %w", o.BindDN, err)
 		}
 	} else if strings.HasPrefix(o.URL, "ldapi:") {
@@ -204,7 +208,9 @@ func (s *Store) do(retry bool, op func(*ldap.Conn) error) error {
 		if err == nil {
 			return nil
 		}
-		if isNetworkError(err) {
+		// A connection the server reset reports its read error unclassified;
+		// that the connection is closing is what tells.
+		if isNetworkError(err) || c.IsClosing() {
 			s.drop(c)
 			if retry && attempt == 0 {
 				continue

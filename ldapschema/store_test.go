@@ -322,3 +322,26 @@ func TestWatchSurvivesServerRestart(t *testing.T) {
 	}
 	ev.waitFor(t, "modify after restart", putWithMode(a, "initialized"))
 }
+
+// A connection the server drops is reported as ErrUnavailable (transient), so
+// callers retry instead of failing the step, and the store redials afterwards.
+func TestStoreConnectionReset(t *testing.T) {
+	s := startSlapd(t)
+	direct := dial(t, s, s.URL)
+	dn := addLeaf(t, direct, "vm-reset", "20240101T000000Z", "snapshot")
+	p := newProxy(t, s.URL[len("ldap://"):])
+	st := dial(t, s, p.url())
+	if _, err := st.Get(dn); err != nil {
+		t.Fatal(err)
+	}
+	p.cut()
+	time.Sleep(50 * time.Millisecond)
+	err := st.Update(dn, "", map[string][]string{ldapschema.AttrState: {"0"}})
+	if !errors.Is(err, ldapschema.ErrUnavailable) || !ldapschema.IsTransient(err) {
+		t.Fatalf("write on a reset connection: %v, want ErrUnavailable", err)
+	}
+	p.resume()
+	if err := st.Update(dn, "", map[string][]string{ldapschema.AttrState: {"0"}}); err != nil {
+		t.Fatalf("after the server is back: %v", err)
+	}
+}
