@@ -185,7 +185,7 @@ func (l *leafCollector) Collect(ch chan<- prometheus.Metric) {
 	byMode := map[string]float64{}
 	newest := map[string]ldapschema.Leaf{}
 	l.cache.Each(func(e *ldap.Entry) {
-		if !isLeaf(e) {
+		if !ldapschema.IsLeaf(e) {
 			return
 		}
 		leaf, err := ldapschema.ParseLeaf(l.tree, e)
@@ -215,13 +215,4 @@ func (l *leafCollector) Collect(ch chan<- prometheus.Metric) {
 			}
 		}
 	}
-}
-
-func isLeaf(e *ldap.Entry) bool {
-	for _, c := range e.GetAttributeValues(ldapschema.AttrObjectClass) {
-		if strings.EqualFold(c, ldapschema.ClassProvisioning) {
-			return true
-		}
-	}
-	return false
 }

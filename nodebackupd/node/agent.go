@@ -157,16 +157,7 @@ func (a *Agent) leaseLog(msg, holder string, until time.Time, err error) {
 	f.Info(msg)
 }
 
-func isLeaf(e *ldap.Entry) bool { return hasClass(e, ldapschema.ClassProvisioning) }
-
-func hasClass(e *ldap.Entry, class string) bool {
-	for _, c := range e.GetAttributeValues(ldapschema.AttrObjectClass) {
-		if strings.EqualFold(c, class) {
-			return true
-		}
-	}
-	return false
-}
+func isLeaf(e *ldap.Entry) bool { return ldapschema.IsLeaf(e) }
 
 // onEvent only enqueues: the worker decides from the entry as it is then.
 func (a *Agent) onEvent(ev ldapschema.Event) {
@@ -242,25 +233,6 @@ func (a *Agent) step(m fsm.Mode) func(context.Context, *job) ([]string, error) {
 	return nil
 }
 
-// vmOfLeaf returns the VM a leaf DN hangs under, even when the leaf's own name is
-// malformed (so the leaf can still be answered with a code).
-func (a *Agent) vmOfLeaf(dn string) (string, bool) {
-	parsed, err := ldap.ParseDN(dn)
-	if err != nil || len(parsed.RDNs) < 3 {
-		return "", false
-	}
-	rdn := parsed.RDNs[2].Attributes
-	if len(rdn) != 1 || !strings.EqualFold(rdn[0].Type, ldapschema.AttrVirtualMachine) {
-		return "", false
-	}
-	vm := rdn[0].Value
-	if ldapschema.NormalizeDN(dn) != ldapschema.NormalizeDN(
-		"ou="+ldap.EscapeDN(parsed.RDNs[0].Attributes[0].Value)+","+a.tree.VMBackup(vm)) {
-		return "", false
-	}
-	return vm, true
-}
-
 // reconcile handles one leaf: claim it if it is a request for this host, do the
 // step, report the outcome. Returning an error requeues with backoff.
 func (a *Agent) reconcile(ctx context.Context, dn string) error {
@@ -277,7 +249,7 @@ func (a *Agent) reconcile(ctx context.Context, dn string) error {
 	if stepFn == nil && mode != fsm.Finished {
 		return nil // not a step this node knows: leave it for one that does
 	}
-	vmName, ok := a.vmOfLeaf(dn)
+	vmName, _, ok := ldapschema.LeafOwner(a.tree, dn)
 	if !ok {
 		return nil
 	}
