@@ -8,6 +8,8 @@ import (
 	"time"
 
 	lv "libvirt.org/go/libvirt"
+
+	"github.com/stoneycloud/stoney-conductor/internal/hostio"
 )
 
 // Disk is a file-backed device='disk' of a domain.
@@ -38,6 +40,10 @@ type Hypervisor struct {
 	locksMu sync.Mutex
 	locks   map[string]*sync.Mutex
 
+	// seam is what every operation that changes a domain or a file passes
+	// (SetSeam); nil runs them unchanged.
+	seam *hostio.Seam
+
 	// Test seams, nil in production.
 	failAt    func(step string) error   // injects a failure at a named step
 	stateSize func(d domainDesc) uint64 // overrides the state file estimate
@@ -61,6 +67,10 @@ func Open(uri string) (*Hypervisor, error) {
 	h.release(r, false)
 	return h, nil
 }
+
+// SetSeam makes every operation that changes a domain or a file pass s,
+// where a test can end the process or fail the operation. Call before use.
+func (h *Hypervisor) SetSeam(s *hostio.Seam) { h.seam = s }
 
 // Close closes the connection once the calls using it have returned.
 func (h *Hypervisor) Close() error {

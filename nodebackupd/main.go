@@ -16,6 +16,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"gopkg.in/yaml.v3"
 
+	"github.com/stoneycloud/stoney-conductor/internal/hostio"
 	"github.com/stoneycloud/stoney-conductor/internal/metrics"
 	"github.com/stoneycloud/stoney-conductor/ldapschema"
 	"github.com/stoneycloud/stoney-conductor/libvirt"
@@ -32,6 +33,8 @@ type config struct {
 	Workers int `yaml:"workers"`
 	// LeaseTTL is how long this host's lease (its heartbeat) holds unrenewed.
 	LeaseTTL time.Duration `yaml:"leaseTTL"`
+	// StateDir holds the steps' intent records; only root may write it.
+	StateDir string `yaml:"stateDir"`
 	Metrics  struct {
 		Listen string `yaml:"listen"` // host:port for /metrics and /healthz; "" = off
 	} `yaml:"metrics"`
@@ -95,6 +98,20 @@ func run(cfgPath string) int {
 		return 1
 	}
 	defer hv.Close()
+	// Unarmed in production; a crash harness arms it through the environment.
+	seam, err := hostio.FromEnv()
+	if err != nil {
+		log.WithError(err).Error("configuration")
+		return 2
+	}
+	hv.SetSeam(seam)
+	if cfg.StateDir == "" {
+		cfg.StateDir = node.DefaultStateDir
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		log.WithError(err).Error("state directory")
+		return 1
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -114,6 +131,7 @@ func run(cfgPath string) int {
 		}, log)
 	}
 	agent := node.New(node.Options{Node: cfg.Node, Store: store, Hypervisor: hv, Log: log, Workers: cfg.Workers, LeaseTTL: cfg.LeaseTTL,
+		StateDir: cfg.StateDir, Seam: seam,
 		OnStep: m.Step, OnWatchError: func(error) { m.WatchReconnect() }})
 	if err := agent.Run(ctx); err != nil {
 		log.WithError(err).Error("stopped")

@@ -146,7 +146,7 @@ func TestDaemonsUnderAccessRules(t *testing.T) {
 	}
 
 	for _, h := range hosts {
-		a := node.New(node.Options{Node: h, Store: bind(t, nodeDN(h)), Hypervisor: fileHypervisor{}, Log: testLog(t, h)})
+		a := node.New(node.Options{Node: h, Store: bind(t, nodeDN(h)), Hypervisor: fileHypervisor{}, Log: testLog(t, h), StateDir: t.TempDir()})
 		runUntilCleanup(t, a.Run)
 	}
 	c := control.New(control.Options{Store: bind(t, controldDN), Log: testLog(t, "control")})

@@ -138,7 +138,7 @@ func (w *world) configure() error {
 	logs := filepath.Join(w.root, "logs")
 	ctlBin, nodeBin := filepath.Join(w.bin, "controld"), filepath.Join(w.bin, "nodebackupd")
 	probeLDAP := ldapYAML("ldap://127.0.0.1:1", w.slapd.AdminDN, pw, w.slapd.Base)
-	nodeRest := fmt.Sprintf("node: %s\nlibvirt:\n  uri: %s\n", host, w.lv.URI)
+	nodeRest := fmt.Sprintf("node: %s\nlibvirt:\n  uri: %s\nstateDir: %s\n", host, w.lv.URI, filepath.Join(w.root, "node-state"))
 	var refusedCtl, refusedNode []string
 	w.tune.ctl, w.tune.ctlLines, refusedCtl = probeTuning(w.root, ctlBin, []string{"agent"}, probeLDAP, controldTuning)
 	w.tune.node, w.tune.nodeLns, refusedNode = probeTuning(w.root, nodeBin, nil, probeLDAP+nodeRest, nodeTuning)

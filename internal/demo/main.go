@@ -142,7 +142,7 @@ func run(bin string, keep bool) error {
 	if err := os.WriteFile(ctlCfg, []byte(ldapCfg+"metrics:\n  listen: "+ctlMetrics+"\n"), 0o600); err != nil {
 		return err
 	}
-	if err := os.WriteFile(nodeCfg, []byte(ldapCfg+"node: demo-node\nlibvirt:\n  uri: "+lv.URI+"\nmetrics:\n  listen: "+nodeMetrics+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(nodeCfg, []byte(ldapCfg+"node: demo-node\nstateDir: "+filepath.Join(root, "node-state")+"\nlibvirt:\n  uri: "+lv.URI+"\nmetrics:\n  listen: "+nodeMetrics+"\n"), 0o600); err != nil {
 		return err
 	}
 	logs := filepath.Join(root, "logs")

@@ -106,7 +106,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 // startNode runs a node agent for host until the test ends.
 func startNode(t testing.TB, host string, hv node.Hypervisor) *node.Agent {
 	t.Helper()
-	a := node.New(node.Options{Node: host, Store: newStore(t), Hypervisor: hv, Log: quietLog(t).WithField("side", "node")})
+	a := node.New(node.Options{Node: host, Store: newStore(t), Hypervisor: hv, Log: quietLog(t).WithField("side", "node"), StateDir: t.TempDir()})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { a.Run(ctx); close(done) }()

@@ -72,7 +72,7 @@ func TestMetricsAndProgress(t *testing.T) {
 	nreg, creg := prometheus.NewRegistry(), prometheus.NewRegistry()
 	nm := metrics.NewNode(nreg)
 	agent := node.New(node.Options{Node: s.host, Store: newStore(t), Hypervisor: env.hv, Log: quietLog(t),
-		OnStep: nm.Step, ProgressEvery: 20 * time.Millisecond})
+		OnStep: nm.Step, ProgressEvery: 20 * time.Millisecond, StateDir: t.TempDir()})
 	var cm *metrics.Control
 	ctl := control.New(control.Options{Store: newStore(t), Log: quietLog(t),
 		OnWrite: func(w fsm.Write) { cm.Write(string(w.To), w.ReturnValue) }})

@@ -13,6 +13,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/stoneycloud/stoney-conductor/fsm"
+	"github.com/stoneycloud/stoney-conductor/internal/hostio"
 	"github.com/stoneycloud/stoney-conductor/internal/workqueue"
 	"github.com/stoneycloud/stoney-conductor/ldapschema"
 	"github.com/stoneycloud/stoney-conductor/libvirt"
@@ -45,7 +46,16 @@ type Options struct {
 	// holds without renewal (default 30s); Holder names this process in it.
 	LeaseTTL time.Duration
 	Holder   string
+	// StateDir is the node's own directory (root only), where each step
+	// keeps its intent record (default /var/lib/stoney-conductor).
+	StateDir string
+	// Seam is what every host operation of a step passes (tests arm it to
+	// crash or fail at an operation); nil runs them unchanged.
+	Seam *hostio.Seam
 }
+
+// DefaultStateDir holds the intent records unless configured otherwise.
+const DefaultStateDir = "/var/lib/stoney-conductor"
 
 // Agent is one node daemon.
 type Agent struct {
@@ -77,6 +87,9 @@ func New(o Options) *Agent {
 	}
 	if o.LeaseTTL <= 0 {
 		o.LeaseTTL = 30 * time.Second
+	}
+	if o.StateDir == "" {
+		o.StateDir = DefaultStateDir
 	}
 	if o.ProgressEvery <= 0 {
 		o.ProgressEvery = 2 * time.Second
@@ -232,6 +245,24 @@ func (a *Agent) step(m fsm.Mode) func(context.Context, *job) ([]string, error) {
 	}
 	return nil
 }
+
+// Sync fills the agent's view of the directory once, as the watch's first
+// refresh would, without watching on (tests that drive Reconcile themselves).
+func (a *Agent) Sync() error {
+	entries, err := a.o.Store.Search(a.tree.VirtualMachines(), ldap.ScopeWholeSubtree, watchFilter, []string{"*"})
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		a.cache.Apply(ldapschema.Event{Kind: ldapschema.EventPut, DN: e.DN, Entry: e})
+	}
+	return nil
+}
+
+// Reconcile is one pass of the worker over one leaf, as the queue runs it:
+// claim, step, report (or resume a claimed step, or settle a finished
+// leaf). A crash harness calls it directly, without lease or watch.
+func (a *Agent) Reconcile(ctx context.Context, dn string) error { return a.reconcile(ctx, dn) }
 
 // reconcile handles one leaf: claim it if it is a request for this host, do the
 // step, report the outcome. Returning an error requeues with backoff.

@@ -7,9 +7,10 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"sort"
 	"syscall"
+
+	"github.com/stoneycloud/stoney-conductor/internal/hostio"
 )
 
 // Linux lseek whences for sparse files.
@@ -56,8 +57,11 @@ func dataSegments(f *os.File, size int64) ([]segment, error) {
 // temporary name so that dst exists only complete, fsynced, and then checked
 // against src byte for byte over every allocated range of either file. It returns
 // the number of data bytes copied.
-func CopyFile(ctx context.Context, src, dst string, perm os.FileMode, progress Progress) (int64, error) {
-	in, err := os.Open(src)
+//
+// Both paths are resolved beneath their roots without following a link, and
+// every write, fsync and rename passes the seam.
+func CopyFile(ctx context.Context, seam *hostio.Seam, src, dst hostio.Path, perm os.FileMode, progress Progress) (int64, error) {
+	in, err := hostio.Open(src)
 	if err != nil {
 		return 0, err
 	}
@@ -79,22 +83,17 @@ func CopyFile(ctx context.Context, src, dst string, perm os.FileMode, progress P
 		total += s.end - s.off
 	}
 
-	tmp := dst + ".partial"
-	out, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, perm)
+	tmp := dst.Dir().MustJoin(dst.Base() + ".partial")
+	out, err := seam.Create(tmp, perm)
 	if err != nil {
-		return 0, err
-	}
-	// The configured mode, whatever the daemon's umask.
-	if err := out.Chmod(perm); err != nil {
-		out.Close()
-		os.Remove(tmp)
 		return 0, err
 	}
 	ok := false
 	defer func() {
 		if !ok {
 			out.Close()
-			os.Remove(tmp)
+			var plain *hostio.Seam // cleaning up is no point of its own
+			_ = plain.Remove(tmp)
 		}
 	}()
 	buf := make([]byte, 1<<20)
@@ -112,7 +111,7 @@ func CopyFile(ctx context.Context, src, dst string, perm os.FileMode, progress P
 			if err != nil && !(errors.Is(err, io.EOF) && int64(r) == n) {
 				return done, fmt.Errorf("read %s: %w", src, err)
 			}
-			if _, err := out.WriteAt(buf[:r], off); err != nil {
+			if err := seam.Write(out, buf[:r], off); err != nil {
 				return done, fmt.Errorf("write %s: %w", tmp, err)
 			}
 			off += int64(r)
@@ -125,7 +124,7 @@ func CopyFile(ctx context.Context, src, dst string, perm os.FileMode, progress P
 	if err := out.Truncate(size); err != nil {
 		return done, err
 	}
-	if err := out.Sync(); err != nil {
+	if err := seam.Sync(out); err != nil {
 		return done, fmt.Errorf("sync %s: %w", tmp, err)
 	}
 	if err := sameContent(in, out, size); err != nil {
@@ -134,11 +133,13 @@ func CopyFile(ctx context.Context, src, dst string, perm os.FileMode, progress P
 	if err := out.Close(); err != nil {
 		return done, err
 	}
-	if err := os.Rename(tmp, dst); err != nil {
+	ok = true
+	if err := seam.Rename(tmp, dst); err != nil {
+		var plain *hostio.Seam
+		_ = plain.Remove(tmp)
 		return done, err
 	}
-	ok = true
-	return done, syncDir(dst)
+	return done, seam.SyncDir(dst.Dir())
 }
 
 // sameContent compares a and b over the union of both files' allocated ranges;
@@ -199,13 +200,13 @@ func mergeSegments(s []segment) []segment {
 
 // SameFile reports whether dst is already a complete, identical copy of src, so a
 // step run again after a crash does not copy twice.
-func SameFile(src, dst string) (bool, error) {
-	a, err := os.Open(src)
+func SameFile(src, dst hostio.Path) (bool, error) {
+	a, err := hostio.Open(src)
 	if err != nil {
 		return false, err
 	}
 	defer a.Close()
-	b, err := os.Open(dst)
+	b, err := hostio.Open(dst)
 	if errors.Is(err, os.ErrNotExist) {
 		return false, nil
 	} else if err != nil {
@@ -220,14 +221,4 @@ func SameFile(src, dst string) (bool, error) {
 		return false, nil
 	}
 	return true, nil
-}
-
-// syncDir makes a rename durable.
-func syncDir(path string) error {
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
+
+	"github.com/stoneycloud/stoney-conductor/internal/hostio"
 )
 
 // A sparse file is copied with its holes, checked, and recognised as already
@@ -25,7 +27,8 @@ func TestCopyFileSparse(t *testing.T) {
 	f.Close()
 
 	var last int64
-	n, err := CopyFile(context.Background(), src, dst, 0o640, func(done, total int64) { last = done })
+	root := hostio.In(dir)
+	n, err := CopyFile(context.Background(), nil, root.MustJoin("src"), root.MustJoin("dst"), 0o640, func(done, total int64) { last = done })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,13 +45,13 @@ func TestCopyFileSparse(t *testing.T) {
 	if fi, _ := os.Stat(dst); fi.Mode().Perm() != 0o640 {
 		t.Fatalf("mode %v", fi.Mode())
 	}
-	if same, err := SameFile(src, dst); err != nil || !same {
+	if same, err := SameFile(root.MustJoin("src"), root.MustJoin("dst")); err != nil || !same {
 		t.Fatalf("SameFile after a copy: %v %v", same, err)
 	}
 	g, _ := os.OpenFile(dst, os.O_WRONLY, 0)
 	g.WriteAt([]byte{1}, 300<<20) // inside a hole of the source
 	g.Close()
-	if same, _ := SameFile(src, dst); same {
+	if same, _ := SameFile(root.MustJoin("src"), root.MustJoin("dst")); same {
 		t.Fatal("a changed copy is taken for complete")
 	}
 	if _, err := os.Stat(dst + ".partial"); !os.IsNotExist(err) {

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/stoneycloud/stoney-conductor/internal/hostio"
 	"github.com/stoneycloud/stoney-conductor/ldapschema"
 )
 
@@ -44,6 +45,11 @@ func (l Layout) RetainDir() string { return filepath.Join(l.RetainRoot, l.rel())
 
 // BackupDir is this leaf's directory in the backup location.
 func (l Layout) BackupDir() string { return filepath.Join(l.BackupRoot, l.rel()) }
+
+// RetainPath and BackupPath are the leaf's directories held with their
+// configured roots: nothing below a root is followed if it is a link.
+func (l Layout) RetainPath() hostio.Path { return hostio.In(l.RetainRoot).MustJoin(l.rel()) }
+func (l Layout) BackupPath() hostio.Path { return hostio.In(l.BackupRoot).MustJoin(l.rel()) }
 
 // VMRetainDir is the VM's directory in the retain location (parent of the leaves).
 func (l Layout) VMRetainDir() string {

@@ -69,14 +69,15 @@ func (a *Agent) unretain(ctx context.Context, j *job, names []string, code ldaps
 	}
 	m := a.newMeter(j, "unretain", srcs)
 	for _, n := range names {
-		from, to := filepath.Join(src, j.layout.BackupName(n)), filepath.Join(dst, j.layout.BackupName(n))
-		same, err := SameFile(from, to)
+		to := filepath.Join(dst, j.layout.BackupName(n))
+		fromP, toP := j.layout.BackupPath().MustJoin(j.layout.BackupName(n)), j.layout.RetainPath().MustJoin(j.layout.BackupName(n))
+		same, err := SameFile(fromP, toP)
 		if err != nil {
 			return nil, 0, fail(code, err)
 		}
 		if !same {
 			prog, finished := m.file()
-			c, err := CopyFile(ctx, from, to, j.cfg.Permission, prog)
+			c, err := CopyFile(ctx, j.seam, fromP, toP, j.cfg.Permission, prog)
 			if err != nil {
 				return nil, 0, fail(code, err)
 			}

@@ -15,6 +15,7 @@ import (
 	"github.com/go-ldap/ldap/v3"
 	"github.com/sirupsen/logrus"
 
+	"github.com/stoneycloud/stoney-conductor/internal/hostio"
 	"github.com/stoneycloud/stoney-conductor/ldapschema"
 	"github.com/stoneycloud/stoney-conductor/libvirt"
 )
@@ -29,6 +30,14 @@ type job struct {
 	log     logrus.FieldLogger
 	extra   map[string][]string // further leaf attributes the step reports
 	running string              // the -ing mode the step runs in
+	seam    *hostio.Seam        // every host operation of the step passes it
+	records hostio.Path         // this leaf's intent records, in the node's state directory
+}
+
+// record is the intent record of one step of this leaf (see hostio.Record):
+// written before each operation it announces, read back by a re-run.
+func (j *job) record(step string) hostio.Record {
+	return hostio.Record{Path: j.records.MustJoin(step + ".json"), Seam: j.seam}
 }
 
 // prepare reads the effective backup config and the VM's disks.
@@ -99,7 +108,9 @@ func (a *Agent) prepare(vm ldapschema.VM, leaf ldapschema.Leaf, log logrus.Field
 		return nil, fail(ldapschema.RCUnsupportedParameter, err)
 	}
 	log.WithField("config", source).Debug("effective backup config")
-	return &job{vm: vm, leaf: leaf, cfg: cfg, layout: layout, disks: disks, log: log}, nil
+	records := hostio.In(a.o.StateDir).MustJoin("intent", vm.Name, leaf.Name)
+	return &job{vm: vm, leaf: leaf, cfg: cfg, layout: layout, disks: disks, log: log,
+		seam: a.o.Seam, records: records}, nil
 }
 
 func isDir(path string) bool {
@@ -302,19 +313,20 @@ func (a *Agent) retain(ctx context.Context, j *job) ([]string, error) {
 	m := a.newMeter(j, "retain", srcs)
 	for _, f := range files {
 		from, to := filepath.Join(src, f.name), filepath.Join(dst, j.layout.BackupName(f.name))
+		fromP, toP := j.layout.RetainPath().MustJoin(f.name), j.layout.BackupPath().MustJoin(j.layout.BackupName(f.name))
 		if _, err := os.Stat(from); err != nil {
 			if _, derr := os.Stat(to); derr == nil {
 				continue // copied and removed by an earlier run
 			}
 			return nil, failf(ldapschema.RCMissingFiles, "%s: %v", from, err)
 		}
-		same, err := SameFile(from, to)
+		same, err := SameFile(fromP, toP)
 		if err != nil {
 			return nil, fail(f.code, err)
 		}
 		if !same {
 			prog, finished := m.file()
-			n, err := CopyFile(ctx, from, to, j.cfg.Permission, prog)
+			n, err := CopyFile(ctx, j.seam, fromP, toP, j.cfg.Permission, prog)
 			if err != nil {
 				return nil, fail(f.code, err)
 			}
