@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"syscall"
+
+	"github.com/stoneycloud/stoney-conductor/internal/hostio"
 )
 
 // freeBytes is the space left in dir for an unprivileged writer (the
@@ -197,6 +199,20 @@ func (o owner) apply(path string) error {
 	if o.perm != 0 {
 		if err := os.Chmod(path, o.perm); err != nil {
 			return wrap(ErrPermission, err, "%s", path)
+		}
+	}
+	return nil
+}
+
+// applyAt sets ownership, then permission, on p through the seam, without
+// following a link.
+func (o owner) applyAt(s *hostio.Seam, p hostio.Path) error {
+	if err := s.Chown(p, o.uid, o.gid); err != nil {
+		return wrap(ErrOwnership, err, "%s", p)
+	}
+	if o.perm != 0 {
+		if err := s.Chmod(p, o.perm); err != nil {
+			return wrap(ErrPermission, err, "%s", p)
 		}
 	}
 	return nil

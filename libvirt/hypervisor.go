@@ -72,6 +72,10 @@ func Open(uri string) (*Hypervisor, error) {
 // where a test can end the process or fail the operation. Call before use.
 func (h *Hypervisor) SetSeam(s *hostio.Seam) { h.seam = s }
 
+// op runs one operation that changes a domain or a file through the seam:
+// every such operation of a step is one point where a test may crash or fail.
+func (h *Hypervisor) op(name string, f func() error) error { return h.seam.Do(name, f) }
+
 // Close closes the connection once the calls using it have returned.
 func (h *Hypervisor) Close() error {
 	h.mu.Lock()
