@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"math/big"
 	"net"
 	"os"
@@ -281,5 +282,76 @@ func TestDialLDAPI(t *testing.T) {
 	err = anon.Add(ldapschema.NewVMAddRequest(anon.Tree, ldapschema.VM{Name: "vm-anon", Node: "h1"}))
 	if !ldap.IsErrorWithCode(err, ldap.LDAPResultInsufficientAccessRights) && !ldap.IsErrorWithCode(err, ldap.LDAPResultStrongAuthRequired) {
 		t.Errorf("anonymous write: want it refused, got %v", err)
+	}
+}
+
+// The bind password and the directory never cross the network in plain
+// text unless the config says so in as many words: ldap:// to another
+// machine without StartTLS is refused before any connection is made.
+func TestPlaintextLDAPToRemoteIsRefused(t *testing.T) {
+	for _, u := range []string{"ldap://ldap.example.org", "ldap://10.1.2.3:389", "ldap://[2001:db8::1]:389", "LDAP://ldap.example.org/"} {
+		o := ldapschema.StoreOptions{URL: u, BindDN: "cn=x", Password: "secret", Base: "o=x"}
+		if err := o.CheckTransport(); !errors.Is(err, ldapschema.ErrPlaintextToRemote) {
+			t.Errorf("%s: want it refused, got %v", u, err)
+		}
+		if _, err := ldapschema.Dial(o); !errors.Is(err, ldapschema.ErrPlaintextToRemote) || ldapschema.IsTransient(err) {
+			t.Errorf("Dial %s: want a permanent refusal, got %v", u, err)
+		}
+	}
+	// The refusal tells how to fix it.
+	err := ldapschema.StoreOptions{URL: "ldap://ldap.example.org"}.CheckTransport()
+	for _, want := range []string{"startTLS: true", "insecurePlaintextToRemote: true"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("refusal %v does not mention %s", err, want)
+		}
+	}
+}
+
+// TLS (StartTLS or ldaps), this machine (loopback, localhost, ldapi) and the
+// explicit key pass the rule.
+func TestPlaintextLDAPRuleAccepts(t *testing.T) {
+	for _, o := range []ldapschema.StoreOptions{
+		{URL: "ldap://ldap.example.org", StartTLS: true},
+		{URL: "ldaps://ldap.example.org"},
+		{URL: "ldapi:///"},
+		{URL: "ldapi://%2Fvar%2Frun%2Fslapd%2Fldapi"},
+		{URL: "ldap://127.0.0.1:389"},
+		{URL: "ldap://127.0.0.53"},
+		{URL: "ldap://[::1]:389"},
+		{URL: "ldap://localhost"},
+		{URL: "ldap://LocalHost:1389/"},
+		{URL: "ldap:///"},
+		{URL: "ldap://ldap.example.org", InsecurePlaintextToRemote: true},
+	} {
+		if err := o.CheckTransport(); err != nil {
+			t.Errorf("%+v: refused: %v", o, err)
+		}
+	}
+
+	// Real dials: a loopback server by name, and with the key a remote one is
+	// at least tried (the name does not resolve: unavailable, not refused).
+	s, err := testenv.StartSlapd(testenv.SlapdOptions{Dir: filepath.Join(t.TempDir(), "slapd"), NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	byName := strings.Replace(s.URL, "127.0.0.1", "localhost", 1)
+	st, err := ldapschema.Dial(ldapschema.StoreOptions{URL: byName, BindDN: s.AdminDN, Password: s.AdminPassword, Base: s.Base})
+	if err != nil {
+		t.Fatalf("%s: %v", byName, err)
+	}
+	st.Close()
+	_, err = ldapschema.Dial(ldapschema.StoreOptions{URL: "ldap://remote.invalid:389", Base: "o=x", InsecurePlaintextToRemote: true})
+	if !errors.Is(err, ldapschema.ErrUnavailable) {
+		t.Fatalf("with insecurePlaintextToRemote the dial must be tried: %v", err)
+	}
+
+	var cfg struct {
+		LDAP ldapschema.StoreOptions `yaml:"ldap"`
+	}
+	dec := yaml.NewDecoder(bytes.NewReader([]byte("ldap:\n  url: ldap://ldap.example.org\n  insecurePlaintextToRemote: true\n")))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil || !cfg.LDAP.InsecurePlaintextToRemote {
+		t.Fatalf("insecurePlaintextToRemote from YAML: %+v %v", cfg.LDAP, err)
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
+	"net/url"
 	"os"
 	"sort"
 	"strconv"
@@ -43,6 +45,39 @@ type StoreOptions struct {
 	CAFile       string        `yaml:"caFile"`     // PEM bundle to verify the server with (StartTLS, ldaps)
 	ServerName   string        `yaml:"serverName"` // expected name in the server certificate, default from URL
 	Timeout      time.Duration `yaml:"timeout"`
+	// InsecurePlaintextToRemote accepts ldap:// without StartTLS to a server
+	// on another machine: the bind password and every entry then cross the
+	// network readable. Without it such a URL is refused (CheckTransport).
+	InsecurePlaintextToRemote bool `yaml:"insecurePlaintextToRemote"`
+}
+
+// ErrPlaintextToRemote: the options would send the bind and the directory's
+// entries unencrypted to another machine, and do not say that is wanted.
+var ErrPlaintextToRemote = errors.New("plain ldap:// to a remote server without StartTLS")
+
+// CheckTransport refuses a connection that would cross the network in
+// plain text: ldap:// without StartTLS to a host that is not a loopback
+// address or localhost, unless InsecurePlaintextToRemote says so. ldaps://,
+// StartTLS and ldapi:// (a local socket) pass. Names are not resolved: a
+// name other than localhost counts as remote.
+func (o StoreOptions) CheckTransport() error {
+	scheme, _, _ := strings.Cut(o.URL, "://")
+	if !strings.EqualFold(scheme, "ldap") || o.StartTLS || o.InsecurePlaintextToRemote {
+		return nil // ldapi:// may carry a %2F-encoded path url.Parse refuses
+	}
+	u, err := url.Parse(o.URL)
+	if err != nil {
+		return fmt.Errorf("LDAP url %q: %w", o.URL, err)
+	}
+	host := u.Hostname()
+	if host == "" || strings.EqualFold(host, "localhost") {
+		return nil // go-ldap dials localhost for an empty host
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		return nil
+	}
+	return fmt.Errorf("%w: %s; set startTLS: true, use ldaps:// or ldapi://, "+
+		"or accept it in so many words with insecurePlaintextToRemote: true", ErrPlaintextToRemote, o.URL)
 }
 
 // password returns the configured password, reading PasswordFile if needed.
@@ -75,6 +110,9 @@ func (o StoreOptions) tlsConfig() (*tls.Config, error) {
 
 // dial opens and binds one connection.
 func (o StoreOptions) dial() (*ldap.Conn, error) {
+	if err := o.CheckTransport(); err != nil {
+		return nil, err
+	}
 	tcfg, err := o.tlsConfig()
 	if err != nil {
 		return nil, err
