@@ -15,6 +15,11 @@ type MergeRequest struct {
 	Domain        string
 	Disks         []RetainedDisk
 	BandwidthMiBs uint64 // per disk, 0 = unlimited
+	// Progress, if not nil, is told how far the merge of all disks is, in
+	// bytes of their virtual sizes, as the block job or qemu-img reports it
+	// (a disk merged earlier counts as done). It is called from Merge's
+	// goroutine, also when nothing moved since the last call.
+	Progress func(done, total int64)
 }
 
 // MergeResult reports how long Merge took.
@@ -32,6 +37,9 @@ const pollInterval = 100 * time.Millisecond
 // `qemu-img rebase -b ""` and never started. An image that has no backing
 // file is already merged, so Merge can be run again. When ctx ends, a
 // running pull is aborted; the image stays consistent and backed.
+// Progress is reported as it goes (req.Progress): a merge may take hours,
+// and its caller's deadline must see it move. Starting a pull, a rebase and
+// an abort each pass the seam; looking at a job does not.
 func (h *Hypervisor) Merge(ctx context.Context, req MergeRequest) (MergeResult, error) {
 	start := time.Now()
 	unlock := h.lockDomain(req.Domain)
@@ -52,12 +60,27 @@ func (h *Hypervisor) merge(ctx context.Context, req MergeRequest) error {
 	if err := sameDisks(want, desc.Disks); err != nil {
 		return err
 	}
-	for _, d := range req.Disks {
+	images := make([]Image, len(req.Disks))
+	var total int64
+	for i, d := range req.Disks {
 		im, err := imageInfo(ctx, d.Source)
 		if err != nil {
 			return wrap(ErrMergeFailed, err, "%s", d.Target)
 		}
+		images[i] = im
+		total += im.VirtualSize
+	}
+	var base int64 // virtual bytes of the disks before this one
+	report := func(done int64) {
+		if req.Progress != nil {
+			req.Progress(base+done, total)
+		}
+	}
+	for i, d := range req.Disks {
+		im := images[i]
 		if im.BackingFile == "" {
+			base += im.VirtualSize
+			report(0)
 			continue // merged
 		}
 		if filepath.Clean(im.BackingFile) != filepath.Clean(d.Retained) {
@@ -69,9 +92,17 @@ func (h *Hypervisor) merge(ctx context.Context, req MergeRequest) error {
 			if got := desc.Backing[d.Target]; filepath.Clean(got) != filepath.Clean(d.Retained) {
 				return fmt.Errorf("%w: %s runs on %s without its backing file %s", ErrMergeFailed, req.Domain, d.Source, d.Retained)
 			}
-			err = h.pull(ctx, req.Domain, d.Target, req.BandwidthMiBs)
+			err = h.pull(ctx, req.Domain, d.Target, req.BandwidthMiBs, func(cur, end int64) {
+				if end > 0 {
+					report(int64(float64(cur) / float64(end) * float64(im.VirtualSize)))
+				}
+			})
 		} else {
-			err = rebaseStandalone(ctx, d.Source)
+			err = h.op("qemu-img rebase "+d.Target, func() error {
+				return rebaseStandalone(ctx, d.Source, im.VirtualSize, func(share float64) {
+					report(int64(share * float64(im.VirtualSize)))
+				})
+			})
 		}
 		if err != nil {
 			return wrap(ErrMergeFailed, err, "%s", d.Target)
@@ -83,6 +114,8 @@ func (h *Hypervisor) merge(ctx context.Context, req MergeRequest) error {
 		if im.BackingFile != "" {
 			return fmt.Errorf("%w: %s still has backing file %s", ErrMergeFailed, d.Source, im.BackingFile)
 		}
+		base += images[i].VirtualSize
+		report(0)
 	}
 	if !info.Running {
 		return nil
@@ -101,8 +134,8 @@ func (h *Hypervisor) merge(ctx context.Context, req MergeRequest) error {
 }
 
 // pull runs (or joins, after a crash) the block pull of one disk and waits
-// for it to end.
-func (h *Hypervisor) pull(ctx context.Context, domain, target string, bandwidthMiBs uint64) error {
+// for it to end, telling progress the job's cur and end at every look.
+func (h *Hypervisor) pull(ctx context.Context, domain, target string, bandwidthMiBs uint64, progress func(cur, end int64)) error {
 	err := h.withDomain(domain, func(_ *lv.Connect, d *lv.Domain) error {
 		job, err := d.GetBlockJobInfo(target, 0)
 		if err != nil {
@@ -114,7 +147,7 @@ func (h *Hypervisor) pull(ctx context.Context, domain, target string, bandwidthM
 		if job.Type != lv.DOMAIN_BLOCK_JOB_TYPE_UNKNOWN {
 			return fmt.Errorf("another block job (type %d) runs on %s", job.Type, target)
 		}
-		return d.BlockPull(target, bandwidthMiBs, 0)
+		return h.op("block pull "+target, func() error { return d.BlockPull(target, bandwidthMiBs, 0) })
 	})
 	if err != nil {
 		return err
@@ -132,10 +165,13 @@ func (h *Hypervisor) pull(ctx context.Context, domain, target string, bandwidthM
 		if err == nil && job.Type == lv.DOMAIN_BLOCK_JOB_TYPE_UNKNOWN {
 			return nil // ended; the caller checks that it worked
 		}
+		if err == nil {
+			progress(int64(job.Cur), int64(job.End))
+		}
 		select {
 		case <-ctx.Done():
 			aerr := h.withDomain(domain, func(_ *lv.Connect, d *lv.Domain) error {
-				return d.BlockJobAbort(target, 0)
+				return h.op("block job abort "+target, func() error { return d.BlockJobAbort(target, 0) })
 			})
 			return errors.Join(ctx.Err(), aerr)
 		case <-time.After(pollInterval):

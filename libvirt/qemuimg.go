@@ -6,9 +6,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
+	"sync"
+	"time"
 )
 
 // Image is what `qemu-img info --output=json` says about one image.
@@ -108,19 +112,136 @@ func parseCheck(b []byte) (checkResult, error) {
 	return c, nil
 }
 
-// qemuImg runs qemu-img with the given arguments (never through a shell).
-func qemuImg(ctx context.Context, args ...string) (stdout []byte, err error) {
-	var out, errb bytes.Buffer
-	cmd := exec.CommandContext(ctx, "qemu-img", args...)
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err = cmd.Run()
-	if err != nil {
-		if ctx.Err() != nil {
-			return out.Bytes(), fmt.Errorf("qemu-img %s: %w", args[0], ctx.Err())
-		}
-		return out.Bytes(), &qemuImgError{args: args, err: err, stderr: strings.TrimSpace(errb.String())}
+// ErrImageTimeout: a qemu-img call did not end within its timeout (a hung
+// mount, e.g. NFS). The call was killed; the step fails instead of holding
+// a worker for good.
+var ErrImageTimeout = errors.New("qemu-img did not finish in time")
+
+// ImageTimeouts bound every qemu-img call. Calls that move or compare data
+// get Data plus the time to go through the image at MinRate.
+type ImageTimeouts struct {
+	Query   time.Duration // info, create: headers only
+	Check   time.Duration // check: the image's metadata
+	Data    time.Duration // rebase, compare: the fixed part
+	MinRate int64         // bytes per second a data call reaches at least
+}
+
+// DefaultImageTimeouts are generous for local disks and NFS alike: a call
+// that overruns them hangs rather than works.
+var DefaultImageTimeouts = ImageTimeouts{Query: 2 * time.Minute, Check: 15 * time.Minute, Data: 10 * time.Minute, MinRate: 4 << 20}
+
+var (
+	timeoutsMu sync.Mutex
+	timeouts   = DefaultImageTimeouts
+)
+
+// SetImageTimeouts replaces the timeouts of the process's qemu-img calls;
+// a zero field keeps its default. It returns the timeouts it replaced.
+func SetImageTimeouts(t ImageTimeouts) (old ImageTimeouts) {
+	d := DefaultImageTimeouts
+	if t.Query <= 0 {
+		t.Query = d.Query
 	}
-	return out.Bytes(), nil
+	if t.Check <= 0 {
+		t.Check = d.Check
+	}
+	if t.Data <= 0 {
+		t.Data = d.Data
+	}
+	if t.MinRate <= 0 {
+		t.MinRate = d.MinRate
+	}
+	timeoutsMu.Lock()
+	defer timeoutsMu.Unlock()
+	old, timeouts = timeouts, t
+	return old
+}
+
+func imageTimeouts() ImageTimeouts {
+	timeoutsMu.Lock()
+	defer timeoutsMu.Unlock()
+	return timeouts
+}
+
+// dataTimeout is the bound of a call that goes through size bytes.
+func (t ImageTimeouts) dataTimeout(size int64) time.Duration {
+	return t.Data + time.Duration(size/t.MinRate)*time.Second
+}
+
+// killGrace is how long a killed qemu-img may take to go, and its output
+// pipes to close, before the call returns without it: a process stuck in
+// uninterruptible I/O is left to a reaper goroutine, not waited for.
+const killGrace = 2 * time.Second
+
+// qemuImg runs qemu-img with the given arguments (never through a shell)
+// and returns its standard output.
+func qemuImg(ctx context.Context, timeout time.Duration, args ...string) (stdout []byte, err error) {
+	var out bytes.Buffer
+	err = runQemuImg(ctx, timeout, &out, args...)
+	return out.Bytes(), err
+}
+
+// runQemuImg runs qemu-img, its standard output going to stdout, for at
+// most timeout. stdout is no longer written once runQemuImg returned.
+func runQemuImg(ctx context.Context, timeout time.Duration, stdout io.Writer, args ...string) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var errb bytes.Buffer
+	outw, errw := &detachable{w: stdout}, &detachable{w: &errb}
+	defer outw.detach()
+	cmd := exec.CommandContext(ctx, "qemu-img", args...)
+	cmd.Stdout, cmd.Stderr = outw, errw
+	cmd.WaitDelay = killGrace
+	if err := cmd.Start(); err != nil {
+		return &qemuImgError{args: args, err: err}
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	var err error
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		select {
+		case err = <-done:
+		case <-time.After(2 * killGrace):
+			err = ctx.Err()
+		}
+	}
+	errw.detach()
+	if err == nil {
+		return nil
+	}
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		// Ours or the caller's deadline: either way the tool overran it.
+		return fmt.Errorf("%w: qemu-img %s (limit %v): %w", ErrImageTimeout, strings.Join(args, " "), timeout, ctx.Err())
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("qemu-img %s: %w", args[0], ctx.Err())
+	}
+	return &qemuImgError{args: args, err: err, stderr: strings.TrimSpace(errb.String())}
+}
+
+// detachable is a writer that drops what comes after detach, so that a
+// process left behind cannot write into a caller's buffer.
+type detachable struct {
+	mu  sync.Mutex
+	w   io.Writer
+	off bool
+}
+
+func (d *detachable) Write(p []byte) (int, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.off {
+		return len(p), nil
+	}
+	return d.w.Write(p)
+}
+
+func (d *detachable) detach() {
+	d.mu.Lock()
+	d.off = true
+	d.mu.Unlock()
 }
 
 type qemuImgError struct {
@@ -160,7 +281,7 @@ func imageInfo(ctx context.Context, path string) (Image, error) {
 	if err := missing(path); err != nil {
 		return Image{}, err
 	}
-	out, err := qemuImg(ctx, "info", "-U", "--output=json", path)
+	out, err := qemuImg(ctx, imageTimeouts().Query, "info", "-U", "--output=json", path)
 	if err != nil {
 		return Image{}, err
 	}
@@ -176,7 +297,7 @@ func imageChain(ctx context.Context, path string) ([]Image, error) {
 	if err := missing(path); err != nil {
 		return nil, err
 	}
-	out, err := qemuImg(ctx, "info", "-U", "--output=json", "--backing-chain", path)
+	out, err := qemuImg(ctx, imageTimeouts().Query, "info", "-U", "--output=json", "--backing-chain", path)
 	if err != nil {
 		return nil, err
 	}
@@ -189,7 +310,10 @@ func CheckImage(path string) error {
 	if err := missing(path); err != nil {
 		return err
 	}
-	out, err := qemuImg(context.Background(), "check", "-U", "--output=json", path)
+	out, err := qemuImg(context.Background(), imageTimeouts().Check, "check", "-U", "--output=json", path)
+	if errors.Is(err, ErrImageTimeout) {
+		return fmt.Errorf("check %s: %w", path, err) // not known to be corrupt
+	}
 	var qe *qemuImgError
 	if err != nil && !(errors.As(err, &qe) && (qe.exitCode() == 2 || qe.exitCode() == 3)) {
 		return wrap(ErrCorruptImage, err, "check %s", path)
@@ -216,7 +340,8 @@ func CompareImages(a, b string) (equal bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	_, err = qemuImg(context.Background(), "compare", "-U", "-f", ia.Format, "-F", ib.Format, a, b)
+	_, err = qemuImg(context.Background(), imageTimeouts().dataTimeout(max(ia.VirtualSize, ib.VirtualSize)),
+		"compare", "-U", "-f", ia.Format, "-F", ib.Format, a, b)
 	if err == nil {
 		return true, nil
 	}
@@ -229,13 +354,53 @@ func CompareImages(a, b string) (equal bool, err error) {
 
 // createOverlay creates an empty qcow2 at path backed by backing.
 func createOverlay(ctx context.Context, backing, backingFormat, path string) error {
-	_, err := qemuImg(ctx, "create", "-q", "-f", "qcow2", "-F", backingFormat, "-b", backing, path)
+	_, err := qemuImg(ctx, imageTimeouts().Query, "create", "-q", "-f", "qcow2", "-F", backingFormat, "-b", backing, path)
 	return err
 }
 
 // rebaseStandalone copies into path every cluster it takes from its backing
 // chain and drops the backing file: the offline merge of a shut-off VM.
-func rebaseStandalone(ctx context.Context, path string) error {
-	_, err := qemuImg(ctx, "rebase", "-q", "-f", "qcow2", "-b", "", path)
-	return err
+// progress, if not nil, is told the share done (0 to 1) as qemu-img reports
+// it. The call may last as long as going through size bytes takes.
+func rebaseStandalone(ctx context.Context, path string, size int64, progress func(share float64)) error {
+	pr := &progressReader{report: progress}
+	return runQemuImg(ctx, imageTimeouts().dataTimeout(size), pr, "rebase", "-p", "-f", "qcow2", "-b", "", path)
+}
+
+// progressReader parses what `qemu-img -p` writes as it comes: one
+// "    (12.34/100%)" per step, separated by carriage returns.
+type progressReader struct {
+	report  func(share float64)
+	partial []byte
+}
+
+func (p *progressReader) Write(b []byte) (int, error) {
+	p.partial = append(p.partial, b...)
+	for {
+		i := bytes.IndexAny(p.partial, "\r\n")
+		if i < 0 {
+			break
+		}
+		if share, ok := parseProgressLine(string(p.partial[:i])); ok && p.report != nil {
+			p.report(share)
+		}
+		p.partial = p.partial[i+1:]
+	}
+	if len(p.partial) > 256 {
+		p.partial = p.partial[len(p.partial)-256:] // not progress output: keep the tail only
+	}
+	return len(b), nil
+}
+
+// parseProgressLine reads "    (12.34/100%)" as 0.1234.
+func parseProgressLine(s string) (float64, bool) {
+	s = strings.TrimSpace(s)
+	if !strings.HasPrefix(s, "(") || !strings.HasSuffix(s, "/100%)") {
+		return 0, false
+	}
+	v, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimPrefix(s, "("), "/100%)"), 64)
+	if err != nil || v < 0 || v > 100 {
+		return 0, false
+	}
+	return v / 100, true
 }

@@ -7,7 +7,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"syscall"
 	"testing"
+	"time"
 )
 
 func qemuIOWrite(t *testing.T, path, cmd string) {
@@ -23,7 +25,7 @@ func TestImageHelpers(t *testing.T) {
 	dir := t.TempDir()
 	a, b, c := filepath.Join(dir, "a.qcow2"), filepath.Join(dir, "b.qcow2"), filepath.Join(dir, "c.qcow2")
 	for _, p := range []string{a, b} {
-		if _, err := qemuImg(ctx, "create", "-q", "-f", "qcow2", p, "16M"); err != nil {
+		if _, err := qemuImg(ctx, time.Minute, "create", "-q", "-f", "qcow2", p, "16M"); err != nil {
 			t.Fatal(err)
 		}
 		qemuIOWrite(t, p, "write -P 0x11 1M 2M")
@@ -47,7 +49,7 @@ func TestImageHelpers(t *testing.T) {
 	if eq, err := CompareImages(a, c); err != nil || !eq {
 		t.Fatalf("overlay reads its backing file: %v %v", eq, err)
 	}
-	if err := rebaseStandalone(ctx, c); err != nil {
+	if err := rebaseStandalone(ctx, c, 16<<20, nil); err != nil {
 		t.Fatal(err)
 	}
 	os.Remove(a)
@@ -81,5 +83,85 @@ func TestImageHelpers(t *testing.T) {
 	f.Close()
 	if err := CheckImage(b); !errors.Is(err, ErrCorruptImage) {
 		t.Fatalf("corrupt image: %v", err)
+	}
+}
+
+// A qemu-img that never ends (a hung NFS mount) fails its call within the
+// call's timeout, with ErrImageTimeout, instead of holding the worker for
+// good; also when it left a child holding its output open.
+func TestQemuImgHangTimesOut(t *testing.T) {
+	dir := t.TempDir()
+	fake := filepath.Join(dir, "qemu-img")
+	if err := os.WriteFile(fake, []byte("#!/bin/sh\nsleep 600 &\nwait\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", dir+string(os.PathListSeparator)+os.Getenv("PATH"))
+	start := time.Now()
+	_, err := qemuImg(context.Background(), 300*time.Millisecond, "info", "x")
+	if took := time.Since(start); took > 300*time.Millisecond+3*killGrace {
+		t.Fatalf("a hung qemu-img held the call %v", took)
+	}
+	if !errors.Is(err, ErrImageTimeout) {
+		t.Fatalf("want ErrImageTimeout, got %v", err)
+	}
+}
+
+// The real qemu-img on an image that blocks on open (a FIFO, as a dead NFS
+// server blocks a read): ImageInfo and CheckImage return within their
+// configured timeouts, classified.
+func TestImageInfoOnHungFileTimesOut(t *testing.T) {
+	fifo := filepath.Join(t.TempDir(), "hung.qcow2")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	old := SetImageTimeouts(ImageTimeouts{Query: 500 * time.Millisecond, Check: 500 * time.Millisecond})
+	t.Cleanup(func() { SetImageTimeouts(old) })
+	for name, call := range map[string]func() error{
+		"info":  func() error { _, err := ImageInfo(fifo); return err },
+		"chain": func() error { _, err := ImageChain(fifo); return err },
+		"check": func() error { return CheckImage(fifo) },
+	} {
+		start := time.Now()
+		done := make(chan error, 1)
+		go func() { done <- call() }()
+		select {
+		case err := <-done:
+			if !errors.Is(err, ErrImageTimeout) || errors.Is(err, ErrCorruptImage) {
+				t.Errorf("%s: want ErrImageTimeout (and no verdict on the image), got %v", name, err)
+			}
+			t.Logf("%s: %v after %v", name, err, time.Since(start).Round(time.Millisecond))
+		case <-time.After(500*time.Millisecond + 3*killGrace):
+			t.Fatalf("%s on a FIFO still running after %v", name, time.Since(start))
+		}
+	}
+}
+
+// The progress qemu-img -p writes, as captured from `qemu-img rebase -p`,
+// read in arbitrary pieces: every step, in order, from 0 to 1.
+func TestParseRebaseProgress(t *testing.T) {
+	b, err := os.ReadFile("testdata/rebase-progress.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []float64
+	pr := &progressReader{report: func(s float64) { got = append(got, s) }}
+	for i := 0; i < len(b); i += 7 {
+		pr.Write(b[i:min(i+7, len(b))])
+	}
+	if len(got) < 30 || got[0] != 0 || got[len(got)-1] != 1 {
+		t.Fatalf("%d steps %v", len(got), got)
+	}
+	for i := 1; i < len(got); i++ {
+		if got[i] < got[i-1] {
+			t.Fatalf("progress went back at %d: %v", i, got)
+		}
+	}
+	if got[4] != 0.125 {
+		t.Fatalf("step 4 is %v, want 0.125 (12.50%%)", got[4])
+	}
+	for _, bad := range []string{"", "qemu-img: error", "(12.5/50%)", "(x/100%)", "(101.00/100%)"} {
+		if _, ok := parseProgressLine(bad); ok {
+			t.Errorf("%q read as progress", bad)
+		}
 	}
 }
