@@ -16,8 +16,9 @@ import (
 )
 
 // DefaultLimits are how long a leaf may stay in a mode before controld gives up
-// on it. Copies of big images get hours; the node's progress writes move the
-// leaf's modifyTimestamp, which is what the limits count from.
+// on it. The limits count from the leaf's last change (modifyTimestamp): the
+// node writes progress while a copy or a merge moves on and falls silent
+// when it stalls, so for those steps a limit bounds a stall, not the work.
 var DefaultLimits = fsm.Limits{
 	fsm.Snapshot: 10 * time.Minute, fsm.Merge: 10 * time.Minute, fsm.Retain: 10 * time.Minute,
 	fsm.Delete: 10 * time.Minute, fsm.UnretainSmallFiles: 10 * time.Minute,

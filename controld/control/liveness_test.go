@@ -2,6 +2,7 @@ package control
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -210,4 +211,31 @@ func addLeaf(t *testing.T, st *ldapschema.Store, vm, name, mode string) string {
 		t.Fatal(err)
 	}
 	return st.Tree.Leaf(vm, name)
+}
+
+// A merge longer than its deadline is not failed while the node writes
+// progress (each write restarts the count), and is failed once the writes
+// stop: the deadline measures a stall, not the length of the work.
+func TestMergingDeadlineFollowsProgress(t *testing.T) {
+	_, st := realSlapd(t)
+	dns := addVMWithLeaves(t, st, "vm-merge", "h1", 1, string(fsm.Merging))
+	const limit = 4 * time.Second
+	runController(t, Options{Store: st, Log: quiet(), NoLease: true, Limits: fsm.Limits{fsm.Merging: limit}})
+	start := time.Now()
+	for i := 0; time.Since(start) < 3*limit; i++ {
+		line := fmt.Sprintf("progress: merge %d.0 MiB of 64.0 MiB", i)
+		if err := st.Update(dns[0], "("+ldapschema.AttrMode+"="+string(fsm.Merging)+")",
+			map[string][]string{ldapschema.AttrExecutionTime: {line}}); err != nil {
+			t.Fatalf("after %v: progress write refused (the leaf was failed while it progressed?): %v", time.Since(start), err)
+		}
+		time.Sleep(time.Second)
+	}
+	stalled := time.Now()
+	l := waitMode(t, st, dns[0], string(fsm.Finished), 3*limit)
+	if l.ReturnValue != int(TimeoutCode) {
+		t.Fatalf("return value %d, want %d", l.ReturnValue, TimeoutCode)
+	}
+	if d := time.Since(stalled); d < limit-time.Second {
+		t.Fatalf("failed %v after the last progress, before its deadline of %v", d, limit)
+	}
 }

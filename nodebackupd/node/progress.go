@@ -9,26 +9,31 @@ import (
 	"github.com/stoneycloud/stoney-conductor/ldapschema"
 )
 
-// progressKey names the sstProvisioningExecutionTime value a long copy keeps
-// current while it runs (controld status shows it, and each write restarts
-// controld's deadline for the step). The final answer replaces it.
+// progressKey names the sstProvisioningExecutionTime value a long copy or
+// merge keeps current while it runs (controld status shows it, and each
+// write restarts controld's deadline for the step). The final answer
+// replaces it.
 const progressKey = "progress"
 
-// meter follows the copies of one step: bytes done of all, rate, time left.
+// meter follows the work of one step (copies, a merge): bytes done of all,
+// rate, time left. It writes only when the work moved on since its last
+// write: controld's deadline counts from the last write, so a step that
+// stalls must fall silent.
 type meter struct {
-	a      *Agent
-	j      *job
-	step   string
-	total  int64
-	base   int64 // bytes of the files already finished
-	start  time.Time
-	mu     sync.Mutex
-	last   time.Time
-	every  time.Duration
-	report func(done int64)
+	a       *Agent
+	j       *job
+	step    string
+	total   int64
+	base    int64 // bytes of the files already finished
+	start   time.Time
+	mu      sync.Mutex
+	last    time.Time
+	written int64 // done at the last write
+	every   time.Duration
 }
 
-// newMeter sizes the files to copy (their allocated bytes, as copied).
+// newMeter sizes the files to copy (their allocated bytes, as copied); a
+// meter of no files learns its total from what it is told (measured).
 func (a *Agent) newMeter(j *job, step string, paths []string) *meter {
 	m := &meter{a: a, j: j, step: step, start: time.Now(), every: a.o.ProgressEvery}
 	for _, p := range paths {
@@ -65,17 +70,37 @@ func (m *meter) file() (Progress, func(n int64)) {
 	return func(done, _ int64) { m.tick(m.base + done) }, func(n int64) { m.base += n }
 }
 
-func (m *meter) tick(done int64) {
-	m.mu.Lock()
-	now := time.Now()
-	if now.Sub(m.last) < m.every {
+// measured is the Progress of work that reports its own total (a merge).
+func (m *meter) measured() Progress {
+	return func(done, total int64) {
+		m.mu.Lock()
+		m.total = total
 		m.mu.Unlock()
+		m.tick(done)
+	}
+}
+
+// due says whether progress at done, now, is worth a write: the work moved
+// on since the last write, and not sooner than every after it.
+func (m *meter) due(done int64, now time.Time) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if done <= m.written || now.Sub(m.last) < m.every {
+		return false
+	}
+	m.last, m.written = now, done
+	return true
+}
+
+func (m *meter) tick(done int64) {
+	now := time.Now()
+	if !m.due(done, now) {
 		return
 	}
-	m.last = now
-	m.mu.Unlock()
+	m.mu.Lock()
 	line := m.line(done, now)
-	m.j.log.WithField("progress", line).Info("copying")
+	m.mu.Unlock()
+	m.j.log.WithField("progress", line).Info(m.step)
 	m.a.o.Store.Update(m.j.leaf.DN, "("+ldapschema.AttrMode+"="+m.j.running+")", map[string][]string{
 		ldapschema.AttrExecutionTime: mergeExecutionTimes(m.j.leaf.ExecutionTime, []string{progressKey + ": " + line}),
 	})
