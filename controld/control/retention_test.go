@@ -170,6 +170,9 @@ func TestRetentionCountsBackupAfterFailedRestore(t *testing.T) {
 	}
 	closed := refused
 	closed.Mode, closed.ReturnValue, closed.LastRestore = ws[0].To, *ws[0].ReturnValue, ws[0].LastRestore
+	if closed.ReturnValue != 0 {
+		t.Errorf("the refused restore left return value %d on the backup's leaf", closed.ReturnValue)
+	}
 	night := fsm.Leaf{Key: "d2", VM: "v", Name: "d2", Mode: fsm.Finished, ReturnValue: 5}
 	if got := strings.Join(Expired([]RetentionLeaf{retentionLeaf(closed), retentionLeaf(night)}, 1), " "); got != "" {
 		t.Errorf("after a failed night retention deletes %q; the refused restore's backup must stay", got)
