@@ -71,6 +71,7 @@ type backupJSON struct {
 	DurationSeconds float64            `json:"durationSeconds"`     // snapshot + merge + retain
 	DowntimeSeconds float64            `json:"downtimeSeconds"`
 	Steps           map[string]float64 `json:"steps,omitempty"`
+	LastRestore     string             `json:"lastRestore,omitempty"` // the last restore's outcome
 	DN              string             `json:"dn"`
 }
 
@@ -79,7 +80,7 @@ func printBackupsJSON(w io.Writer, backups []control.Backup) error {
 	for _, b := range backups {
 		j := backupJSON{Leaf: b.Leaf, Mode: b.Mode, State: b.State, ReturnValue: b.ReturnValue,
 			Return: ldapschema.ReturnCode(b.ReturnValue).String(), DurationSeconds: b.Duration.Seconds(),
-			DowntimeSeconds: b.Downtime.Seconds(), Steps: b.Steps, DN: b.DN}
+			DowntimeSeconds: b.Downtime.Seconds(), Steps: b.Steps, LastRestore: b.LastRestore, DN: b.DN}
 		if !b.Planned.IsZero() {
 			p := b.Planned
 			j.Planned = &p
@@ -97,7 +98,16 @@ func printBackupsJSON(w io.Writer, backups []control.Backup) error {
 
 func printBackups(w io.Writer, backups []control.Backup, loc *time.Location) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "DATE\tLEAF\tMODE\tRV\tSIZE\tDURATION")
+	// The last restore's column appears once a leaf has such a record.
+	restores := false
+	for _, b := range backups {
+		restores = restores || b.LastRestore != ""
+	}
+	head := "DATE\tLEAF\tMODE\tRV\tSIZE\tDURATION"
+	if restores {
+		head += "\tLAST RESTORE"
+	}
+	fmt.Fprintln(tw, head)
 	for _, b := range backups {
 		date, size, dur := "-", "-", "-"
 		if !b.Planned.IsZero() {
@@ -113,7 +123,15 @@ func printBackups(w io.Writer, backups []control.Backup, loc *time.Location) err
 		if b.ReturnValue != 0 {
 			rv += " (" + ldapschema.ReturnCode(b.ReturnValue).String() + ")"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", date, b.Leaf, b.Mode, rv, size, dur)
+		line := fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s", date, b.Leaf, b.Mode, rv, size, dur)
+		if restores {
+			last := b.LastRestore
+			if last == "" {
+				last = "-"
+			}
+			line += "\t" + last
+		}
+		fmt.Fprintln(tw, line)
 	}
 	return tw.Flush()
 }

@@ -53,6 +53,9 @@ func printStatus(w io.Writer, st []control.VMStatus) error {
 			if l.ReturnValue != 0 {
 				detail = l.Meaning
 			}
+			if l.LastRestore != "" {
+				detail = strings.TrimPrefix(detail+"; ", "; ") + "last restore: " + l.LastRestore
+			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", s.VM, s.Node, l.Leaf, l.Mode, l.ReturnValue, detail)
 		} else if len(s.Running) == 0 {
 			fmt.Fprintf(tw, "%s\t%s\t-\tno backup yet\t\t\n", s.VM, s.Node)

@@ -27,14 +27,19 @@ func Deadline(l Leaf, since time.Time, limits Limits) (at time.Time, ok bool) {
 // Overdue returns the write that gives up on l once now is past its Deadline:
 // finished, with State now and ReturnValue rc. It exists because the original
 // waited forever, and a node that died mid-step blocked the VM's backups and,
-// through the merge rule, the rest of its batch.
+// through the merge rule, the rest of its batch. An overdue restore step
+// fails the restore, not the backup (see closeRestore).
 func Overdue(l Leaf, now, since time.Time, limits Limits, rc int) (Write, bool) {
 	at, ok := Deadline(l, since, limits)
 	if !ok || !now.After(at) {
 		return Write{}, false
 	}
+	reason := fmt.Sprintf("%s for %s, over its limit of %s", l.Mode, now.Sub(since), limits[l.Mode])
+	if l.Mode.isRestoreStep() {
+		return closeRestore(l, RestoreFailed, rc, FormatTime(now), reason), true
+	}
 	return Write{
 		Key: l.Key, From: l.Mode, To: Finished, State: FormatTime(now), ReturnValue: intp(rc),
-		Reason: fmt.Sprintf("%s for %s, over its limit of %s", l.Mode, now.Sub(since), limits[l.Mode]),
+		Backup: intp(rc), Reason: reason,
 	}, true
 }

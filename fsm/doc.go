@@ -48,8 +48,18 @@
 //  8. controld reconciles a whole batch at once (Batches), never one leaf:
 //     whether a merge may start depends on the other leaves of the batch.
 //  9. Operators' hand edits are checked with Check(Operator, ...) and swapped
-//     like any other write; StartRestore adds the web UI's one-restore-per-VM
-//     guard.
+//     like any other write; StartRestore, ContinueRestore and CancelRestore
+//     build the restore's.
 //  10. Stamps and now are the caller's (FormatTime); Overdue measures from
 //     when the mode was written (modifyTimestamp), not from State.
+//  11. "Is this VM busy?" has one answer, Busy: every backup and restore mode,
+//     not finished and not the delete modes. A backup starts only when
+//     BackupMayStart agrees; a restore starts, and the node runs each restore
+//     step, only when RestoreMayStart agrees.
+//  12. A finished leaf's ReturnValue is its backup's. A restore never leaves
+//     its own code there: it is closed (Reconcile, Overdue, CancelRestore)
+//     with the backup's value put back and its outcome in Write.LastRestore;
+//     the backup's value is also kept in Write.Backup, a record restores do
+//     not touch. Callers store both records with every Write that has them
+//     (ldapschema says where) and read them back into Leaf.
 package fsm

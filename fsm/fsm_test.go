@@ -216,6 +216,10 @@ func TestConverges(t *testing.T) {
 			if w.ReturnValue != nil {
 				l.ReturnValue = *w.ReturnValue
 			}
+			if w.Backup != nil {
+				b := *w.Backup
+				l.Backup = &b
+			}
 		}
 		snapshot := func() []Leaf {
 			var ls []Leaf
@@ -312,7 +316,19 @@ func TestOverdueLimitsOnlyWaitingModes(t *testing.T) {
 		if ok != (m.IsRequest() || m.IsRunning()) {
 			t.Errorf("Overdue(%s) = %v", m, ok)
 		}
-		if ok && (w.To != Finished || w.Check(Control) != nil || *w.ReturnValue != 1 || w.State != "20121002T020000Z") {
+		if !ok {
+			continue
+		}
+		if w.To != Finished || w.Check(Control) != nil || w.State != "20121002T020000Z" {
+			t.Errorf("Overdue(%s) = %v", m, w)
+		}
+		if m.isRestoreStep() {
+			// The restore failed, not the backup: its code goes to the
+			// restore's record, the backup's stays (where it is known).
+			if w.LastRestore == nil || w.LastRestore.Code != 1 || (w.ReturnValue != nil && *w.ReturnValue != 0) {
+				t.Errorf("Overdue(%s) = %v", m, w)
+			}
+		} else if *w.ReturnValue != 1 || *w.Backup != 1 {
 			t.Errorf("Overdue(%s) = %v", m, w)
 		}
 	}

@@ -1,7 +1,6 @@
 package fsm
 
 import (
-	"errors"
 	"fmt"
 	"sort"
 	"strconv"
@@ -35,6 +34,11 @@ type Leaf struct {
 	// It is inverted so that the zero Leaf reads like every entry the seed
 	// shows; an answer without a value is treated as a failure, not a success.
 	ReturnMissing bool
+	// Backup is the record of the backup's own return value, kept through
+	// restores; nil on leaves without one (older leaves, the seed's LDIF).
+	Backup *int
+	// LastRestore is the record of the leaf's last restore, or nil.
+	LastRestore *RestoreOutcome
 }
 
 // ReturnWrongState is the return value the control side writes when an answer
@@ -60,7 +64,11 @@ type Write struct {
 	ReturnValue *int
 	// Remove deletes the entry instead of modifying it; To is then Absent.
 	Remove bool
-	Reason string
+	// Backup and LastRestore replace the leaf's records (see BackupOutcome);
+	// nil leaves them as they are.
+	Backup      *int
+	LastRestore *RestoreOutcome
+	Reason      string
 }
 
 // Check checks w against the table for side.
@@ -78,6 +86,12 @@ func (w Write) String() string {
 	}
 	if w.ReturnValue != nil {
 		fmt.Fprintf(&b, " rv=%d", *w.ReturnValue)
+	}
+	if w.Backup != nil {
+		fmt.Fprintf(&b, " backup=%d", *w.Backup)
+	}
+	if w.LastRestore != nil {
+		fmt.Fprintf(&b, " restore=[%s]", w.LastRestore)
 	}
 	if w.Reason != "" {
 		fmt.Fprintf(&b, " (%s)", w.Reason)
@@ -114,19 +128,21 @@ func Transition(side Side, l Leaf, to Mode, stamp string) (Write, error) {
 	return w, nil
 }
 
-// ErrRestoreBusy is returned by StartRestore while another leaf of the VM restores.
-var ErrRestoreBusy = errors.New("another restore of this VM is under way")
-
-// StartRestore is Transition(Operator, l, UnretainSmallFiles, stamp) with the
-// web UI's guard: no other leaf of the same VM (vmLeaves) may be unretaining
-// or restoring, since two restores would overwrite each other's disks.
+// StartRestore is Transition(Operator, l, UnretainSmallFiles, stamp) once
+// RestoreMayStart agrees. The write also records the backup's return value
+// if the leaf has no record yet, while ReturnValue still holds it.
 func StartRestore(l Leaf, vmLeaves []Leaf, stamp string) (Write, error) {
-	for _, o := range vmLeaves {
-		if o.Key != l.Key && o.VM == l.VM && o.Mode.IsRestore() {
-			return Write{}, fmt.Errorf("fsm: restore %s: leaf %s is %s: %w", l.Key, o.Name, o.Mode, ErrRestoreBusy)
-		}
+	if err := RestoreMayStart(l, vmLeaves); err != nil {
+		return Write{}, err
 	}
-	return Transition(Operator, l, UnretainSmallFiles, stamp)
+	w, err := Transition(Operator, l, UnretainSmallFiles, stamp)
+	if err != nil {
+		return Write{}, err
+	}
+	if rc, ok := l.BackupOutcome(); ok && l.Backup == nil {
+		w.Backup = intp(rc)
+	}
+	return w, nil
 }
 
 // Batches groups leaves into the batches Reconcile expects: same Name, same
@@ -174,5 +190,12 @@ func (l Leaf) String() string {
 	if l.ReturnMissing {
 		rv = "none"
 	}
-	return fmt.Sprintf("%s %s %s: %s state=%s rv=%s", l.Host, l.Name, l.VM, l.Mode, l.State, rv)
+	out := fmt.Sprintf("%s %s %s: %s state=%s rv=%s", l.Host, l.Name, l.VM, l.Mode, l.State, rv)
+	if l.Backup != nil {
+		out += fmt.Sprintf(" backup=%d", *l.Backup)
+	}
+	if l.LastRestore != nil {
+		out += fmt.Sprintf(" restore=[%s]", l.LastRestore)
+	}
+	return out
 }

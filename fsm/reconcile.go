@@ -33,11 +33,18 @@ func Reconcile(batch []Leaf, stamp string) []Write {
 	var ws []Write
 	for _, l := range leaves {
 		if rc, bad := l.failed(); l.Mode.IsDone() && bad {
+			reason := fmt.Sprintf("%s failed with %d", l.Mode.Request(), rc)
+			if l.Mode.isRestoreStep() {
+				// A restore's failure is the restore's, never the backup's.
+				ws = append(ws, closeRestore(l, RestoreFailed, rc, stamp, reason))
+				continue
+			}
 			// Any failed answer ends the iteration for this VM only: a VM whose
 			// snapshot failed is never merged or retained, the others go on.
+			// A failed delete left part of the files: that backup is broken too.
 			ws = append(ws, Write{
 				Key: l.Key, From: l.Mode, To: Finished, State: stamp, ReturnValue: intp(rc),
-				Reason: fmt.Sprintf("%s failed with %d", l.Mode.Request(), rc),
+				Backup: intp(rc), Reason: reason,
 			})
 			continue
 		}
@@ -62,20 +69,23 @@ func Reconcile(batch []Leaf, stamp string) []Write {
 				Reason: "merged"})
 		case Retained:
 			ws = append(ws, Write{Key: l.Key, From: l.Mode, To: Finished, State: stamp, ReturnValue: intp(0),
-				Reason: "backup done"})
+				Backup: intp(0), Reason: "backup done"})
 		case UnretainedSmallFiles:
 			// The operator decides: unretainLargeFiles to go on, finished to cancel.
 		case UnretainedLargeFiles:
 			ws = append(ws, Write{Key: l.Key, From: l.Mode, To: Restore, State: Pending,
 				Reason: "files unretained"})
 		case Restored:
-			ws = append(ws, Write{Key: l.Key, From: l.Mode, To: Finished, State: stamp, ReturnValue: intp(0),
-				Reason: "restore done"})
+			ws = append(ws, closeRestore(l, RestoreDone, 0, stamp, "restore done"))
+		case Finished:
+			if w, ok := recordBackup(l); ok {
+				ws = append(ws, w)
+			}
 		case Deleted:
 			ws = append(ws, Write{Key: l.Key, From: l.Mode, To: Absent, Remove: true,
 				Reason: "files deleted"})
 		default:
-			// Finished, a request or a claim: nothing to do until the node
+			// A request or a claim: nothing to do until the node
 			// answers. Deadlines are Overdue's business, which needs a clock.
 		}
 	}

@@ -91,6 +91,9 @@ var edges = func() []edge {
 	add(Control, Restore, UnretainedLargeFiles)
 	add(Control, Delete, Finished) // retention
 	add(Control, Absent, Deleted)  // removes the entry
+	// Records the backup's outcome on a leaf that has no record yet; the
+	// mode stays, the swap keeps anyone else's move first.
+	add(Control, Finished, Finished)
 	for _, s := range steps {
 		// Success or failure of the last step, or a failure of any other.
 		add(Control, Finished, s.done)

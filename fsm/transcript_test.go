@@ -215,6 +215,14 @@ func (s *sim) apply(w Write, tmpl Leaf) string {
 	if w.ReturnValue != nil {
 		l.ReturnValue, l.ReturnMissing = *w.ReturnValue, false
 	}
+	if w.Backup != nil {
+		b := *w.Backup
+		l.Backup = &b
+	}
+	if w.LastRestore != nil {
+		o := *w.LastRestore
+		l.LastRestore = &o
+	}
 	return ""
 }
 
@@ -252,6 +260,18 @@ func (s *sim) run(cmd string) string {
 			l.ReturnMissing = true
 		} else {
 			l.ReturnValue = s.num(rv)
+		}
+		if b, ok := a["backup"]; ok {
+			n := s.num(b)
+			l.Backup = &n
+		}
+		if r, ok := a["restore"]; ok {
+			// restore=<result>:<code>:<step>, as closeRestore records it
+			parts := strings.Split(r, ":")
+			if len(parts) != 3 {
+				s.fatalf("restore=result:code:step")
+			}
+			l.LastRestore = &RestoreOutcome{Result: RestoreResult(parts[0]), Code: s.num(parts[1]), Step: s.mode(parts[2]), At: l.State}
 		}
 		s.leaves[l.Key] = &l
 		out = append(out, l.String())
@@ -351,6 +371,49 @@ func (s *sim) run(cmd string) string {
 			break
 		}
 		s.emit(&out, w, l, dry)
+
+	case "cancel-restore", "continue-restore":
+		l := s.leaf(a, a.need(s, "vm"))
+		var w Write
+		var err error
+		if fields[0] == "cancel-restore" {
+			w, err = CancelRestore(l, a.need(s, "stamp"))
+		} else {
+			w, err = ContinueRestore(l, s.sorted(), a.need(s, "stamp"))
+		}
+		if err == nil {
+			err = w.Check(Operator)
+		}
+		if err != nil {
+			out = append(out, "error: "+err.Error())
+			break
+		}
+		s.emit(&out, w, l, dry)
+
+	case "may-restore":
+		// The node's question before each restore step, and the CLI's list.
+		l := s.leaf(a, a.need(s, "vm"))
+		if err := RestoreMayStart(l, s.sorted()); err != nil {
+			out = append(out, "no: "+err.Error())
+		} else {
+			out = append(out, "yes")
+		}
+		rc, known := l.BackupOutcome()
+		out = append(out, fmt.Sprintf("restorable=%v backup=%d known=%v", Restorable(l), rc, known))
+
+	case "may-backup":
+		vm := a.need(s, "vm")
+		var same []Leaf
+		for _, o := range s.sorted() {
+			if o.VM == vm {
+				same = append(same, o)
+			}
+		}
+		if err := BackupMayStart(same); err != nil {
+			out = append(out, "no: "+err.Error())
+		} else {
+			out = append(out, "yes")
+		}
 
 	case "check":
 		side, err := ParseSide(a.need(s, "side"))

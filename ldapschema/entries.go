@@ -39,6 +39,10 @@ type Leaf struct {
 	ExecutionDate int64
 	ReturnValue   int
 	ExecutionTime []string // e.g. "snapshot: 5.108"
+
+	// Backup and LastRestore are the leaf's records (records.go), nil if absent.
+	Backup      *int
+	LastRestore *RestoreRecord
 }
 
 // ParseLeaf reads a backup leaf. The DN must pass ParseLeafDN; Mode and State
@@ -53,6 +57,8 @@ func ParseLeaf(t Tree, e *ldap.Entry) (Leaf, error) {
 		return Leaf{}, err
 	}
 	l := Leaf{DN: e.DN, VM: vm, Name: name, ExecutionTime: entryValues(e, AttrExecutionTime)}
+	l.Backup = ParseBackupRecord(l.ExecutionTime)
+	l.LastRestore = ParseRestoreRecord(entryValues(e, AttrDescription))
 	var ok bool
 	if l.Mode, ok = entryValue(e, AttrMode); !ok {
 		return Leaf{}, fmt.Errorf("%w: leaf %q has no %s", ErrMalformed, e.DN, AttrMode)

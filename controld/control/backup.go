@@ -19,8 +19,8 @@ type Started struct {
 	Err error
 }
 
-// ErrBusy: the VM has a leaf that is not finished yet.
-var ErrBusy = errors.New("a backup or restore of this VM is still running")
+// ErrBusy: the VM has a leaf that is busy (fsm.Busy).
+var ErrBusy = fsm.ErrVMBusy
 
 // ErrUnknownVM: the directory has no such VM.
 var ErrUnknownVM = errors.New("no such VM in the directory")
@@ -66,18 +66,22 @@ func startBackup(store *ldapschema.Store, vm, name string) (string, error) {
 	return tree.Leaf(vm, name), nil
 }
 
-// ActiveLeaf returns the DN of a leaf of vm that is not finished, or "".
+// ActiveLeaf returns the DN of a leaf of vm that holds the VM (fsm.Busy), or "".
 func ActiveLeaf(store *ldapschema.Store, vm string) (string, error) {
 	es, err := store.Search(store.Tree.VMBackup(vm), ldap.ScopeSingleLevel,
-		"(&(objectClass="+ldapschema.ClassProvisioning+")(!("+ldapschema.AttrMode+"="+string(fsm.Finished)+")))",
-		[]string{ldapschema.AttrMode})
+		"(objectClass="+ldapschema.ClassProvisioning+")", []string{ldapschema.AttrMode})
 	if errors.Is(err, ldapschema.ErrNotFound) {
 		return "", nil
 	}
-	if err != nil || len(es) == 0 {
+	if err != nil {
 		return "", err
 	}
-	return es[0].DN, nil
+	for _, e := range es {
+		if fsm.BusyValue(e.GetAttributeValue(ldapschema.AttrMode)) {
+			return e.DN, nil
+		}
+	}
+	return "", nil
 }
 
 // EnsureBackupEntry creates the VM's ou=backup container when it is missing

@@ -240,9 +240,11 @@ func (c *Controller) apply(w fsm.Write) error {
 			log.Info("leaf removed")
 		}
 	} else {
-		err = c.o.Store.ChangeMode(ldapschema.ModeChange{
-			DN: w.Key, From: string(w.From), To: string(w.To), State: w.State, ReturnValue: w.ReturnValue,
-		})
+		var exec []string
+		if e, ok := c.cache.Get(w.Key); ok {
+			exec = e.GetAttributeValues(ldapschema.AttrExecutionTime)
+		}
+		err = c.o.Store.ChangeMode(modeChange(w, exec))
 		if err == nil {
 			f := log
 			if w.ReturnValue != nil {
@@ -273,6 +275,8 @@ func (c *Controller) fsmLeaf(e *ldap.Entry, key string) (fsm.Leaf, bool) {
 	return fsm.Leaf{
 		Key: e.DN, VM: vm, Name: name, Host: host, Mode: mode,
 		State: e.GetAttributeValue(ldapschema.AttrState), ReturnValue: rv, ReturnMissing: missing,
+		Backup:      ldapschema.ParseBackupRecord(e.GetAttributeValues(ldapschema.AttrExecutionTime)),
+		LastRestore: restoreOutcomeOf(ldapschema.ParseRestoreRecord(e.GetAttributeValues(ldapschema.AttrDescription))),
 	}, true
 }
 

@@ -29,6 +29,9 @@ type Backup struct {
 	Duration, Downtime time.Duration
 	// Steps holds every "name: seconds" the node reported, restore steps too.
 	Steps map[string]float64
+	// LastRestore is the leaf's record of its last restore ("failed 22 in
+	// unretainSmallFiles at ...: cannot lock machine"), "" if none.
+	LastRestore string
 }
 
 // backupSteps are the steps whose times make up a backup's duration
@@ -43,7 +46,7 @@ func ParseExecutionTimes(vals []string) (seconds map[string]float64, bytes map[s
 	for _, v := range vals {
 		name, num, ok := strings.Cut(v, ":")
 		name, num = strings.TrimSpace(name), strings.TrimSpace(num)
-		if !ok || name == "" {
+		if !ok || name == "" || name == ldapschema.ExecBackupReturnValue {
 			continue
 		}
 		if strings.HasSuffix(name, "Bytes") {
@@ -84,6 +87,9 @@ func backupOf(e *ldap.Entry) Backup {
 	b.Downtime = secondsDuration(secs["downtime"])
 	if len(secs) > 0 {
 		b.Steps = secs
+	}
+	if r := ldapschema.ParseRestoreRecord(e.GetAttributeValues(ldapschema.AttrDescription)); r != nil {
+		b.LastRestore = r.String()
 	}
 	return b
 }

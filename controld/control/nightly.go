@@ -142,8 +142,8 @@ func (s *Scheduler) start(ctx context.Context, due []dueRun, now time.Time) {
 }
 
 // busyLocked reports a leaf of vm that blocks a new backup: one created and
-// not yet seen, or one in any mode but finished and the delete modes. A failed
-// backup is finished, so it never blocks the next night.
+// not yet seen, or one fsm.Busy holds. A failed backup is finished, so it
+// never blocks the next night.
 func (s *Scheduler) busyLocked(vm string) (string, bool) {
 	if p := s.plans[vm]; p != nil && p.inflight != "" {
 		return p.inflight, true
@@ -181,20 +181,10 @@ func createLeaf(store *ldapschema.Store, vm, name, stamp string) error {
 	return err
 }
 
-// blocksBackup: every mode but finished and the retention modes means the VM
-// is being backed up or restored (an unknown mode counts as busy too).
-func blocksBackup(mode string) bool {
-	switch fsm.Mode(mode) {
-	case fsm.Finished, fsm.Delete, fsm.Deleting, fsm.Deleted:
-		return false
-	}
-	return true
-}
-
 // activeLeaf returns the name of a leaf of vm that blocks a new backup.
 func (c *Controller) activeLeaf(vm string) (string, bool) {
 	for _, ref := range c.idx.leafRefs(vm) {
-		if e, ok := c.cache.Get(ref.dn); ok && blocksBackup(e.GetAttributeValue(ldapschema.AttrMode)) {
+		if e, ok := c.cache.Get(ref.dn); ok && fsm.BusyValue(e.GetAttributeValue(ldapschema.AttrMode)) {
 			return ref.name, true
 		}
 	}

@@ -39,16 +39,12 @@ func Leaves(store *ldapschema.Store, vm string) ([]ldapschema.Leaf, error) {
 	return out, nil
 }
 
-// Restorable: finished without error, the web UI's condition for its button.
-func Restorable(l ldapschema.Leaf) bool { return l.Mode == string(fsm.Finished) && l.ReturnValue == 0 }
-
-func fsmLeafOf(l ldapschema.Leaf) fsm.Leaf {
-	m, _ := fsm.ParseMode(l.Mode)
-	return fsm.Leaf{Key: l.DN, VM: l.VM, Name: l.Name, Mode: m, State: l.State, ReturnValue: l.ReturnValue}
-}
+// Restorable is fsm.Restorable: finished, and the backup not known to have
+// failed. A restore that failed, was refused or was cancelled keeps it so.
+func Restorable(l ldapschema.Leaf) bool { return fsm.Restorable(fsmLeafOf(l, "")) }
 
 // StartRestore asks the node for the small files of leaf: the web UI's first
-// write, refused while another leaf of the VM is restoring.
+// write, refused by fsm.RestoreMayStart while another leaf of the VM is busy.
 func StartRestore(store *ldapschema.Store, vm, leaf string, now time.Time) (string, error) {
 	leaves, err := Leaves(store, vm)
 	if err != nil {
@@ -57,7 +53,7 @@ func StartRestore(store *ldapschema.Store, vm, leaf string, now time.Time) (stri
 	var target *ldapschema.Leaf
 	var all []fsm.Leaf
 	for i := range leaves {
-		all = append(all, fsmLeafOf(leaves[i]))
+		all = append(all, fsmLeafOf(leaves[i], ""))
 		if leaves[i].Name == leaf {
 			target = &leaves[i]
 		}
@@ -65,15 +61,16 @@ func StartRestore(store *ldapschema.Store, vm, leaf string, now time.Time) (stri
 	if target == nil {
 		return "", fmt.Errorf("%s has no backup %s", vm, leaf)
 	}
-	if !Restorable(*target) {
-		return "", fmt.Errorf("backup %s of %s is %s with return value %d: only finished, successful backups can be restored",
-			leaf, vm, target.Mode, target.ReturnValue)
+	if target.Mode != string(fsm.Finished) {
+		return "", fmt.Errorf("backup %s of %s is %s: only finished backups can be restored", leaf, vm, target.Mode)
 	}
-	w, err := fsm.StartRestore(fsmLeafOf(*target), all, ldapschema.FormatTime(now))
+	w, err := fsm.StartRestore(fsmLeafOf(*target, ""), all, ldapschema.FormatTime(now))
 	if err != nil {
 		return "", err
 	}
-	err = store.ChangeMode(ldapschema.ModeChange{DN: target.DN, From: string(w.From), To: string(w.To), State: ldapschema.StatePending})
+	c := modeChange(w, target.ExecutionTime)
+	c.FromState = target.State // the State read: a restore just closed does not count
+	err = store.ChangeMode(c)
 	if errors.Is(err, ldapschema.ErrConflict) {
 		return "", fmt.Errorf("backup %s of %s changed meanwhile; look again", leaf, vm)
 	}
@@ -95,15 +92,20 @@ func RestoreDiff(l ldapschema.Leaf, e *ldap.Entry) []string {
 // ContinueRestore passes the point of no return: the node copies the large
 // files, then the VM is replaced.
 func ContinueRestore(store *ldapschema.Store, dn string) error {
-	return decideRestore(store, dn, fsm.UnretainLargeFiles, ldapschema.StatePending)
+	return decideRestore(store, dn, func(l fsm.Leaf, all []fsm.Leaf) (fsm.Write, error) {
+		return fsm.ContinueRestore(l, all, ldapschema.StatePending) // a request: no stamp
+	})
 }
 
-// CancelRestore ends a restore waiting for the operator; the VM is untouched.
+// CancelRestore ends a restore waiting for the operator; the VM is untouched
+// and the leaf is finished with its backup's return value.
 func CancelRestore(store *ldapschema.Store, dn string, now time.Time) error {
-	return decideRestore(store, dn, fsm.Finished, ldapschema.FormatTime(now))
+	return decideRestore(store, dn, func(l fsm.Leaf, _ []fsm.Leaf) (fsm.Write, error) {
+		return fsm.CancelRestore(l, ldapschema.FormatTime(now))
+	})
 }
 
-func decideRestore(store *ldapschema.Store, dn string, to fsm.Mode, state string) error {
+func decideRestore(store *ldapschema.Store, dn string, decide func(fsm.Leaf, []fsm.Leaf) (fsm.Write, error)) error {
 	e, err := store.Get(dn, "*")
 	if err != nil {
 		return err
@@ -115,14 +117,22 @@ func decideRestore(store *ldapschema.Store, dn string, to fsm.Mode, state string
 	if l.Mode != string(fsm.UnretainedSmallFiles) {
 		return fmt.Errorf("%s is %s, not waiting for a decision (%s)", dn, l.Mode, fsm.UnretainedSmallFiles)
 	}
-	if to == fsm.UnretainLargeFiles && l.ReturnValue != 0 {
-		return fmt.Errorf("unretaining the small files failed with %d (%s): cancel instead",
-			l.ReturnValue, ldapschema.ReturnCode(l.ReturnValue))
-	}
-	if err := fsm.Check(fsm.Operator, fsm.UnretainedSmallFiles, to); err != nil {
+	leaves, err := Leaves(store, l.VM)
+	if err != nil {
 		return err
 	}
-	err = store.ChangeMode(ldapschema.ModeChange{DN: dn, From: l.Mode, To: string(to), State: state})
+	var all []fsm.Leaf
+	for _, o := range leaves {
+		all = append(all, fsmLeafOf(o, ""))
+	}
+	w, err := decide(fsmLeafOf(l, ""), all)
+	if err != nil {
+		return err
+	}
+	if err := w.Check(fsm.Operator); err != nil {
+		return err
+	}
+	err = store.ChangeMode(modeChange(w, l.ExecutionTime))
 	if errors.Is(err, ldapschema.ErrConflict) {
 		return fmt.Errorf("%s changed meanwhile; look again", dn)
 	}

@@ -13,43 +13,67 @@ import (
 type RetentionLeaf struct {
 	Name   string // the leaf's ou, its planned UTC time
 	Mode   fsm.Mode
-	Failed bool // finished with a return value other than 0, or none
+	Failed bool // the backup ended with a return value other than 0, or none
+	// Unknown: nothing says how the backup ended (a leaf still being backed
+	// up, or one whose restore failed before leaves kept a backup record).
+	Unknown bool
+}
+
+// retentionLeaf reads l's backup outcome by fsm's rule, never the return
+// value alone: a restore's failure is not the backup's.
+func retentionLeaf(l fsm.Leaf) RetentionLeaf {
+	rc, known := l.BackupOutcome()
+	return RetentionLeaf{Name: l.Name, Mode: l.Mode, Failed: known && rc != 0, Unknown: !known}
 }
 
 // Expired returns, oldest first, the leaves to delete so that a VM keeps n
 // iterations (sstBackupNumberOfIterations):
-//   - of the good backups (finished, return value 0), the n newest stay and
-//     older ones go. Only good backups count towards n, so the newest good
-//     backup is never deleted to make room while newer runs have failed;
-//   - a failed leaf (finished, return value not 0) holds no usable backup but
-//     shows the operator what went wrong: the n newest failed ones stay, as
-//     long as they are newer than the oldest good backup kept. Older or more
-//     failed leaves go, so nightly failures cannot pile up without end;
-//   - a leaf in any other mode (being backed up, restored or deleted) is
-//     neither counted nor deleted.
+//   - of the good backups (finished or being restored, the backup's return
+//     value 0), the n newest stay and older finished ones go. Only good
+//     backups count towards n, so the newest good backup is never deleted to
+//     make room while newer runs have failed; a refused, cancelled or failed
+//     restore does not make a backup failed;
+//   - a failed leaf (finished, the backup's return value not 0) holds no
+//     usable backup but shows the operator what went wrong: the n newest
+//     failed ones stay, as long as they are newer than the oldest good backup
+//     kept. Older or more failed leaves go, so nightly failures cannot pile
+//     up without end;
+//   - a leaf in any other mode (being backed up or deleted), or whose
+//     backup's outcome is Unknown, is neither counted nor deleted; one being
+//     restored is never deleted.
 func Expired(leaves []RetentionLeaf, n int) []string {
 	if n < 1 {
 		return nil
 	}
-	var good, failed []string
+	type goodLeaf struct {
+		name      string
+		deletable bool
+	}
+	var good []goodLeaf
+	var failed []string
 	for _, l := range leaves {
-		if l.Mode != fsm.Finished {
+		finished := l.Mode == fsm.Finished
+		if l.Unknown || (!finished && !l.Mode.IsRestore()) {
 			continue
 		}
-		if l.Failed {
+		switch {
+		case !l.Failed:
+			good = append(good, goodLeaf{l.Name, finished})
+		case finished:
 			failed = append(failed, l.Name)
-		} else {
-			good = append(good, l.Name)
 		}
 	}
-	newestFirst := func(s []string) { sort.Sort(sort.Reverse(sort.StringSlice(s))) }
-	newestFirst(good)
-	newestFirst(failed)
+	sort.Slice(good, func(i, j int) bool { return good[i].name > good[j].name })
+	sort.Sort(sort.Reverse(sort.StringSlice(failed)))
 	var out []string
 	cutoff := ""
 	if len(good) >= n {
-		cutoff = good[n-1]
-		out = append(out, good[n:]...)
+		cutoff = good[n-1].name
+		for _, g := range good[n:] {
+			if g.deletable {
+				out = append(out, g.name)
+			}
+		}
 	}
 	for i, name := range failed {
 		if i >= n || name < cutoff {
@@ -84,13 +108,12 @@ func (c *Controller) retain(vm string) error {
 		if !ok || !ldapschema.IsLeafName(ref.name) {
 			continue
 		}
-		mode, err := fsm.ParseMode(e.GetAttributeValue(ldapschema.AttrMode))
-		if err != nil {
+		l, ok := c.fsmLeaf(e, batchKey(p.Host, ref.name))
+		if !ok {
 			continue
 		}
-		rv := e.GetAttributeValue(ldapschema.AttrReturnValue)
 		byName[ref.name] = ref
-		leaves = append(leaves, RetentionLeaf{Name: ref.name, Mode: mode, Failed: rv == "" || atoiOr(rv, 1) != 0})
+		leaves = append(leaves, retentionLeaf(l))
 	}
 	stamp := ldapschema.FormatTime(c.o.Now())
 	var retry error

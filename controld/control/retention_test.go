@@ -149,8 +149,47 @@ func TestRetentionSparesExcluded(t *testing.T) {
 	w.rec.mu.Lock()
 	defer w.rec.mu.Unlock()
 	for _, wr := range w.rec.writes {
-		if strings.Contains(wr.Key, "sstVirtualMachine=v,") {
+		// Recording a backup's outcome (finished -> finished) is no retention.
+		if strings.Contains(wr.Key, "sstVirtualMachine=v,") && wr.To != wr.From {
 			t.Fatalf("retention wrote to the excluded VM: %v", wr)
 		}
+	}
+}
+
+// TestRetentionCountsBackupAfterFailedRestore: with one iteration, a backup
+// whose restore was refused (22) while a backup ran stays the good backup
+// retention keeps when the next night fails; the failed night goes later.
+func TestRetentionCountsBackupAfterFailedRestore(t *testing.T) {
+	// The leaf as the node answered the refused restore, as controld reads it.
+	refused := fsm.Leaf{Key: "d1", VM: "v", Name: "d1", Mode: fsm.UnretainedSmallFiles, State: "20240602T010000Z", ReturnValue: 22}
+	zero := 0
+	refused.Backup = &zero // recorded when its backup finished
+	ws := fsm.Reconcile([]fsm.Leaf{refused}, "20240602T010001Z")
+	if len(ws) != 1 {
+		t.Fatalf("writes %v", ws)
+	}
+	closed := refused
+	closed.Mode, closed.ReturnValue, closed.LastRestore = ws[0].To, *ws[0].ReturnValue, ws[0].LastRestore
+	if closed.ReturnValue != 0 {
+		t.Errorf("the refused restore left return value %d on the backup's leaf", closed.ReturnValue)
+	}
+	night := fsm.Leaf{Key: "d2", VM: "v", Name: "d2", Mode: fsm.Finished, ReturnValue: 5}
+	if got := strings.Join(Expired([]RetentionLeaf{retentionLeaf(closed), retentionLeaf(night)}, 1), " "); got != "" {
+		t.Errorf("after a failed night retention deletes %q; the refused restore's backup must stay", got)
+	}
+	if !fsm.Restorable(closed) {
+		t.Errorf("%v is no longer restorable", closed)
+	}
+	// A good night later: the old good one goes, as usual.
+	next := fsm.Leaf{Key: "d3", VM: "v", Name: "d3", Mode: fsm.Finished}
+	if got := strings.Join(Expired([]RetentionLeaf{retentionLeaf(closed), retentionLeaf(night), retentionLeaf(next)}, 1), " "); got != "d1 d2" {
+		t.Errorf("expired %q, want d1 d2", got)
+	}
+	// A leaf whose restore failed before any record existed is neither
+	// counted nor deleted.
+	unknown := fsm.Leaf{Key: "d0", VM: "v", Name: "d0", Mode: fsm.Finished, ReturnValue: 21,
+		LastRestore: &fsm.RestoreOutcome{Result: fsm.RestoreFailed, Code: 21, Step: fsm.Restore}}
+	if got := strings.Join(Expired([]RetentionLeaf{retentionLeaf(unknown), retentionLeaf(night)}, 1), " "); got != "" {
+		t.Errorf("expired %q, want nothing", got)
 	}
 }

@@ -20,6 +20,8 @@ type LeafStatus struct {
 	State       string   `json:"state"`
 	Progress    string   `json:"progress,omitempty"`
 	Times       []string `json:"executionTime,omitempty"`
+	// LastRestore is the leaf's record of its last restore, "" if none.
+	LastRestore string `json:"lastRestore,omitempty"`
 }
 
 // VMStatus is a VM's running leaves and its last finished one.
@@ -32,12 +34,18 @@ type VMStatus struct {
 
 func leafStatus(l ldapschema.Leaf) LeafStatus {
 	s := LeafStatus{Leaf: l.Name, Mode: l.Mode, ReturnValue: l.ReturnValue, State: l.State}
+	if l.LastRestore != nil {
+		s.LastRestore = l.LastRestore.String()
+	}
 	if l.ReturnValue != 0 {
 		s.Meaning = ldapschema.ReturnCode(l.ReturnValue).String()
 	}
 	for _, v := range l.ExecutionTime {
 		if p, ok := strings.CutPrefix(v, "progress: "); ok {
 			s.Progress = p
+			continue
+		}
+		if ldapschema.ParseBackupRecord([]string{v}) != nil {
 			continue
 		}
 		s.Times = append(s.Times, v)

@@ -2,10 +2,13 @@ package e2e
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -291,8 +294,9 @@ func TestRestoreBrokenBackup(t *testing.T) {
 				t.Fatal(err)
 			}
 			got := s.webUIRestore(t, v, l, true)
-			if got.ReturnValue != int(tc.rc) {
-				t.Fatalf("return value %d, want %d", got.ReturnValue, tc.rc)
+			// The restore's code goes to its record; the backup's stays.
+			if got.LastRestore == nil || got.LastRestore.Code != int(tc.rc) || got.ReturnValue != 0 {
+				t.Fatalf("return value %d, last restore %+v, want 0 and %d", got.ReturnValue, got.LastRestore, tc.rc)
 			}
 			if !v.running(t) {
 				t.Fatal("VM stopped by a refused restore")
@@ -307,4 +311,132 @@ func TestRestoreBrokenBackup(t *testing.T) {
 // the running guest's own block device.
 func writeGuest(v *vm, target string, pattern byte) error {
 	return testenv.WriteGuestPattern(env.lv.URI, env.lv.LogDir, v.name, target, pattern, testenv.PatternOffset, testenv.PatternLength)
+}
+
+// TestRestoreNotStartedWhileBackupRuns: the web UI asks for a restore while a
+// backup of the VM is under way; the node refuses it (22) and touches
+// nothing. The backup leaf stays restorable and good: with one iteration, a
+// failed night does not make retention delete it, and a later restore from
+// it brings back what the guest had.
+func TestRestoreNotStartedWhileBackupRuns(t *testing.T) {
+	s := newSite(t, env.root)
+	v := s.addVM(true, 64, 0xab)
+	if err := waitFilled(v); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.store.Update(s.store.Tree.VMBackup(v.name), "", map[string][]string{
+		ldapschema.AttrBackupNumberOfIterations: {"1"}}); err != nil {
+		t.Fatal(err)
+	}
+	startNode(t, s.host, env.hv)
+	day := func(d int) time.Time { return time.Date(2024, 1, d, 3, 0, 0, 0, time.UTC) }
+
+	// A good backup, made by controld and the node.
+	_, stopFirst := startNightlyControl(t)
+	good := s.backedUp(t, v, day(2))
+	stopFirst()
+
+	// An old failed leaf, for retention to have something to delete: its
+	// removal shows retention has run.
+	old := ldapschema.FormatTime(day(1))
+	if err := s.store.Add(ldapschema.NewLeafAddRequest(s.store.Tree, v.name, old, "finished", old)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.store.Update(s.store.Tree.Leaf(v.name, old), "", map[string][]string{ldapschema.AttrReturnValue: {"5"}}); err != nil {
+		t.Fatal(err)
+	}
+	// Tonight's backup is under way (controld is down, so it stays so).
+	night := ldapschema.FormatTime(day(3))
+	if err := s.store.Add(ldapschema.NewLeafAddRequest(s.store.Tree, v.name, night, "initialize", night)); err != nil {
+		t.Fatal(err)
+	}
+
+	// The web UI's first write; its own guard sees nothing unretaining.
+	if err := env.slapd.LDAPModify("dn: " + good.DN + "\nchangetype: modify\nreplace: sstProvisioningState\nsstProvisioningState: 0\n-\nreplace: sstProvisioningMode\nsstProvisioningMode: unretainSmallFiles\n"); err != nil {
+		t.Fatal(err)
+	}
+	refused := waitLeaf(t, s.store, good.DN, leafLimit, modeIs("unretainedSmallFiles"))
+	if refused.ReturnValue != int(ldapschema.RCCannotLockMachine) {
+		t.Fatalf("restore during a backup answered %d, want %d", refused.ReturnValue, ldapschema.RCCannotLockMachine)
+	}
+	if !v.running(t) {
+		t.Fatal("the refused restore stopped the VM")
+	}
+	v.guestReads(t, "vda", 0xab)
+
+	// Tonight's backup fails (no RAM disk), then controld runs again.
+	hidden := s.ramdisk + ".away"
+	if err := os.Rename(s.ramdisk, hidden); err != nil {
+		t.Fatal(err)
+	}
+	_, cancelSecond := startNightlyControl(t)
+	defer cancelSecond()
+	closed := waitLeaf(t, s.store, good.DN, leafLimit, modeIs("finished"))
+	failed := waitLeaf(t, s.store, s.store.Tree.Leaf(v.name, night), leafLimit, modeIs("finished"))
+	if failed.ReturnValue == 0 {
+		t.Fatal("tonight's backup did not fail")
+	}
+	if closed.ReturnValue != 0 || closed.LastRestore == nil || closed.LastRestore.Code != int(ldapschema.RCCannotLockMachine) {
+		t.Fatalf("refused restore closed with return value %d, last restore %+v; want 0 and 22", closed.ReturnValue, closed.LastRestore)
+	}
+	if !control.Restorable(closed) {
+		t.Fatal("the refused restore made the backup unrestorable")
+	}
+	// Retention has run once the old failed leaf is gone; the good backup stays.
+	deadline := time.Now().Add(leafLimit)
+	for {
+		if _, err := s.store.Get(s.store.Tree.Leaf(v.name, old), "1.1"); errors.Is(err, ldapschema.ErrNotFound) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("retention never removed the old failed leaf")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	e, err := s.store.Get(good.DN, "*")
+	if err != nil {
+		t.Fatalf("retention deleted the only good backup after a failed night: %v", err)
+	}
+	if m := e.GetAttributeValue(ldapschema.AttrMode); m != "finished" {
+		t.Fatalf("the good backup is %s after retention, want finished", m)
+	}
+	backups, err := control.ListBackups(s.store, v.name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shown := false
+	for _, b := range backups {
+		shown = shown || (b.Leaf == good.Name && strings.Contains(b.LastRestore, "failed 22"))
+	}
+	if !shown {
+		t.Fatalf("controld ls does not show the refused restore: %+v", backups)
+	}
+
+	// A later restore from it works: the guest reads the backed-up data.
+	if err := os.Rename(hidden, s.ramdisk); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeGuest(v, "vda", 0x11); err != nil {
+		t.Fatal(err)
+	}
+	got := s.webUIRestore(t, v, good, true)
+	if got.ReturnValue != 0 || got.LastRestore == nil || got.LastRestore.Result != "done" {
+		t.Fatalf("restore: return value %d, last restore %+v", got.ReturnValue, got.LastRestore)
+	}
+	v.guestReads(t, "vda", 0xab)
+}
+
+// startNightlyControl runs a controller with its scheduler (and so
+// retention); the returned func stops it, as does the test's end.
+func startNightlyControl(t *testing.T) (*control.Controller, func()) {
+	t.Helper()
+	c := control.New(control.Options{Store: newStore(t), Log: quietLog(t).WithField("side", "control"),
+		Nightly: &control.NightlyOptions{Location: time.UTC, CatchUpWindow: 0}})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { c.Run(ctx); close(done) }()
+	var once sync.Once
+	stop := func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(stop)
+	return c, stop
 }

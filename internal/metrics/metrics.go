@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/sirupsen/logrus"
 
+	"github.com/stoneycloud/stoney-conductor/fsm"
 	"github.com/stoneycloud/stoney-conductor/ldapschema"
 )
 
@@ -166,7 +167,25 @@ var (
 		"Execution times of each VM's newest successful backup, by step (snapshot, downtime, merge, retain).", []string{"vm", "step"}, nil)
 	bytesDesc = prometheus.NewDesc("stoney_last_backup_bytes",
 		"Bytes copied to the backup location by each VM's newest successful backup.", []string{"vm"}, nil)
+	restoreDesc = prometheus.NewDesc("stoney_last_restore_return_value",
+		"Return value of each VM's newest recorded restore (0 done or cancelled), by leaf and result; the backup's own outcome is not changed by it.",
+		[]string{"vm", "leaf", "result"}, nil)
 )
+
+// goodBackup reads a leaf's backup outcome by fsm's rule: a restore's
+// failure recorded on the leaf is not the backup's.
+func goodBackup(l ldapschema.Leaf) bool {
+	m, err := fsm.ParseMode(l.Mode)
+	if err != nil || m != fsm.Finished {
+		return false
+	}
+	fl := fsm.Leaf{Mode: m, ReturnValue: l.ReturnValue, Backup: l.Backup}
+	if r := l.LastRestore; r != nil {
+		fl.LastRestore = &fsm.RestoreOutcome{Result: fsm.RestoreResult(r.Result), Code: r.Code, Step: fsm.Mode(r.Step), At: r.At}
+	}
+	rc, known := fl.BackupOutcome()
+	return known && rc == 0
+}
 
 // leafCollector derives figures from the cached leaves at scrape time.
 type leafCollector struct {
@@ -179,11 +198,13 @@ func (l *leafCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- lastDesc
 	ch <- stepDesc
 	ch <- bytesDesc
+	ch <- restoreDesc
 }
 
 func (l *leafCollector) Collect(ch chan<- prometheus.Metric) {
 	byMode := map[string]float64{}
 	newest := map[string]ldapschema.Leaf{}
+	restored := map[string]ldapschema.Leaf{}
 	l.cache.Each(func(e *ldap.Entry) {
 		if !ldapschema.IsLeaf(e) {
 			return
@@ -193,7 +214,12 @@ func (l *leafCollector) Collect(ch chan<- prometheus.Metric) {
 			return
 		}
 		byMode[leaf.Mode]++
-		if leaf.Mode == "finished" && leaf.ReturnValue == 0 && leaf.State != "0" {
+		if r := leaf.LastRestore; r != nil {
+			if cur, ok := restored[leaf.VM]; !ok || r.At > cur.LastRestore.At {
+				restored[leaf.VM] = leaf
+			}
+		}
+		if goodBackup(leaf) && leaf.State != "0" {
 			if cur, ok := newest[leaf.VM]; !ok || leaf.Name > cur.Name {
 				newest[leaf.VM] = leaf
 			}
@@ -202,8 +228,15 @@ func (l *leafCollector) Collect(ch chan<- prometheus.Metric) {
 	for m, n := range byMode {
 		ch <- prometheus.MustNewConstMetric(leavesDesc, prometheus.GaugeValue, n, m)
 	}
+	for vm, leaf := range restored {
+		ch <- prometheus.MustNewConstMetric(restoreDesc, prometheus.GaugeValue, float64(leaf.LastRestore.Code), vm, leaf.Name, leaf.LastRestore.Result)
+	}
 	for vm, leaf := range newest {
-		if t, err := ldapschema.ParseTime(leaf.State); err == nil {
+		when := leaf.State
+		if leaf.LastRestore != nil {
+			when = leaf.Name // State is the restore's since; the backup's time is its name
+		}
+		if t, err := ldapschema.ParseTime(when); err == nil {
 			ch <- prometheus.MustNewConstMetric(lastDesc, prometheus.GaugeValue, float64(t.Unix()), vm)
 		}
 		for k, v := range ExecutionTimes(leaf.ExecutionTime) {
