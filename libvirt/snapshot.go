@@ -285,7 +285,13 @@ func (h *Hypervisor) waitNoJob(ctx context.Context, name string) error {
 	for {
 		busy := false
 		err := h.withDomain(name, func(_ *lv.Connect, d *lv.Domain) error {
+			if active, err := d.IsActive(); err != nil || !active {
+				return err
+			}
 			ji, err := d.GetJobInfo()
+			if errors.Is(err, lv.ERR_OPERATION_INVALID) {
+				return nil // shut off meanwhile
+			}
 			if err != nil {
 				return err
 			}
