@@ -4,34 +4,49 @@
 // ownership) and map its error classes to return codes.
 //
 //	h, err := libvirt.Open("qemu:///system")
+//	h.SetSeam(seam) // every change to a domain or a file passes it
 //	res, err := h.Snapshot(ctx, libvirt.SnapshotRequest{Domain: "vm-001",
-//		Disks: disks, RAMDisk: "/mnt/ramdisk", RetainDir: retain,
-//		StateName: "vm-001.state", XMLName: "vm-001.xml", Ownership: own})
+//		Disks: disks, RAMDisk: hostio.In("/mnt/ramdisk"), RetainDir: retain,
+//		StateName: "vm-001.state", XMLName: "vm-001.xml", Ownership: own,
+//		Record: record})
 //	// the VM runs again on empty overlays; res.Disks name the retained images
 //	_, err = h.Merge(ctx, libvirt.MergeRequest{Domain: "vm-001", Disks: res.Disks})
 //	// the overlays are standalone again; the retain step may move the files
 //
 // Snapshot, for a running VM, in this order:
 //  1. Check everything that can be checked: the domain, its disks against
-//     the directory's, each image, the retain directory on the images'
-//     filesystem, room for the state file.
-//  2. Save the state (RAM disk if it has room, else the retain directory)
-//     with the live XML minus every disk's <backingStore/>. A failed save
-//     leaves the VM running: stop there.
+//     the directory's, each image (a regular file, reached without a link,
+//     its name not one of the backup's own files), the retain directory on
+//     the images' filesystem, room for the state file.
+//  2. Write the plan into the intent record (disks, where the state goes,
+//     the save XML: the live XML minus every disk's <backingStore/>,
+//     whether the VM ran). Then save the state (RAM disk if it has room,
+//     else the retain directory) with that XML. A failed save leaves the
+//     VM running: stop there.
 //  3. Rename each image into the retain directory and create an empty qcow2
 //     overlay backed by it at the image's path; set ownership.
-//  4. Write the domain XML into the retain directory.
-//  5. Restore from the state with that XML, then check that libvirt shows
-//     each disk backed by its retained image. The XML must not say
+//  4. Write the domain XML into the retain directory (never world-readable).
+//  5. Restore from the state with the recorded XML, then check that libvirt
+//     shows each disk backed by its retained image. The XML must not say
 //     <backingStore/>: libvirt would open the overlay alone and the guest
 //     would read zeros, and a later pull would make that permanent.
-//  6. Move the state file into the retain directory.
+//  6. Move the state file (mode 0600: the guest's RAM) into the retain
+//     directory, and remove the record.
 //
-// A failure after step 2 is rolled back (overlays removed, images renamed
-// back, state restored) so that the VM runs on its own disks. A shut-off VM
-// gets a placeholder state file and is never started. Each step checks
-// before it acts, so Snapshot run again after a crash goes on from where it
-// stopped.
+// Every phase, and each disk's rename and overlay, is announced in the
+// record (written and fsynced) before it runs, and every operation that
+// changes a domain or a file passes the seam, beneath its root, never
+// following a link. Run again after a crash, Snapshot decides from the
+// record and the domain's state alone, never from which files exist: a
+// state file no record names is never resumed; a record that says saved
+// and a domain shut off by that save resume from the recorded state with
+// the recorded XML (never the XML inside the image); a domain shut off
+// after our restore was shut down by its owner and is never resumed. A
+// failure after the save is rolled back, following the record too
+// (overlays removed, images renamed back, state restored), so that the VM
+// runs on its own disks. A shut-off VM gets a placeholder state file and is
+// never started. SettleOnly finishes what a record started and starts
+// nothing new (a tidy of a finished leaf).
 //
 // Merge pulls the retained data into each overlay: with the BlockPull API
 // for a running VM (HMP block_stream fails while reporting success), with

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stoneycloud/stoney-conductor/internal/hostio"
 	"github.com/stoneycloud/stoney-conductor/internal/testenv"
 )
 
@@ -33,6 +34,24 @@ func newVM(t testing.TB, name, dir string, memMiB int, running bool, patterns ..
 		v.spec.Disks = append(v.spec.Disks, testenv.DiskSpec{
 			Target: target, Path: filepath.Join(dir, name+"-"+target+".qcow2"), SizeMiB: 32, Pattern: p})
 	}
+	v.define(t)
+	return v
+}
+
+// newVMWithDisk is newVM with one disk at a file name of the test's choice.
+func newVMWithDisk(t testing.TB, name, file string, running bool, pattern byte) *testVM {
+	t.Helper()
+	dir := t.TempDir()
+	v := &testVM{dir: dir, retain: filepath.Join(dir, "retain")}
+	v.spec = testenv.VMSpec{Name: name, MemoryMiB: 64, Running: running, Disks: []testenv.DiskSpec{
+		{Target: "vda", Path: filepath.Join(dir, file), SizeMiB: 32, Pattern: pattern}}}
+	v.define(t)
+	return v
+}
+
+func (v *testVM) define(t testing.TB) {
+	t.Helper()
+	name, running := v.spec.Name, v.spec.Running
 	if err := os.MkdirAll(v.retain, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +68,6 @@ func newVM(t testing.TB, name, dir string, memMiB int, running bool, patterns ..
 			t.Fatal(err)
 		}
 	}
-	return v
 }
 
 func (v *testVM) disks() []Disk {
@@ -60,12 +78,28 @@ func (v *testVM) disks() []Disk {
 	return ds
 }
 
+// request asks for a snapshot into v.retain (beneath v.dir), with the
+// state on ramDisk if not empty, and the intent record beside the disks.
 func (v *testVM) request(ramDisk string) SnapshotRequest {
+	retain, err := hostio.Beneath(v.dir, v.retain)
+	if err != nil {
+		panic(err)
+	}
+	var ram hostio.Path
+	if ramDisk != "" {
+		ram = hostio.In(ramDisk)
+	}
 	return SnapshotRequest{
-		Domain: v.spec.Name, Disks: v.disks(), RAMDisk: ramDisk, RetainDir: v.retain,
+		Domain: v.spec.Name, Disks: v.disks(), RAMDisk: ram, RetainDir: retain,
 		StateName: v.spec.Name + ".state", XMLName: v.spec.Name + ".xml",
 		Ownership: Ownership{Perm: 0o640},
+		Record:    v.record(nil),
 	}
+}
+
+// record is the snapshot's intent record, its saves passing seam.
+func (v *testVM) record(seam *hostio.Seam) hostio.Record {
+	return hostio.Record{Path: hostio.In(v.dir).MustJoin("intent", "snapshot.json"), Seam: seam}
 }
 
 // guestReads checks what the guest reads on a disk, not what a tool says.
@@ -124,6 +158,9 @@ func (v *testVM) onOwnDisks(t *testing.T, h *Hypervisor, wantRunning bool) {
 	}
 	if ents, _ := os.ReadDir(v.retain); len(ents) != 0 {
 		t.Fatalf("retain directory not empty: %v", ents)
+	}
+	if hostio.Exists(v.record(nil).Path) {
+		t.Fatal("the intent record is still open")
 	}
 	if wantRunning {
 		v.guestReadsOriginal(t)

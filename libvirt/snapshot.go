@@ -9,6 +9,8 @@ import (
 	"time"
 
 	lv "libvirt.org/go/libvirt"
+
+	"github.com/stoneycloud/stoney-conductor/internal/hostio"
 )
 
 // Ownership is applied to each new overlay; empty names and a zero Perm
@@ -23,15 +25,27 @@ type SnapshotRequest struct {
 	Domain string
 	// Disks as recorded in the directory: they must equal the domain's
 	// file-backed disks (same targets and sources), else ErrDiskMismatch.
+	// Each image is handled beneath its own directory (its storage
+	// directory): a link below it is never followed.
 	Disks []Disk
 	// RAMDisk holds the state file while the VM is down, when it has room;
-	// else the state goes straight to RetainDir. Empty: always RetainDir.
-	RAMDisk string
-	// RetainDir is this backup's retain directory. It must exist, on the
-	// filesystem of the images (the images are renamed into it).
-	RetainDir          string
+	// else the state goes straight to RetainDir. Zero: always RetainDir.
+	RAMDisk hostio.Path
+	// RetainDir is this backup's retain directory, beneath the retain root.
+	// It must exist, on the filesystem of the images (they are renamed
+	// into it).
+	RetainDir          hostio.Path
 	StateName, XMLName string // file names inside RetainDir
 	Ownership          Ownership
+	// Record is the step's intent record: Snapshot writes it before each
+	// operation it announces and decides a re-run from it and the domain's
+	// state alone. It is removed once the step is settled.
+	Record hostio.Record
+	// SettleOnly finishes what the record started and starts nothing new:
+	// a snapshot that never saved the VM is dropped, one of a shut-off VM
+	// is undone, one whose VM is saved is brought to its end (the VM runs
+	// on its overlays). Without a record it does nothing.
+	SettleOnly bool
 }
 
 // RetainedDisk is a disk after Snapshot: Source is the new overlay, Retained
@@ -56,21 +70,58 @@ type SnapshotResult struct {
 // original system wrote it.
 const statePlaceholder = "Machine is not running, no state file\n"
 
-// diskStep is where one disk stands in the Snapshot sequence; Snapshot may
-// be run again after a crash at any point and goes on from there.
-type diskStep int
-
+// Modes of the files Snapshot writes: the state file is the guest's RAM.
 const (
-	diskUntouched diskStep = iota // image at its source, nothing in RetainDir
-	diskMoved                     // image renamed into RetainDir, no overlay yet
-	diskDone                      // overlay at the source, backed by the retained image
+	stateMode = 0o600
+	xmlMode   = 0o600 // when no permission is configured
 )
 
-type diskPlan struct {
-	RetainedDisk
-	step   diskStep
-	format string // of the image being retained
+// Phases of a snapshot, in order; the record names the last one announced.
+const (
+	phPlanned     = "planned"      // disks, state location and save XML decided
+	phSaving      = "saving"       // the save call may have run
+	phSaved       = "saved"        // the VM is down, its memory in the state file
+	phStateWrite  = "placeholder"  // shut-off VM: the placeholder state may be written
+	phXML         = "xml written"  // every disk swapped, the XML in RetainDir
+	phRestoring   = "restoring"    // the restore call may have run
+	phRestored    = "restored"     // the VM runs on its overlays
+	phStateMoved  = "state moved"  // the state file is in RetainDir
+	phRollingBack = "rolling back" // undoing: stop, disks back, XML gone
+	phRBRestoring = "rollback restoring"
+)
+
+var phaseOrder = map[string]int{
+	phPlanned: 1, phSaving: 2, phSaved: 3, phStateWrite: 3, phXML: 4,
+	phRestoring: 5, phRestored: 6, phStateMoved: 7,
 }
+
+// Disk phases: the rename and the overlay are each announced first.
+const (
+	dkMoving     = "moving"
+	dkMoved      = "moved"
+	dkOverlaying = "overlaying"
+	dkOverlay    = "overlay"
+)
+
+// snapRecord is the intent record of one Snapshot (see hostio.Record).
+type snapRecord struct {
+	Phase      string
+	WasRunning bool
+	StateOnRAM bool   // the save went to the RAM disk
+	SaveXML    string // computed before the save; the only XML a restore uses
+	Disks      []diskRecord
+	Failure    string `json:",omitempty"` // why a rollback started
+	Kind       string `json:",omitempty"` // its sentinel
+	StopFirst  bool   `json:",omitempty"` // the rollback stops a VM restored on the overlays
+}
+
+type diskRecord struct {
+	Target, Source, Retained string
+	Format                   string
+	Phase                    string `json:",omitempty"`
+}
+
+func (r *snapRecord) at(phase string) bool { return phaseOrder[r.Phase] >= phaseOrder[phase] }
 
 // Snapshot saves a running VM's state, moves its disk images into RetainDir,
 // puts an empty overlay backed by each retained image in its place and
@@ -79,8 +130,8 @@ type diskPlan struct {
 //
 // Everything that can be checked is checked before the VM is touched. Once
 // the VM is down, any failure is rolled back so that the VM runs again on
-// its own disks, and the error is returned. Snapshot is idempotent: run
-// again after a crash it finishes what was started.
+// its own disks, and the error is returned. Run again after a crash,
+// Snapshot continues from its intent record.
 func (h *Hypervisor) Snapshot(ctx context.Context, req SnapshotRequest) (SnapshotResult, error) {
 	start := time.Now()
 	unlock := h.lockDomain(req.Domain)
@@ -90,181 +141,302 @@ func (h *Hypervisor) Snapshot(ctx context.Context, req SnapshotRequest) (Snapsho
 	return res, err
 }
 
-func (r SnapshotRequest) paths() (state, xml, ramState string) {
-	state = filepath.Join(r.RetainDir, r.StateName)
-	xml = filepath.Join(r.RetainDir, r.XMLName)
-	if r.RAMDisk != "" {
-		ramState = filepath.Join(r.RAMDisk, r.StateName)
-	}
-	return
+// snap is one Snapshot in progress: the request, its record and where the
+// files go.
+type snap struct {
+	h                  *Hypervisor
+	req                SnapshotRequest
+	rec                snapRecord
+	own                owner
+	statePath, xmlPath hostio.Path
+	ramState           hostio.Path // zero without a RAM disk
+	res                SnapshotResult
 }
 
 func (r SnapshotRequest) check() error {
-	if r.Domain == "" || r.RetainDir == "" {
-		return fmt.Errorf("%w: snapshot needs a domain and a retain directory", ErrMissingFile)
+	if r.Domain == "" || r.RetainDir.IsZero() || r.Record.Path.IsZero() {
+		return fmt.Errorf("%w: snapshot needs a domain, a retain directory and an intent record", ErrMissingFile)
 	}
 	for _, n := range []string{r.StateName, r.XMLName} {
-		if n == "" || n != filepath.Base(n) || n == "." || n == ".." {
+		if !isFileName(n) {
 			return fmt.Errorf("%w: %q is not a file name", ErrMissingFile, n)
 		}
 	}
-	if fi, err := os.Stat(r.RetainDir); err != nil || !fi.IsDir() {
+	if fi, err := hostio.Lstat(r.RetainDir); err != nil || !fi.IsDir() {
 		return wrap(ErrMissingFile, err, "retain directory %s", r.RetainDir)
 	}
-	if r.RAMDisk != "" {
-		if fi, err := os.Stat(r.RAMDisk); err != nil || !fi.IsDir() {
+	if !r.RAMDisk.IsZero() {
+		if fi, err := hostio.Lstat(r.RAMDisk); err != nil || !fi.IsDir() {
 			return wrap(ErrInvalidRAMDisk, err, "%s", r.RAMDisk)
 		}
 	}
 	return nil
 }
 
+func isFileName(n string) bool {
+	return n != "" && n == filepath.Base(n) && n != "." && n != ".." && n != "/"
+}
+
+// diskPath is a disk image held beneath its own directory.
+func diskPath(source string) (hostio.Path, error) {
+	p, err := hostio.Beneath(filepath.Dir(source), source)
+	if err != nil || p.Rel == "." || !isFileName(p.Rel) {
+		return hostio.Path{}, fmt.Errorf("%w: %q is not a disk image path", ErrDiskMismatch, source)
+	}
+	return p, nil
+}
+
+func (s *snap) retainedPath(d diskRecord) hostio.Path {
+	return s.req.RetainDir.MustJoin(filepath.Base(d.Retained))
+}
+
+func (s *snap) stateFile() hostio.Path {
+	if s.rec.StateOnRAM && !s.ramState.IsZero() {
+		return s.ramState
+	}
+	return s.statePath
+}
+
+// save announces the next phase: the record is durable before the
+// operation it names runs.
+func (s *snap) save(phase string) error {
+	s.rec.Phase = phase
+	if err := s.req.Record.Save(s.rec); err != nil {
+		return wrap(ErrInconsistent, err, "%s", s.req.Domain)
+	}
+	return nil
+}
+
+// settled ends the step: the record goes.
+func (s *snap) settled() error {
+	if err := s.req.Record.Remove(); err != nil {
+		return wrap(ErrInconsistent, err, "%s", s.req.Domain)
+	}
+	return nil
+}
+
 func (h *Hypervisor) snapshot(ctx context.Context, req SnapshotRequest) (SnapshotResult, error) {
-	var res SnapshotResult
+	s := &snap{h: h, req: req}
 	if err := req.check(); err != nil {
-		return res, err
+		return s.res, err
 	}
 	own, err := resolveOwnership(req.Ownership)
 	if err != nil {
-		return res, err
+		return s.res, err
 	}
-	statePath, xmlPath, ramState := req.paths()
-	res.StateFile, res.XMLFile = statePath, xmlPath
+	s.own = own
+	s.statePath = req.RetainDir.MustJoin(req.StateName)
+	s.xmlPath = req.RetainDir.MustJoin(req.XMLName)
+	if !req.RAMDisk.IsZero() {
+		s.ramState = req.RAMDisk.MustJoin(req.StateName)
+	}
+	s.res.StateFile, s.res.XMLFile = s.statePath.String(), s.xmlPath.String()
 
-	// A complete save image left by an interrupted run is the VM's memory:
-	// it decides whether the VM counts as running.
-	saved := ""
-	for _, p := range []string{ramState, statePath} {
-		if p != "" && isSaveImage(p) {
-			saved = p
-			break
-		}
-	}
-
-	info, desc, err := h.describe(req.Domain, lv.DOMAIN_XML_MIGRATABLE)
-	if errors.Is(err, ErrDomainNotFound) && saved != "" && !info.Running {
-		// A transient domain disappears once saved: its XML is in the image.
-		x, xerr := h.saveImageXML(saved)
-		if xerr != nil {
-			return res, xerr
-		}
-		if desc, err = parseDomainXML(x); err == nil {
-			info.XML = x
-		}
-	}
+	found, err := req.Record.Load(&s.rec)
 	if err != nil {
-		return res, err
+		return s.res, wrap(ErrInconsistent, err, "%s", req.Domain)
 	}
-	if len(desc.Other) > 0 {
-		return res, fmt.Errorf("%w: disks %v are not image files", ErrDiskMismatch, desc.Other)
-	}
-	if err := sameDisks(req.Disks, desc.Disks); err != nil {
-		return res, err
-	}
-	plans, err := planDisks(ctx, req.RetainDir, desc.Disks)
-	if err != nil {
-		return res, err
-	}
-	for _, p := range plans {
-		res.Disks = append(res.Disks, p.RetainedDisk)
-	}
-	done, untouched := 0, 0
-	for _, p := range plans {
-		switch p.step {
-		case diskDone:
-			done++
-		case diskUntouched:
-			untouched++
+	if !found {
+		if req.SettleOnly {
+			return s.res, nil
 		}
+		return s.fresh(ctx)
 	}
+	for _, d := range s.rec.Disks {
+		s.res.Disks = append(s.res.Disks, RetainedDisk{Target: d.Target, Source: d.Source, Retained: d.Retained})
+	}
+	s.res.WasRunning = s.rec.WasRunning
+	return s.resume(ctx)
+}
 
-	switch {
-	case info.Running && len(plans) > 0 && done == len(plans):
-		// Snapshot taken and VM back: only the files may be missing.
-		return h.finishRunning(ctx, req, desc, info.XML, res, ramState)
-	case info.Running && untouched != len(plans):
-		return res, fmt.Errorf("%w: %s runs while only some disks are snapshotted", ErrInconsistent, req.Domain)
-	case info.Running:
-		if saved != "" {
-			// Left by a run that was rolled back: the VM has run on since.
-			if err := os.Remove(saved); err != nil {
-				return res, wrap(ErrStateFile, err, "remove stale state file")
+// domainState is what a re-run needs of the domain: active or not, and
+// whether it is shut off by a save (its memory is in a save image).
+type domainState struct {
+	active, savedOff bool
+}
+
+func (h *Hypervisor) domainState(ctx context.Context, name string) (domainState, error) {
+	var st domainState
+	err := h.doRetry(ctx, func(c *lv.Connect) error {
+		d, err := c.LookupDomainByName(name)
+		if errors.Is(err, lv.ERR_NO_DOMAIN) {
+			// A transient domain is gone once saved.
+			st = domainState{savedOff: true}
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		defer d.Free()
+		state, reason, err := d.GetState()
+		if err != nil {
+			return err
+		}
+		st.active = state != lv.DOMAIN_SHUTOFF && state != lv.DOMAIN_CRASHED
+		st.savedOff = state == lv.DOMAIN_SHUTOFF && lv.DomainShutoffReason(reason) == lv.DOMAIN_SHUTOFF_SAVED
+		return nil
+	})
+	return st, err
+}
+
+// waitNoJob waits while libvirt still runs a job on the domain (a save or
+// restore the daemon started before it was killed).
+func (h *Hypervisor) waitNoJob(ctx context.Context, name string) error {
+	for {
+		busy := false
+		err := h.withDomain(name, func(_ *lv.Connect, d *lv.Domain) error {
+			if active, err := d.IsActive(); err != nil || !active {
+				return err
 			}
+			ji, err := d.GetJobInfo()
+			if errors.Is(err, lv.ERR_OPERATION_INVALID) {
+				return nil // shut off meanwhile
+			}
+			if err != nil {
+				return err
+			}
+			busy = ji.Type != lv.DOMAIN_JOB_NONE
+			return nil
+		})
+		if errors.Is(err, ErrDomainNotFound) || (err == nil && !busy) {
+			return nil
 		}
-		return h.snapshotRunning(ctx, req, desc, info.XML, plans, own, res)
-	case saved != "":
-		// Interrupted after the save: the VM is down, its memory in saved.
-		res.WasRunning = true
-		x, err := h.saveImageXML(saved)
-		if err != nil {
-			return res, err
+		if err != nil && !IsTransient(err) {
+			return err
 		}
-		saveXML, err := stripBackingStore(x)
-		if err != nil {
-			return res, err
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
 		}
-		t0 := time.Now()
-		return h.afterSave(ctx, req, plans, own, saved, saveXML, t0, res)
-	default:
-		return h.snapshotShutOff(ctx, req, info.XML, plans, own, res)
 	}
 }
 
-// planDisks finds where each disk stands, and refuses what it cannot
-// explain before anything is touched.
-func planDisks(ctx context.Context, retainDir string, disks []Disk) ([]diskPlan, error) {
-	retainDev, err := device(retainDir)
+// fresh starts a snapshot no record speaks of. Files are looked at only to
+// refuse what cannot be explained, and to recognise a snapshot already
+// settled (each live disk an overlay of its retained image): a state file
+// found here is never resumed.
+func (s *snap) fresh(ctx context.Context) (SnapshotResult, error) {
+	req := s.req
+	info, desc, err := s.h.describe(req.Domain, lv.DOMAIN_XML_MIGRATABLE)
 	if err != nil {
-		return nil, wrap(ErrMissingFile, err, "retain directory")
+		return s.res, err
 	}
-	seen := map[string]string{}
-	var plans []diskPlan
+	if len(desc.Other) > 0 {
+		return s.res, fmt.Errorf("%w: disks %v are not image files", ErrDiskMismatch, desc.Other)
+	}
+	if err := sameDisks(req.Disks, desc.Disks); err != nil {
+		return s.res, err
+	}
+	disks, done, err := s.planDisks(ctx, desc.Disks)
+	if err != nil {
+		return s.res, err
+	}
 	for _, d := range disks {
-		p := diskPlan{RetainedDisk: RetainedDisk{
-			Target: d.Target, Source: d.Source,
-			Retained: filepath.Join(retainDir, filepath.Base(d.Source)),
-		}}
-		if other, ok := seen[p.Retained]; ok {
-			return nil, fmt.Errorf("%w: %s and %s would both be retained as %s", ErrRenameImage, other, d.Target, p.Retained)
-		}
-		seen[p.Retained] = d.Target
-		if dev, err := device(filepath.Dir(d.Source)); err != nil {
-			return nil, wrap(ErrMissingFile, err, "image directory of %s", d.Target)
-		} else if dev != retainDev {
-			return nil, fmt.Errorf("%w: %s is not on the filesystem of %s", ErrRenameImage, retainDir, d.Source)
-		}
-		srcFI, srcErr := os.Lstat(d.Source)
-		_, retErr := os.Lstat(p.Retained)
-		switch {
-		case srcErr == nil && !srcFI.Mode().IsRegular():
-			return nil, fmt.Errorf("%w: %s is not a regular file", ErrDiskMismatch, d.Source)
-		case srcErr == nil && retErr != nil:
-			im, err := imageInfo(ctx, d.Source)
-			if err != nil {
-				return nil, wrap(ErrCorruptImage, err, "%s", d.Source)
-			}
-			if im.BackingFile != "" && filepath.Dir(im.BackingFile) == filepath.Clean(retainDir) {
-				return nil, fmt.Errorf("%w: %s is an overlay of %s, which is gone", ErrMissingFile, d.Source, im.BackingFile)
-			}
-			p.step, p.format = diskUntouched, im.Format
-		case srcErr == nil:
-			im, err := imageInfo(ctx, d.Source)
-			if err != nil || im.BackingFile != p.Retained {
-				return nil, fmt.Errorf("%w: %s already exists and %s is not its overlay", ErrRenameImage, p.Retained, d.Source)
-			}
-			p.step = diskDone
-		case errors.Is(srcErr, os.ErrNotExist) && retErr == nil:
-			im, err := imageInfo(ctx, p.Retained)
-			if err != nil {
-				return nil, wrap(ErrCorruptImage, err, "%s", p.Retained)
-			}
-			p.step, p.format = diskMoved, im.Format
-		default:
-			return nil, wrap(ErrMissingFile, srcErr, "image of %s", d.Target)
-		}
-		plans = append(plans, p)
+		s.res.Disks = append(s.res.Disks, RetainedDisk{Target: d.Target, Source: d.Source, Retained: d.Retained})
 	}
-	return plans, nil
+	if done {
+		// Settled by an earlier run (its record is gone): nothing to do.
+		if info.Running {
+			if err := s.h.verifyOverlays(req.Domain, s.res.Disks); err != nil {
+				return s.res, fmt.Errorf("%w: %w", ErrInconsistent, err)
+			}
+		}
+		s.res.WasRunning = isSaveImage(s.statePath.String())
+		return s.res, nil
+	}
+	// A state file no record names is not ours to resume.
+	for _, p := range []hostio.Path{s.ramState, s.statePath} {
+		if !p.IsZero() {
+			if err := s.h.seam.Remove(p); err != nil {
+				return s.res, wrap(ErrStateFile, err, "remove a stale state file")
+			}
+		}
+	}
+	saveXML, err := stripBackingStore(info.XML)
+	if err != nil {
+		return s.res, err
+	}
+	s.rec = snapRecord{WasRunning: info.Running, SaveXML: saveXML, Disks: disks}
+	if !info.Running {
+		return s.shutOff(ctx)
+	}
+	if err := s.room(desc); err != nil {
+		return s.res, err
+	}
+	if err := ctx.Err(); err != nil {
+		return s.res, err
+	}
+	s.res.WasRunning = true
+	if err := s.save(phPlanned); err != nil {
+		return s.res, err
+	}
+	return s.running(ctx)
+}
+
+// planDisks checks every disk before anything is touched: each image is a
+// regular file, the retain directory is on its filesystem, nothing of ours
+// sits at its retained name. done: every disk is already an overlay of its
+// retained image.
+func (s *snap) planDisks(ctx context.Context, disks []Disk) ([]diskRecord, bool, error) {
+	retainDev, err := device(s.req.RetainDir.String())
+	if err != nil {
+		return nil, false, wrap(ErrMissingFile, err, "retain directory")
+	}
+	// No two files of the backup at one path: a disk named like the
+	// state or XML file would be overwritten by it.
+	seen := map[string]string{}
+	for _, n := range []string{s.req.StateName, s.req.XMLName} {
+		seen[n], seen[n+".tmp"] = "the backup's own "+n, "the backup's own "+n
+	}
+	var out []diskRecord
+	overlays := 0
+	for _, d := range disks {
+		src, err := diskPath(d.Source)
+		if err != nil {
+			return nil, false, err
+		}
+		base := src.Base()
+		if other, ok := seen[base]; ok {
+			return nil, false, fmt.Errorf("%w: %s and %s would both be retained as %s", ErrRenameImage, other, d.Target, base)
+		}
+		seen[base] = d.Target
+		ret := s.req.RetainDir.MustJoin(base)
+		r := diskRecord{Target: d.Target, Source: d.Source, Retained: ret.String()}
+		if dev, err := device(src.Root); err != nil {
+			return nil, false, wrap(ErrMissingFile, err, "image directory of %s", d.Target)
+		} else if dev != retainDev {
+			return nil, false, fmt.Errorf("%w: %s is not on the filesystem of %s", ErrRenameImage, s.req.RetainDir, d.Source)
+		}
+		fi, err := hostio.Lstat(src)
+		if err != nil {
+			return nil, false, wrap(ErrMissingFile, err, "image of %s", d.Target)
+		}
+		if !fi.Mode().IsRegular() {
+			return nil, false, fmt.Errorf("%w: %s is not a regular file", ErrDiskMismatch, d.Source)
+		}
+		if err := hostio.CheckPath(src); err != nil {
+			return nil, false, wrap(ErrDiskMismatch, err, "%s", d.Source)
+		}
+		im, err := imageInfo(ctx, d.Source)
+		if err != nil {
+			return nil, false, wrap(ErrCorruptImage, err, "%s", d.Source)
+		}
+		switch {
+		case hostio.Exists(ret) && im.BackingFile == ret.String():
+			overlays++
+		case hostio.Exists(ret):
+			return nil, false, fmt.Errorf("%w: %s already exists and %s is not its overlay", ErrRenameImage, ret, d.Source)
+		case im.BackingFile != "" && filepath.Dir(im.BackingFile) == s.req.RetainDir.String():
+			return nil, false, fmt.Errorf("%w: %s is an overlay of %s, which is gone", ErrMissingFile, d.Source, im.BackingFile)
+		}
+		r.Format = im.Format
+		out = append(out, r)
+	}
+	if overlays != 0 && overlays != len(out) {
+		return nil, false, fmt.Errorf("%w: only some disks of %s are snapshotted and no record says how", ErrInconsistent, s.req.Domain)
+	}
+	return out, len(out) > 0 && overlays == len(out), nil
 }
 
 // estimateState is the size a save image of the domain needs: its RAM and
@@ -279,81 +451,177 @@ func (h *Hypervisor) estimateState(d domainDesc) uint64 {
 // overlayRoom is what one new overlay may take.
 const overlayRoom = 1 << 20
 
-func (h *Hypervisor) snapshotRunning(ctx context.Context, req SnapshotRequest, desc domainDesc, liveXML string,
-	plans []diskPlan, own owner, res SnapshotResult) (SnapshotResult, error) {
-	statePath, _, ramState := req.paths()
-	// Room first: the state ends in RetainDir whichever way it goes.
-	need := h.estimateState(desc)
-	free, err := freeBytes(req.RetainDir)
+// room checks the state file fits and decides where it goes.
+func (s *snap) room(desc domainDesc) error {
+	need := s.h.estimateState(desc)
+	free, err := freeBytes(s.req.RetainDir.String())
 	if err != nil {
-		return res, wrap(ErrNoSpace, err, "retain directory")
+		return wrap(ErrNoSpace, err, "retain directory")
 	}
-	if free < need+uint64(len(plans))*overlayRoom {
-		return res, fmt.Errorf("%w: %s has %d MiB free, the state file needs about %d MiB",
-			ErrNoSpace, req.RetainDir, free>>20, need>>20)
+	// The state ends in RetainDir whichever way it goes.
+	if free < need+uint64(len(s.rec.Disks))*overlayRoom {
+		return fmt.Errorf("%w: %s has %d MiB free, the state file needs about %d MiB",
+			ErrNoSpace, s.req.RetainDir, free>>20, need>>20)
 	}
-	stateFile := statePath
-	if ramState != "" {
-		if f, err := freeBytes(req.RAMDisk); err == nil && f >= need {
-			stateFile = ramState
+	if !s.ramState.IsZero() {
+		if f, err := freeBytes(s.req.RAMDisk.String()); err == nil && f >= need {
+			s.rec.StateOnRAM = true
 		}
 	}
-	saveXML, err := stripBackingStore(liveXML)
-	if err != nil {
-		return res, err
-	}
-	if err := ctx.Err(); err != nil {
-		return res, err
-	}
+	return nil
+}
 
-	// Save. A failed save (e.g. ENOSPC) leaves the VM running: stop here.
-	t0 := time.Now()
-	err = h.do(func(c *lv.Connect) error {
-		d, err := c.LookupDomainByName(req.Domain)
-		if err != nil {
-			return err
+// resume continues a snapshot from its record and the domain's state.
+func (s *snap) resume(ctx context.Context) (SnapshotResult, error) {
+	rec := &s.rec
+	if !rec.WasRunning {
+		return s.resumeShutOff(ctx)
+	}
+	if rec.Phase == phRollingBack || rec.Phase == phRBRestoring {
+		if err := s.rollback(ctx, errors.New(rec.Failure)); err != nil {
+			return s.res, err
 		}
-		defer d.Free()
-		return d.SaveFlags(stateFile, saveXML, 0)
-	})
-	res.Save = time.Since(t0)
-	res.WasRunning = true
+		return s.res, s.rolledBack()
+	}
+	if err := s.h.waitNoJob(ctx, s.req.Domain); err != nil {
+		return s.res, err
+	}
+	st, err := s.h.domainState(ctx, s.req.Domain)
 	if err != nil {
-		return res, h.saveFailed(ctx, req.Domain, stateFile, saveXML, err)
+		return s.res, err
 	}
-	if !isSaveImage(stateFile) {
-		return res, h.saveFailed(ctx, req.Domain, stateFile, saveXML, errors.New("no complete save image written"))
+	switch {
+	case !rec.at(phSaving) || (rec.Phase == phSaving && st.active):
+		// The save never ran, or failed: the VM runs on its own disks.
+		if err := s.h.seam.Remove(s.stateFile()); err != nil {
+			return s.res, wrap(ErrStateFile, err, "remove a partial state file")
+		}
+		if s.req.SettleOnly || !st.active {
+			return s.restart(ctx)
+		}
+		return s.running(ctx)
+	case rec.Phase == phSaving && !isSaveImage(s.stateFile().String()):
+		// Shut off, but not by our save: it is the owner's shut-off VM.
+		if err := s.h.seam.Remove(s.stateFile()); err != nil {
+			return s.res, wrap(ErrStateFile, err, "remove a partial state file")
+		}
+		return s.restart(ctx)
+	case rec.Phase == phSaving:
+		if err := s.save(phSaved); err != nil {
+			return s.res, err
+		}
+	case !rec.at(phRestoring) && st.active:
+		return s.res, fmt.Errorf("%w: %s runs although its record says it is saved (%s)", ErrInconsistent, s.req.Domain, rec.Phase)
+	case rec.Phase == phRestoring && !st.active && !st.savedOff:
+		// Restored, then shut down by its owner: never resumed again.
+		if err := s.save(phRestored); err != nil {
+			return s.res, err
+		}
 	}
-	return h.afterSave(ctx, req, plans, own, stateFile, saveXML, t0, res)
+	return s.afterSave(ctx, time.Now())
+}
+
+// restart drops a record under which nothing happened to the VM and, unless
+// only settling, starts afresh.
+func (s *snap) restart(ctx context.Context) (SnapshotResult, error) {
+	if err := s.settled(); err != nil {
+		return s.res, err
+	}
+	s.res = SnapshotResult{StateFile: s.res.StateFile, XMLFile: s.res.XMLFile}
+	if s.req.SettleOnly {
+		return s.res, nil
+	}
+	s.rec = snapRecord{}
+	return s.fresh(ctx)
+}
+
+// resumeShutOff continues the snapshot of a shut-off VM: forward (a
+// settling tidy merges it off again), or on with an interrupted undo.
+func (s *snap) resumeShutOff(ctx context.Context) (SnapshotResult, error) {
+	st, err := s.h.domainState(ctx, s.req.Domain)
+	if err != nil {
+		return s.res, err
+	}
+	if st.active {
+		for _, d := range s.rec.Disks {
+			if d.Phase != dkOverlay {
+				return s.res, fmt.Errorf("%w: %s was started while its disks were being swapped", ErrInconsistent, s.req.Domain)
+			}
+		}
+	}
+	if s.rec.Phase == phRollingBack {
+		if err := s.undoShutOff(errors.New(s.rec.Failure)); err != nil {
+			return s.res, err
+		}
+		return s.res, s.rolledBack()
+	}
+	return s.shutOff(ctx)
+}
+
+// rolledBack is the error of a re-run that finished a rollback: the kind
+// of the failure that started it.
+func (s *snap) rolledBack() error {
+	return fmt.Errorf("%w: %s (rolled back after an interruption: the VM is on its own disks)", kindNamed(s.rec.Kind), s.rec.Failure)
+}
+
+// running saves the VM and goes on with afterSave.
+func (s *snap) running(ctx context.Context) (SnapshotResult, error) {
+	stateFile := s.stateFile()
+	if err := hostio.CheckPath(stateFile); err != nil {
+		return s.res, wrap(ErrSaveFailed, err, "%s", stateFile)
+	}
+	if err := s.save(phSaving); err != nil {
+		return s.res, err
+	}
+	// A failed save (e.g. ENOSPC) leaves the VM running: stop there.
+	t0 := time.Now()
+	err := s.h.op("save "+s.req.Domain+" to "+stateFile.String(), func() error {
+		return s.h.do(func(c *lv.Connect) error {
+			d, err := c.LookupDomainByName(s.req.Domain)
+			if err != nil {
+				return err
+			}
+			defer d.Free()
+			return d.SaveFlags(stateFile.String(), s.rec.SaveXML, 0)
+		})
+	})
+	s.res.Save = time.Since(t0)
+	if err == nil && !isSaveImage(stateFile.String()) {
+		err = errors.New("no complete save image written")
+	}
+	if err != nil {
+		return s.res, s.saveFailed(ctx, err)
+	}
+	if err := s.save(phSaved); err != nil {
+		// The VM is down: it must come back.
+		return s.fail(ctx, err)
+	}
+	return s.afterSave(ctx, t0)
 }
 
 // saveFailed makes sure the VM still runs after a failed save and reports it.
-func (h *Hypervisor) saveFailed(ctx context.Context, domain, stateFile, saveXML string, cause error) error {
-	err := wrap(ErrSaveFailed, cause, "%s", domain)
-	var st lv.DomainState
-	serr := h.doRetry(context.WithoutCancel(ctx), func(c *lv.Connect) error {
-		d, err := c.LookupDomainByName(domain)
-		if err != nil {
-			return err
-		}
-		defer d.Free()
-		st, _, err = d.GetState()
-		if err != nil || st != lv.DOMAIN_SHUTOFF {
-			return err
-		}
-		if !isSaveImage(stateFile) {
-			return errors.New("domain is shut off and there is no save image")
-		}
-		// The save finished after all: bring the VM back from it.
-		return c.DomainRestoreFlags(stateFile, saveXML, 0)
-	})
-	switch {
-	case serr != nil:
+func (s *snap) saveFailed(ctx context.Context, cause error) error {
+	err := wrap(ErrSaveFailed, cause, "%s", s.req.Domain)
+	ctx = context.WithoutCancel(ctx)
+	if werr := s.h.waitNoJob(ctx, s.req.Domain); werr != nil {
+		return fmt.Errorf("%w (and the VM may be down: %v)", err, werr)
+	}
+	st, serr := s.h.domainState(ctx, s.req.Domain)
+	if serr == nil && !st.active && st.savedOff && isSaveImage(s.stateFile().String()) {
+		// The save finished after all: bring the VM back from it, with the
+		// XML the record holds.
+		serr = s.h.op("restore "+s.req.Domain+" from "+s.stateFile().String(), func() error {
+			return s.h.restore(ctx, s.req.Domain, s.stateFile().String(), s.rec.SaveXML)
+		})
+	}
+	if serr != nil {
 		return fmt.Errorf("%w (and the VM may be down: %v)", err, serr)
-	case st == lv.DOMAIN_RUNNING || st == lv.DOMAIN_SHUTOFF:
-		// A partial file, or one the VM was just restored from. Not while
-		// paused: libvirt may still be writing it.
-		os.Remove(stateFile)
+	}
+	if rerr := s.h.seam.Remove(s.stateFile()); rerr != nil {
+		return fmt.Errorf("%w (and %v)", err, rerr)
+	}
+	if rerr := s.settled(); rerr != nil {
+		return fmt.Errorf("%w (and %v)", err, rerr)
 	}
 	return err
 }
@@ -383,92 +651,218 @@ func (h *Hypervisor) restore(ctx context.Context, domain, stateFile, xml string)
 	})
 }
 
-// afterSave does everything from the saved state on: disks, XML, restore,
-// state file. On failure it rolls back to the VM on its own disks.
-func (h *Hypervisor) afterSave(ctx context.Context, req SnapshotRequest, plans []diskPlan, own owner,
-	stateFile, saveXML string, t0 time.Time, res SnapshotResult) (SnapshotResult, error) {
-	statePath, xmlPath, _ := req.paths()
-	fail := func(err error) (SnapshotResult, error) {
-		if rerr := h.rollback(ctx, req.Domain, plans, stateFile, saveXML, xmlPath); rerr != nil {
-			return res, fmt.Errorf("%w; rollback failed too: %v", err, rerr)
-		}
-		return res, fmt.Errorf("%w (rolled back: the VM runs on its own disks)", err)
+// fail rolls a running VM's snapshot back after the save.
+func (s *snap) fail(ctx context.Context, err error) (SnapshotResult, error) {
+	if rerr := s.rollback(ctx, err); rerr != nil {
+		return s.res, rerr
 	}
-	if err := h.swapDisks(ctx, plans, own); err != nil {
-		return fail(err)
-	}
-	if err := h.fail("xml"); err != nil {
-		return fail(wrap(ErrSaveXML, err, "%s", xmlPath))
-	}
-	if err := writeFileSync(xmlPath, []byte(saveXML), 0o644); err != nil {
-		return fail(wrap(ErrSaveXML, err, "%s", xmlPath))
-	}
-
-	t1 := time.Now()
-	err := h.fail("restore")
-	if err == nil {
-		err = h.restore(context.WithoutCancel(ctx), req.Domain, stateFile, saveXML)
-	}
-	res.Restore = time.Since(t1)
-	res.Downtime = time.Since(t0)
-	if err != nil {
-		return fail(wrap(ErrRestoreFailed, err, "%s", req.Domain))
-	}
-	if err := h.verifyOverlays(req.Domain, plans); err != nil {
-		return fail(err)
-	}
-
-	if stateFile != statePath {
-		if err := moveFile(stateFile, statePath); err != nil {
-			// The VM runs on its overlays; a rerun finishes the move.
-			return res, wrap(ErrStateFile, err, "%s", statePath)
-		}
-	}
-	return res, nil
+	return s.res, fmt.Errorf("%w (rolled back: the VM runs on its own disks)", err)
 }
 
-// swapDisks renames each image into RetainDir and creates its overlay.
-func (h *Hypervisor) swapDisks(ctx context.Context, plans []diskPlan, own owner) error {
-	for i := range plans {
-		p := &plans[i]
-		if p.step == diskUntouched {
-			if err := os.Rename(p.Source, p.Retained); err != nil {
-				return wrap(ErrRenameImage, err, "%s", p.Source)
-			}
-			p.step = diskMoved
+// afterSave does everything from the saved state on, each phase once:
+// disks, XML, restore, state file.
+func (s *snap) afterSave(ctx context.Context, t0 time.Time) (SnapshotResult, error) {
+	rec := &s.rec
+	if !rec.at(phXML) {
+		if err := s.swapDisks(ctx); err != nil {
+			return s.fail(ctx, err)
 		}
-		if p.step == diskMoved {
-			// Not the caller's ctx: a half-written overlay helps no one.
-			if err := createOverlay(context.WithoutCancel(ctx), p.Retained, p.format, p.Source); err != nil {
-				os.Remove(p.Source)
-				return wrap(ErrCreateOverlay, err, "%s", p.Source)
+		if err := s.writeXML(); err != nil {
+			return s.fail(ctx, err)
+		}
+		if err := s.save(phXML); err != nil {
+			return s.fail(ctx, err)
+		}
+	}
+	if !rec.at(phRestored) {
+		if err := s.save(phRestoring); err != nil {
+			return s.fail(ctx, err)
+		}
+		st, err := s.h.domainState(ctx, s.req.Domain)
+		if err != nil {
+			return s.fail(ctx, wrap(ErrRestoreFailed, err, "%s", s.req.Domain))
+		}
+		t1 := time.Now()
+		if !st.active {
+			err = s.h.fail("restore")
+			if err == nil {
+				err = s.h.op("restore "+s.req.Domain+" from "+s.stateFile().String(), func() error {
+					return s.h.restore(context.WithoutCancel(ctx), s.req.Domain, s.stateFile().String(), rec.SaveXML)
+				})
 			}
-			p.step = diskDone
-			if err := own.apply(p.Source); err != nil {
+		}
+		s.res.Restore = time.Since(t1)
+		s.res.Downtime = time.Since(t0)
+		if err != nil {
+			return s.fail(ctx, wrap(ErrRestoreFailed, err, "%s", s.req.Domain))
+		}
+		if err := s.h.verifyOverlays(s.req.Domain, s.res.Disks); err != nil {
+			return s.fail(ctx, err)
+		}
+		if err := s.save(phRestored); err != nil {
+			// The VM runs on its overlays; a re-run finishes.
+			return s.res, err
+		}
+	}
+	if !rec.at(phStateMoved) {
+		if err := s.moveState(); err != nil {
+			// The VM runs on its overlays; a re-run finishes the move.
+			return s.res, wrap(ErrStateFile, err, "%s", s.statePath)
+		}
+		if err := s.save(phStateMoved); err != nil {
+			return s.res, err
+		}
+	}
+	return s.res, s.settled()
+}
+
+// moveState brings the state file from the RAM disk into RetainDir: a
+// copy (another filesystem), renamed into place, then the RAM disk's file
+// removed. Run again, it redoes what the record announced.
+func (s *snap) moveState() error {
+	if !s.rec.StateOnRAM || s.ramState.IsZero() {
+		return s.h.seam.Chmod(s.statePath, stateMode)
+	}
+	if !hostio.Exists(s.ramState) {
+		if hostio.IsRegular(s.statePath) {
+			return nil // moved; only the removal was left, and it ran
+		}
+		return fmt.Errorf("%w: %s and %s are both gone", ErrMissingFile, s.ramState, s.statePath)
+	}
+	tmp := s.req.RetainDir.MustJoin(s.req.StateName + ".tmp")
+	err := s.h.op("copy "+s.ramState.String()+" to "+tmp.String(), func() error {
+		in, err := hostio.Open(s.ramState)
+		if err != nil {
+			return err
+		}
+		defer in.Close()
+		var plain *hostio.Seam // the copy is one point of its own
+		return plain.CopyTo(tmp, in, stateMode)
+	})
+	if err != nil {
+		var plain *hostio.Seam
+		_ = plain.Remove(tmp)
+		return err
+	}
+	if err := s.h.seam.Rename(tmp, s.statePath); err != nil {
+		return err
+	}
+	if err := s.h.seam.SyncDir(s.req.RetainDir); err != nil {
+		return err
+	}
+	return s.h.seam.Remove(s.ramState)
+}
+
+// writeXML writes the save XML into RetainDir: the configured mode, never
+// world-readable.
+func (s *snap) writeXML() error {
+	if err := s.h.fail("xml"); err != nil {
+		return wrap(ErrSaveXML, err, "%s", s.xmlPath)
+	}
+	perm := s.own.perm &^ 0o007
+	if s.own.perm == 0 {
+		perm = xmlMode
+	}
+	if err := s.h.seam.WriteFile(s.xmlPath, []byte(s.rec.SaveXML), perm); err != nil {
+		return wrap(ErrSaveXML, err, "%s", s.xmlPath)
+	}
+	if err := s.h.seam.Chown(s.xmlPath, -1, s.own.gid); err != nil {
+		return wrap(ErrSaveXML, err, "%s", s.xmlPath)
+	}
+	return nil
+}
+
+// swapDisks renames each image into RetainDir and creates its overlay,
+// announcing each operation in the record first.
+func (s *snap) swapDisks(ctx context.Context) error {
+	for i := range s.rec.Disks {
+		d := &s.rec.Disks[i]
+		src, err := diskPath(d.Source)
+		if err != nil {
+			return err
+		}
+		ret := s.retainedPath(*d)
+		if d.Phase == "" || d.Phase == dkMoving {
+			if d.Phase == "" {
+				d.Phase = dkMoving
+				if err := s.save(s.rec.Phase); err != nil {
+					return err
+				}
+			}
+			if err := s.moveDisk(src, ret); err != nil {
+				return wrap(ErrRenameImage, err, "%s", d.Source)
+			}
+			d.Phase = dkMoved
+			if err := s.save(s.rec.Phase); err != nil {
 				return err
 			}
-			if err := h.fail("overlay"); err != nil {
-				return wrap(ErrCreateOverlay, err, "%s", p.Source)
+		}
+		if d.Phase == dkMoved || d.Phase == dkOverlaying {
+			if d.Phase == dkMoved {
+				d.Phase = dkOverlaying
+				if err := s.save(s.rec.Phase); err != nil {
+					return err
+				}
+			} else if err := s.removeOverlay(src, ret); err != nil {
+				return wrap(ErrCreateOverlay, err, "%s", d.Source) // a half-made one
+			}
+			if err := hostio.CheckPath(src); err != nil {
+				return wrap(ErrCreateOverlay, err, "%s", d.Source)
+			}
+			err := s.h.op("create overlay "+d.Source, func() error {
+				// Not the caller's ctx: a half-written overlay helps no one.
+				return createOverlay(context.WithoutCancel(ctx), ret.String(), d.Format, src.String())
+			})
+			if err != nil {
+				return wrap(ErrCreateOverlay, err, "%s", d.Source)
+			}
+			if err := s.own.applyAt(s.h.seam, src); err != nil {
+				return err
+			}
+			d.Phase = dkOverlay
+			if err := s.save(s.rec.Phase); err != nil {
+				return err
+			}
+			if err := s.h.fail("overlay"); err != nil {
+				return wrap(ErrCreateOverlay, err, "%s", d.Source)
 			}
 		}
 	}
-	dirs := map[string]bool{}
-	for _, p := range plans {
-		dirs[filepath.Dir(p.Source)] = true
-		dirs[filepath.Dir(p.Retained)] = true
+	dirs := map[hostio.Path]bool{s.req.RetainDir: true}
+	for _, d := range s.rec.Disks {
+		src, _ := diskPath(d.Source)
+		dirs[src.Dir()] = true
 	}
 	for d := range dirs {
-		if err := syncDir(d); err != nil {
+		if err := s.h.seam.SyncDir(d); err != nil {
 			return wrap(ErrRenameImage, err, "sync %s", d)
 		}
 	}
 	return nil
 }
 
+// moveDisk renames an image into RetainDir; after a crash the rename
+// announced may have run already.
+func (s *snap) moveDisk(src, ret hostio.Path) error {
+	if hostio.Exists(ret) && !hostio.Exists(src) {
+		return nil
+	}
+	return s.h.seam.RenameNoReplace(src, ret)
+}
+
+// removeOverlay removes what sits at a disk's path while its image is
+// retained: never unless the retained image is there.
+func (s *snap) removeOverlay(src, ret hostio.Path) error {
+	if !hostio.IsRegular(ret) {
+		return fmt.Errorf("%w: %s is gone: %s left alone", ErrMissingFile, ret, src)
+	}
+	return s.h.seam.Remove(src)
+}
+
 // verifyOverlays checks that the running domain reads each disk through its
 // retained image. Restoring with an XML that says <backingStore/> opens the
 // overlay alone: the guest would read zeros.
-func (h *Hypervisor) verifyOverlays(domain string, plans []diskPlan) error {
+func (h *Hypervisor) verifyOverlays(domain string, disks []RetainedDisk) error {
 	if err := h.fail("verify"); err != nil {
 		return wrap(ErrRestoreFailed, err, "%s", domain)
 	}
@@ -491,7 +885,7 @@ func (h *Hypervisor) verifyOverlays(domain string, plans []diskPlan) error {
 	if err != nil {
 		return wrap(ErrRestoreFailed, err, "%s", domain)
 	}
-	for _, p := range plans {
+	for _, p := range disks {
 		if got := desc.Backing[p.Target]; got != p.Retained {
 			return fmt.Errorf("%w: %s: %s runs backed by %q, not %s", ErrRestoreFailed, domain, p.Target, got, p.Retained)
 		}
@@ -499,149 +893,198 @@ func (h *Hypervisor) verifyOverlays(domain string, plans []diskPlan) error {
 	return nil
 }
 
-// rollback brings the VM back on its original disks from the saved state.
-// Order matters: stop a wrongly restored VM, then disks, then restore.
-func (h *Hypervisor) rollback(ctx context.Context, domain string, plans []diskPlan, stateFile, saveXML, xmlPath string) error {
+// rollback brings the VM back on its original disks from the saved state,
+// each part announced in the record: stop a VM our restore started on the
+// overlays, disks back, then restore. nil: the VM runs on its own disks.
+func (s *snap) rollback(ctx context.Context, cause error) error {
 	ctx = context.WithoutCancel(ctx)
-	err := h.doRetry(ctx, func(c *lv.Connect) error {
-		d, err := c.LookupDomainByName(domain)
-		if err != nil {
-			if errors.Is(err, lv.ERR_NO_DOMAIN) {
-				return nil // transient domain, not restored
+	domain := s.req.Domain
+	failed := func(what string, err error) error {
+		return fmt.Errorf("%w; rollback failed too: %s: %v", cause, what, err)
+	}
+	if s.rec.Phase != phRollingBack && s.rec.Phase != phRBRestoring {
+		s.rec.StopFirst = s.rec.Phase == phRestoring
+		s.rec.Failure, s.rec.Kind = cause.Error(), kindOf(cause)
+		if err := s.save(phRollingBack); err != nil {
+			return errors.Join(cause, err)
+		}
+	}
+	if s.rec.Phase == phRollingBack {
+		if s.rec.StopFirst {
+			// Restored on the overlays for an instant: its memory comes back
+			// from the same state file, so nothing it did is lost twice.
+			err := s.h.op("destroy "+domain, func() error {
+				return s.h.doRetry(ctx, func(c *lv.Connect) error {
+					d, err := c.LookupDomainByName(domain)
+					if errors.Is(err, lv.ERR_NO_DOMAIN) {
+						return nil
+					}
+					if err != nil {
+						return err
+					}
+					defer d.Free()
+					if active, err := d.IsActive(); err != nil || !active {
+						return err
+					}
+					return d.Destroy()
+				})
+			})
+			if err != nil {
+				return failed("stop the restored domain", err)
 			}
-			return err
 		}
-		defer d.Free()
-		if active, err := d.IsActive(); err != nil || !active {
-			return err
+		st, err := s.h.domainState(ctx, domain)
+		if err != nil {
+			return failed("domain state", err)
 		}
-		// Restored on the overlays for an instant: its memory comes back
-		// from the same state file, so nothing it did is lost twice.
-		return d.Destroy()
-	})
+		if st.active {
+			return failed("undo the disks", fmt.Errorf("%s runs", domain))
+		}
+		// Restore even if some disk could not be undone: an overlay still on
+		// its retained image reads the same data as the image did.
+		if undoErr := s.undoDisks(); undoErr != nil {
+			cause = fmt.Errorf("%w; undo failed too: %v", cause, undoErr)
+		} else if err := s.h.seam.Remove(s.xmlPath); err != nil {
+			cause = fmt.Errorf("%w; remove XML: %v", cause, err)
+		}
+		if err := s.save(phRBRestoring); err != nil {
+			return errors.Join(cause, err)
+		}
+	}
+	st, err := s.h.domainState(ctx, domain)
+	if err == nil && !st.active {
+		err = s.h.op("restore "+domain+" from "+s.stateFile().String(), func() error {
+			return s.h.restore(ctx, domain, s.stateFile().String(), s.rec.SaveXML)
+		})
+	}
 	if err != nil {
-		return fmt.Errorf("stop the restored domain: %w", err)
+		return failed(fmt.Sprintf("restore %s on its own disks from %s", domain, s.stateFile()), err)
 	}
-	// Restore even if some disk could not be undone: an overlay still on
-	// its retained image reads the same data as the image did.
-	undoErr := undoDisks(plans)
-	if undoErr == nil {
-		os.Remove(xmlPath)
+	if err := s.h.seam.Remove(s.stateFile()); err != nil { // the VM has moved on from it
+		return failed("remove the state file", err)
 	}
-	if err := h.restore(ctx, domain, stateFile, saveXML); err != nil {
-		return errors.Join(undoErr, fmt.Errorf("restore %s on its own disks from %s: %w", domain, stateFile, err))
+	if err := s.settled(); err != nil {
+		return errors.Join(cause, err)
 	}
-	if undoErr != nil {
-		return fmt.Errorf("VM restored, but %w", undoErr)
-	}
-	os.Remove(stateFile) // the VM has moved on from it
 	return nil
 }
 
-// undoDisks removes overlays and renames the images back, last disk first.
-func undoDisks(plans []diskPlan) error {
-	for i := len(plans) - 1; i >= 0; i-- {
-		p := plans[i]
-		if !exists(p.Retained) {
+// undoDisks removes overlays and renames the images back, last disk first,
+// as far as the record says each went.
+func (s *snap) undoDisks() error {
+	for i := len(s.rec.Disks) - 1; i >= 0; i-- {
+		d := &s.rec.Disks[i]
+		if d.Phase == "" {
 			continue // never moved
 		}
-		if exists(p.Source) {
-			im, err := ImageInfo(p.Source)
-			if err != nil || im.BackingFile != p.Retained {
-				return fmt.Errorf("undo %s: %s is not our overlay, left alone", p.Target, p.Source)
+		src, err := diskPath(d.Source)
+		if err != nil {
+			return err
+		}
+		ret := s.retainedPath(*d)
+		if hostio.Exists(ret) {
+			// The retained image is the disk: what sits at its path is ours.
+			if hostio.Exists(src) {
+				if err := s.removeOverlay(src, ret); err != nil {
+					return fmt.Errorf("undo %s: %w", d.Target, err)
+				}
 			}
-			if err := os.Remove(p.Source); err != nil {
-				return fmt.Errorf("undo %s: %w", p.Target, err)
+			if err := s.h.seam.RenameNoReplace(ret, src); err != nil {
+				return fmt.Errorf("undo %s: %w", d.Target, err)
 			}
 		}
-		if err := os.Rename(p.Retained, p.Source); err != nil {
-			return fmt.Errorf("undo %s: %w", p.Target, err)
+		d.Phase = ""
+		if err := s.save(s.rec.Phase); err != nil {
+			return err
 		}
 	}
-	for _, p := range plans {
-		_ = syncDir(filepath.Dir(p.Source))
-		_ = syncDir(filepath.Dir(p.Retained))
+	dirs := map[hostio.Path]bool{s.req.RetainDir: true}
+	for _, d := range s.rec.Disks {
+		src, _ := diskPath(d.Source)
+		dirs[src.Dir()] = true
+	}
+	for d := range dirs {
+		_ = s.h.seam.SyncDir(d)
 	}
 	return nil
 }
 
-// snapshotShutOff handles a VM that is not running: no state to save, the
-// VM is never started.
-func (h *Hypervisor) snapshotShutOff(ctx context.Context, req SnapshotRequest, domXML string,
-	plans []diskPlan, own owner, res SnapshotResult) (SnapshotResult, error) {
-	statePath, xmlPath, _ := req.paths()
-	x, err := stripBackingStore(domXML)
-	if err != nil {
-		return res, err
-	}
-	fail := func(err error) (SnapshotResult, error) {
-		if uerr := undoDisks(plans); uerr != nil {
-			return res, fmt.Errorf("%w; undo failed too: %v", err, uerr)
+// shutOff snapshots a VM that is not running: no state to save, the VM is
+// never started. Run again, it goes on from the record.
+func (s *snap) shutOff(ctx context.Context) (SnapshotResult, error) {
+	if s.rec.Phase == "" {
+		if err := s.save(phPlanned); err != nil {
+			return s.res, err
 		}
-		os.Remove(xmlPath)
-		os.Remove(statePath)
-		return res, err
 	}
-	if err := writeFileSync(statePath, []byte(statePlaceholder), 0o644); err != nil {
-		return res, wrap(ErrStateFile, err, "%s", statePath)
+	if !s.rec.at(phStateWrite) {
+		if err := s.save(phStateWrite); err != nil {
+			return s.res, err
+		}
 	}
-	if err := h.swapDisks(ctx, plans, own); err != nil {
-		return fail(err)
+	if !s.rec.at(phXML) {
+		if err := s.h.seam.WriteFile(s.statePath, []byte(statePlaceholder), stateMode); err != nil {
+			return s.res, s.undoShutOff(wrap(ErrStateFile, err, "%s", s.statePath))
+		}
+		if err := s.swapDisks(ctx); err != nil {
+			return s.res, s.undoShutOff(err)
+		}
+		if err := s.writeXML(); err != nil {
+			return s.res, s.undoShutOff(err)
+		}
+		if err := s.save(phXML); err != nil {
+			return s.res, err
+		}
 	}
-	if err := h.fail("xml"); err != nil {
-		return fail(wrap(ErrSaveXML, err, "%s", xmlPath))
-	}
-	if err := writeFileSync(xmlPath, []byte(x), 0o644); err != nil {
-		return fail(wrap(ErrSaveXML, err, "%s", xmlPath))
-	}
-	return res, nil
+	return s.res, s.settled()
 }
 
-// finishRunning completes a Snapshot whose VM already runs on its overlays.
-func (h *Hypervisor) finishRunning(ctx context.Context, req SnapshotRequest, desc domainDesc, liveXML string,
-	res SnapshotResult, ramState string) (SnapshotResult, error) {
-	statePath, xmlPath, _ := req.paths()
-	plans := make([]diskPlan, len(res.Disks))
-	for i, d := range res.Disks {
-		plans[i] = diskPlan{RetainedDisk: d, step: diskDone}
-	}
-	if err := h.verifyOverlays(req.Domain, plans); err != nil {
-		return res, fmt.Errorf("%w: %w", ErrInconsistent, err)
-	}
-	switch {
-	case exists(statePath):
-		if ramState != "" && exists(ramState) {
-			os.Remove(ramState) // the move was cut short after its rename
-		}
-	case ramState != "" && exists(ramState):
-		if err := moveFile(ramState, statePath); err != nil {
-			return res, wrap(ErrStateFile, err, "%s", statePath)
-		}
-	default:
-		return res, fmt.Errorf("%w: %s runs on its overlays but its state file is gone", ErrMissingFile, req.Domain)
-	}
-	res.WasRunning = isSaveImage(statePath)
-	if !exists(xmlPath) {
-		x, err := stripBackingStore(liveXML)
-		if err != nil {
-			return res, err
-		}
-		if err := writeFileSync(xmlPath, []byte(x), 0o644); err != nil {
-			return res, wrap(ErrSaveXML, err, "%s", xmlPath)
+// undoShutOff puts a shut-off VM's disks back and removes its files; it
+// returns cause, or why the undo failed too.
+func (s *snap) undoShutOff(cause error) error {
+	if s.rec.Phase != phRollingBack {
+		s.rec.Failure, s.rec.Kind = cause.Error(), kindOf(cause)
+		if err := s.save(phRollingBack); err != nil {
+			return errors.Join(cause, err)
 		}
 	}
-	return res, nil
+	if st, err := s.h.domainState(context.Background(), s.req.Domain); err != nil || st.active {
+		return fmt.Errorf("%w; undo failed too: %s may run on its overlays (%v)", cause, s.req.Domain, err)
+	}
+	if err := s.undoDisks(); err != nil {
+		return fmt.Errorf("%w; undo failed too: %v", cause, err)
+	}
+	for _, p := range []hostio.Path{s.xmlPath, s.statePath} {
+		if err := s.h.seam.Remove(p); err != nil {
+			return fmt.Errorf("%w; undo failed too: %v", cause, err)
+		}
+	}
+	if err := s.settled(); err != nil {
+		return errors.Join(cause, err)
+	}
+	return cause
 }
 
-func (h *Hypervisor) saveImageXML(path string) (string, error) {
-	var x string
-	err := h.do(func(c *lv.Connect) error {
-		var err error
-		x, err = c.DomainSaveImageGetXMLDesc(path, 0)
-		return err
-	})
-	if err != nil {
-		return "", wrap(ErrMissingFile, err, "read the XML of %s", path)
+// kinds are the sentinels a record keeps the name of, so that a re-run
+// that finishes a rollback reports the class of the failure behind it.
+var kinds = []error{ErrNoSpace, ErrSaveFailed, ErrRenameImage, ErrCreateOverlay, ErrOwnership,
+	ErrPermission, ErrSaveXML, ErrStateFile, ErrRestoreFailed, ErrCorruptImage, ErrMissingFile,
+	ErrConnection, ErrDiskMismatch, ErrDomainNotFound}
+
+func kindOf(err error) string {
+	for _, k := range kinds {
+		if errors.Is(err, k) {
+			return k.Error()
+		}
 	}
-	return x, nil
+	return ""
+}
+
+func kindNamed(name string) error {
+	for _, k := range kinds {
+		if k.Error() == name {
+			return k
+		}
+	}
+	return ErrInconsistent
 }

@@ -12,6 +12,7 @@ import (
 
 	lv "libvirt.org/go/libvirt"
 
+	"github.com/stoneycloud/stoney-conductor/internal/hostio"
 	"github.com/stoneycloud/stoney-conductor/internal/testenv"
 )
 
@@ -52,7 +53,7 @@ func TestSnapshotMergeRunning(t *testing.T) {
 	if !isSaveImage(res.StateFile) || res.StateFile != filepath.Join(v.retain, "run1.state") {
 		t.Fatalf("state file %s is not a save image", res.StateFile)
 	}
-	if fi, _ := os.Stat(res.StateFile); fi.Size() < 100<<20 {
+	if fi, _ := os.Stat(res.StateFile); fi.Size() < 100<<20 || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("state file of %d bytes for a 128 MiB VM that filled its RAM", fi.Size())
 	}
 	if _, err := os.Stat(filepath.Join(ramDisk, "run1.state")); !os.IsNotExist(err) {
@@ -216,7 +217,7 @@ func TestSnapshotRefusals(t *testing.T) {
 	h := openH(t)
 	v := newVM(t, "ref", "", 64, true, 0x5a)
 
-	if _, err := h.Snapshot(ctx, SnapshotRequest{Domain: "no-such-vm", RetainDir: v.retain, StateName: "s", XMLName: "x"}); !errors.Is(err, ErrDomainNotFound) {
+	if _, err := h.Snapshot(ctx, SnapshotRequest{Domain: "no-such-vm", RetainDir: v.request("").RetainDir, StateName: "s", XMLName: "x", Record: v.record(nil)}); !errors.Is(err, ErrDomainNotFound) {
 		t.Errorf("unknown VM: %v", err)
 	}
 	if _, err := h.Domain("no-such-vm"); !errors.Is(err, ErrDomainNotFound) || IsTransient(err) {
@@ -241,8 +242,8 @@ func TestSnapshotRefusals(t *testing.T) {
 		t.Errorf("unknown owner: %v", err)
 	}
 	req = v.request(ramDisk)
-	req.RetainDir = filepath.Join(ramDisk, "ref-retain") // another filesystem
-	if err := os.MkdirAll(req.RetainDir, 0o755); err != nil {
+	req.RetainDir = hostio.In(ramDisk).MustJoin("ref-retain") // another filesystem
+	if err := os.MkdirAll(req.RetainDir.String(), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := h.Snapshot(ctx, req); !errors.Is(err, ErrRenameImage) {
@@ -330,51 +331,216 @@ func TestSnapshotRollback(t *testing.T) {
 	offlineReads(t, res.Disks[1].Retained, 0x1f, 24<<20, 1<<20)
 }
 
-// After a crash between save and restore, Snapshot goes on from the saved
-// state: here the save was done and one of two images already renamed.
-func TestSnapshotResumesAfterCrash(t *testing.T) {
+// A snapshot crashed just before or just after any one of its operations,
+// then run again by a fresh process, ends with the VM running on a valid
+// chain (overlay on the retained image) and the guest reading its data.
+func TestSnapshotCrashedAtEveryOperationEndsRunningOnAValidChain(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	h := openH(t)
-	v := newVM(t, "crash", "", 64, true, 0x21, 0x22)
+	v := newVM(t, "crashes", "", 64, true, 0x21)
+	src := v.spec.Disks[0].Path
+	reset := func(h *Hypervisor, res SnapshotResult) {
+		t.Helper()
+		if _, err := h.Merge(ctx, MergeRequest{Domain: "crashes", Disks: res.Disks}); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.RemoveAll(v.retain); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.MkdirAll(v.retain, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Count the operations of an undisturbed run.
+	var ops []string
+	seam := &hostio.Seam{Trace: func(n int, op string) { ops = append(ops, op) }}
+	h := ownH(t)
+	h.SetSeam(seam)
 	req := v.request(ramDisk)
-	err := h.withDomain("crash", func(_ *lv.Connect, d *lv.Domain) error {
-		x, err := d.GetXMLDesc(lv.DOMAIN_XML_MIGRATABLE)
-		if err != nil {
-			return err
-		}
-		if x, err = stripBackingStore(x); err != nil {
-			return err
-		}
-		return d.SaveFlags(filepath.Join(ramDisk, req.StateName), x, 0)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	vdb := v.spec.Disks[1].Path
-	if err := os.Rename(vdb, filepath.Join(v.retain, filepath.Base(vdb))); err != nil {
-		t.Fatal(err)
-	}
-	if v.running(t, h) {
-		t.Fatal("VM runs after save")
-	}
+	req.Record = v.record(seam)
 	res, err := h.Snapshot(ctx, req)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !res.WasRunning || !isSaveImage(res.StateFile) {
-		t.Fatalf("%+v", res)
+	reset(h, res)
+	if len(ops) < 15 {
+		t.Fatalf("only %d operations pass the seam: %v", len(ops), ops)
 	}
-	v.guestReadsOriginal(t)
-	for _, d := range res.Disks {
-		if im, err := ImageInfo(d.Source); err != nil || im.BackingFile != d.Retained {
-			t.Fatalf("%s: %+v %v", d.Target, im, err)
+	held := 0
+	for n := 1; n <= len(ops); n++ {
+		for _, kind := range []hostio.FaultKind{hostio.CrashBefore, hostio.CrashAfter} {
+			f := hostio.Fault{Kind: kind, N: n}
+			crashed := make(chan string, 1)
+			seam := &hostio.Seam{Crash: func(op string, _ int) {
+				crashed <- op
+				select {} // the process is gone: nothing after this runs
+			}}
+			seam.Arm(f)
+			dead, err := Open(lvd.URI)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dead.SetSeam(seam)
+			req := v.request(ramDisk)
+			req.Record = v.record(seam)
+			done := make(chan error, 1)
+			go func() { _, err := dead.Snapshot(ctx, req); done <- err }()
+			var op string
+			select {
+			case op = <-crashed:
+			case err := <-done:
+				t.Fatalf("%s: the run ended without reaching its point: %v", f, err)
+			}
+			// A new process runs the step again.
+			h := ownH(t)
+			res, err := h.Snapshot(ctx, v.request(ramDisk))
+			if err != nil {
+				t.Fatalf("%s (%s): re-run: %v", f, op, err)
+			}
+			if !v.running(t, h) {
+				t.Fatalf("%s (%s): VM not running", f, op)
+			}
+			if im, err := ImageInfo(src); err != nil || im.BackingFile != res.Disks[0].Retained {
+				t.Fatalf("%s (%s): %s is not an overlay of its retained image: %+v %v", f, op, src, im, err)
+			}
+			if err := CheckImage(res.Disks[0].Retained); err != nil {
+				t.Fatalf("%s (%s): %v", f, op, err)
+			}
+			if hostio.Exists(v.record(nil).Path) || hostio.Exists(hostio.In(ramDisk).MustJoin("crashes.state")) {
+				t.Fatalf("%s (%s): record or RAM disk state left", f, op)
+			}
+			v.guestReadsOriginal(t)
+			reset(h, res)
+			held++
+			t.Logf("%s %s: held", f, op)
 		}
 	}
-	if _, err := h.Merge(ctx, MergeRequest{Domain: "crash", Disks: res.Disks}); err != nil {
+	t.Logf("crash points: %d held of %d", held, 2*len(ops))
+}
+
+// After a completed snapshot the guest shuts itself down; the step run
+// again (a resumed step, a tidy) must not start it from the old memory.
+func TestShutDownGuestIsNeverResumedFromAnOldState(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	h := openH(t)
+	v := newVM(t, "shut", "", 64, true, 0x41)
+	req := v.request(ramDisk)
+	if _, err := h.Snapshot(ctx, req); err != nil {
 		t.Fatal(err)
 	}
-	v.guestReadsOriginal(t)
+	destroy(t, "shut")
+	res, err := h.Snapshot(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	settle := req
+	settle.SettleOnly = true
+	if _, err := h.Snapshot(ctx, settle); err != nil {
+		t.Fatal(err)
+	}
+	if v.running(t, h) {
+		t.Fatal("a VM its owner shut down was started from an old state")
+	}
+	if !res.WasRunning || !isSaveImage(res.StateFile) {
+		t.Fatalf("the backup lost its state: %+v", res)
+	}
+}
+
+// A save image planted at the state file's path on the RAM disk, made by
+// another VM, is never restored (with its own XML) by the root daemon.
+func TestPlantedSaveImageIsNeverRestored(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	h := openH(t)
+	other := newVM(t, "plantsrc", "", 64, true, 0x51)
+	v := newVM(t, "planted", "", 64, false, 0x52)
+	save(t, "plantsrc", filepath.Join(ramDisk, "planted.state"))
+	res, err := h.Snapshot(ctx, v.request(ramDisk))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if other.running(t, h) || v.running(t, h) || res.WasRunning {
+		t.Fatalf("the planted image was restored: %+v", res)
+	}
+	if _, err := os.Stat(filepath.Join(ramDisk, "planted.state")); !os.IsNotExist(err) {
+		t.Fatalf("planted image left: %v", err)
+	}
+	offlineReads(t, res.Disks[0].Source, 0x52, testenv.PatternOffset, testenv.PatternLength)
+}
+
+// A state file left on the RAM disk (a move cut short, no record naming it)
+// is not resumed by the next backup of the VM while it is shut off.
+func TestStrayStateOnRAMDiskIsNotResumed(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	h := openH(t)
+	v := newVM(t, "stray", "", 64, true, 0x61)
+	save(t, "stray", filepath.Join(ramDisk, "stray.state"))
+	res, err := h.Snapshot(ctx, v.request(ramDisk))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.running(t, h) || res.WasRunning {
+		t.Fatalf("a stray state file was resumed: %+v", res)
+	}
+	if b, err := os.ReadFile(res.StateFile); err != nil || !strings.Contains(string(b), "not running") {
+		t.Fatalf("state file %q %v", b, err)
+	}
+}
+
+// A disk whose file is named like the backup's own XML would be retained
+// beside it and overwritten by it: refused before anything is touched.
+func TestDiskNamedLikeBackupFilesIsRefused(t *testing.T) {
+	t.Parallel()
+	h := openH(t)
+	v := newVMWithDisk(t, "named", "named.xml", true, 0x71)
+	if err := testenv.WaitGuestFilled(v.spec, 2*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.Snapshot(context.Background(), v.request(ramDisk)); !errors.Is(err, ErrRenameImage) {
+		t.Fatalf("got %v, want a refusal", err)
+	}
+	v.onOwnDisks(t, h, true)
+}
+
+// The state file is the guest's RAM: no group or world read; the XML is
+// never world-readable, whatever mode the images get.
+func TestStateFileIsNotGroupReadable(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	h := openH(t)
+	v := newVM(t, "modes", "", 64, false, 0x81)
+	req := v.request(ramDisk)
+	req.Ownership.Perm = 0o664
+	res, err := h.Snapshot(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for f, want := range map[string]os.FileMode{res.StateFile: 0o600, res.XMLFile: 0o660} {
+		if fi, err := os.Stat(f); err != nil || fi.Mode().Perm() != want {
+			t.Errorf("%s: %v %v, want %v", f, fi.Mode(), err, want)
+		}
+	}
+}
+
+func destroy(t *testing.T, name string) {
+	t.Helper()
+	err := sharedH.withDomain(name, func(_ *lv.Connect, d *lv.Domain) error { return d.Destroy() })
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// save saves a running domain to path with its own XML, as a leftover or a
+// planted image would be.
+func save(t *testing.T, name, path string) {
+	t.Helper()
+	err := sharedH.withDomain(name, func(_ *lv.Connect, d *lv.Domain) error { return d.Save(path) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(path) })
 }
 
 // A libvirtd restart drops the connection: the error says transient, and

@@ -32,7 +32,7 @@ func (fileHypervisor) Domain(name string) (libvirt.DomainInfo, error) {
 
 func (fileHypervisor) Snapshot(ctx context.Context, req libvirt.SnapshotRequest) (libvirt.SnapshotResult, error) {
 	res := libvirt.SnapshotResult{WasRunning: true,
-		StateFile: filepath.Join(req.RetainDir, req.StateName), XMLFile: filepath.Join(req.RetainDir, req.XMLName)}
+		StateFile: filepath.Join(req.RetainDir.String(), req.StateName), XMLFile: filepath.Join(req.RetainDir.String(), req.XMLName)}
 	if err := os.WriteFile(res.StateFile, []byte("state of "+req.Domain), 0o600); err != nil {
 		return res, err
 	}
@@ -40,7 +40,7 @@ func (fileHypervisor) Snapshot(ctx context.Context, req libvirt.SnapshotRequest)
 		return res, err
 	}
 	for _, d := range req.Disks {
-		retained := filepath.Join(req.RetainDir, filepath.Base(d.Source))
+		retained := filepath.Join(req.RetainDir.String(), filepath.Base(d.Source))
 		if err := copyFile(d.Source, retained); err != nil {
 			return res, err
 		}

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/stoneycloud/stoney-conductor/internal/hostio"
 	"github.com/stoneycloud/stoney-conductor/ldapschema"
 	"github.com/stoneycloud/stoney-conductor/libvirt"
 )
@@ -42,34 +44,44 @@ func (a *Agent) survey(vm ldapschema.VM) logrus.Fields {
 // tidy settles what a finished leaf left on this host. After a crash, a
 // deadline or a cancelled restore, its retain directory may hold unretained
 // files, a saved state of a VM that was never resumed, or images the live
-// overlays still read from. In that order of evidence: a VM saved but not
-// restored is brought back (the snapshot is completed on the VM's side), live
-// disks are merged off the retained images, and only then is the directory
-// removed. Never does it remove a file a live disk reads from.
+// overlays still read from. The intent records decide, never the files: an
+// open snapshot record is settled by the adapter (which resumes the VM only
+// when its record says it is saved and not yet restored), live disks are
+// merged off the retained images, and only then, with no record of the leaf
+// still open, is the directory removed. Never does it remove a file a live
+// disk reads from.
 func (a *Agent) tidy(ctx context.Context, vm ldapschema.VM, leaf ldapschema.Leaf) error {
 	log := a.o.Log.WithFields(logrus.Fields{"vm": vm.Name, "leaf": leaf.DN})
 	j, err := a.prepare(vm, leaf, log)
 	if err != nil {
 		return nil // no usable config: nothing of ours can be there
 	}
-	dir := j.layout.RetainDir()
-	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+	dir := j.layout.RetainPath()
+	open, err := j.openRecords()
+	if err != nil {
+		return err
+	}
+	if !hostio.Exists(dir) && len(open) == 0 {
 		return nil
 	}
-	log.WithFields(a.survey(vm)).WithField("dir", dir).Warn("a finished leaf left files in the retain directory; settling them")
+	log.WithFields(a.survey(vm)).WithField("dir", dir.String()).WithField("records", open).
+		Warn("a finished leaf left files or intent records; settling them")
 
-	info, err := a.o.Hypervisor.Domain(vm.Name)
-	if err != nil {
-		return err // cannot tell: keep everything, try again later
-	}
-	if !info.Running && a.savedNotRestored(j) {
-		// The snapshot stopped between save and restore: finish its VM part.
-		if _, err := a.o.Hypervisor.Snapshot(ctx, a.snapshotRequest(j)); err != nil {
+	if slices.Contains(open, "snapshot") {
+		req := a.snapshotRequest(j)
+		req.SettleOnly = true
+		if _, err := a.o.Hypervisor.Snapshot(ctx, req); err != nil {
 			return err
 		}
-		log.Info("VM saved by an interrupted snapshot is running again")
+		log.Info("the interrupted snapshot is settled")
+		if open, err = j.openRecords(); err != nil {
+			return err
+		}
 	}
-	used, err := j.retainedInUse(dir)
+	if !hostio.Exists(dir) {
+		return nil
+	}
+	used, err := j.retainedInUse(dir.String())
 	if err != nil {
 		return err
 	}
@@ -77,31 +89,38 @@ func (a *Agent) tidy(ctx context.Context, vm ldapschema.VM, leaf ldapschema.Leaf
 		if _, err := a.o.Hypervisor.Merge(ctx, libvirt.MergeRequest{Domain: vm.Name, Disks: j.retained(), BandwidthMiBs: uint64(max(j.cfg.BandwidthMerge, 0))}); err != nil {
 			return err
 		}
-		if used, err = j.retainedInUse(dir); err != nil || used {
+		if used, err = j.retainedInUse(dir.String()); err != nil || used {
 			log.Warn("retained images still back a live disk after the merge; kept")
 			return err
 		}
 		log.Info("live disks merged off the retained images")
 	}
-	log.WithField("dir", dir).Info("removing what a finished leaf left in the retain directory")
-	return os.RemoveAll(dir)
+	if len(open) > 0 {
+		// A step left its record open on purpose (e.g. a restore whose
+		// put-back failed parks the VM's memory here): keep everything.
+		log.WithField("records", open).Warn("intent records of the leaf are still open; the retain directory is kept")
+		return nil
+	}
+	log.WithField("dir", dir.String()).Info("removing what a finished leaf left in the retain directory")
+	return j.seam.RemoveAll(dir)
 }
 
-// savedNotRestored: a real saved state (not the placeholder) waits in the
-// retain directory or on the RAM disk.
-func (a *Agent) savedNotRestored(j *job) bool {
-	for _, p := range []string{
-		filepath.Join(j.layout.RetainDir(), j.layout.StateName()),
-		filepath.Join(j.cfg.RAMDisk, j.layout.StateName()),
-	} {
-		if j.cfg.RAMDisk == "" && !strings.HasPrefix(p, j.layout.RetainDir()) {
-			continue
-		}
-		if libvirt.IsSaveImage(p) {
-			return true
+// openRecords names the steps of the leaf whose intent record is open.
+func (j *job) openRecords() ([]string, error) {
+	ents, err := os.ReadDir(j.records.String())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range ents {
+		if n, ok := strings.CutSuffix(e.Name(), ".json"); ok && e.Type().IsRegular() {
+			out = append(out, n)
 		}
 	}
-	return false
+	return out, nil
 }
 
 // retainedInUse says whether a live disk's backing chain reaches into dir.

@@ -61,6 +61,28 @@ func (l Layout) StateName() string { return l.VM + ".state" }
 func (l Layout) XMLName() string   { return l.VM + ".xml" }
 func (l Layout) LDIFName() string  { return l.VM + ".ldif" }
 
+// ownFiles are the names the backup itself writes in the leaf's directories,
+// with the temporary forms they pass through.
+func (l Layout) ownFiles() []string {
+	var out []string
+	for _, n := range []string{l.StateName(), l.XMLName(), l.LDIFName()} {
+		out = append(out, n, n+".tmp", n+".partial")
+	}
+	return out
+}
+
+// CheckDiskName refuses a disk file whose name is one of the backup's own
+// files: retained beside them, it would be overwritten by one (and a
+// rollback would put that file in place as the disk).
+func (l Layout) CheckDiskName(base string) error {
+	for _, n := range l.ownFiles() {
+		if base == n {
+			return fmt.Errorf("disk file %q has the name of the backup's own %s file", base, n)
+		}
+	}
+	return nil
+}
+
 // BackupName is the name a retained file gets in the backup directory.
 func (l Layout) BackupName(name string) string { return name + "." + l.Leaf }
 

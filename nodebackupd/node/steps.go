@@ -107,6 +107,11 @@ func (a *Agent) prepare(vm ldapschema.VM, leaf ldapschema.Leaf, log logrus.Field
 	if err := layout.Validate(); err != nil {
 		return nil, fail(ldapschema.RCUnsupportedParameter, err)
 	}
+	for _, d := range disks {
+		if err := layout.CheckDiskName(filepath.Base(d.Source)); err != nil {
+			return nil, fail(ldapschema.RCUnsupportedParameter, err)
+		}
+	}
 	log.WithField("config", source).Debug("effective backup config")
 	records := hostio.In(a.o.StateDir).MustJoin("intent", vm.Name, leaf.Name)
 	return &job{vm: vm, leaf: leaf, cfg: cfg, layout: layout, disks: disks, log: log,
@@ -118,43 +123,88 @@ func isDir(path string) bool {
 	return err == nil && st.IsDir()
 }
 
-// mkdirOwned creates dir (and parents below root) with the configured directory
-// owner, group and permission.
+// isDirAt: p is a directory, reached without following a link below its root.
+func isDirAt(p hostio.Path) bool {
+	fi, err := hostio.Lstat(p)
+	return err == nil && fi.IsDir()
+}
+
+// beneathRoots holds dir with the configured root (retain or backup) it lies in.
+func (j *job) beneathRoots(dir string) (hostio.Path, error) {
+	for _, root := range []string{j.layout.RetainRoot, j.layout.BackupRoot} {
+		if p, err := hostio.Beneath(root, dir); err == nil {
+			return p, nil
+		}
+	}
+	return hostio.Path{}, fmt.Errorf("%s is outside the configured roots", dir)
+}
+
+// mkdirOwned creates dir (and parents below its root) with the configured
+// directory owner, group and permission.
 func (j *job) mkdirOwned(dir string) error {
+	p, err := j.beneathRoots(dir)
+	if err != nil {
+		return fail(ldapschema.RCCannotCreateDirectory, err)
+	}
+	return j.mkdirOwnedAt(p)
+}
+
+// mkdirOwnedAt is mkdirOwned beneath a root: a link on the way is never
+// followed, and each directory it creates gets the configured owner and mode.
+func (j *job) mkdirOwnedAt(p hostio.Path) error {
 	perm := j.cfg.DirPermission
 	if perm == 0 {
 		perm = 0o770
 	}
-	if err := os.MkdirAll(dir, perm); err != nil {
-		return fail(ldapschema.RCCannotCreateDirectory, err)
-	}
-	if err := chown(dir, j.cfg.DirOwner, j.cfg.DirGroup); err != nil {
+	uid, gid, err := lookupOwner(j.cfg.DirOwner, j.cfg.DirGroup)
+	if err != nil {
 		return fail(ldapschema.RCCannotChownDirectory, err)
 	}
-	if err := os.Chmod(dir, perm); err != nil {
-		return fail(ldapschema.RCCannotChmodDirectory, err)
+	created, err := j.seam.MkdirAll(p, perm)
+	if err != nil {
+		return fail(ldapschema.RCCannotCreateDirectory, err)
+	}
+	if len(created) == 0 || created[len(created)-1] != p {
+		created = append(created, p)
+	}
+	for _, d := range created {
+		if err := j.seam.Chown(d, uid, gid); err != nil {
+			return fail(ldapschema.RCCannotChownDirectory, err)
+		}
+		if err := j.seam.Chmod(d, perm); err != nil {
+			return fail(ldapschema.RCCannotChmodDirectory, err)
+		}
 	}
 	return nil
 }
 
-// chown sets owner and group by name ("" leaves that part).
-func chown(path, owner, group string) error {
-	uid, gid := -1, -1
+// lookupOwner resolves owner and group names ("" keeps that part: -1).
+func lookupOwner(owner, group string) (uid, gid int, err error) {
+	uid, gid = -1, -1
 	if owner != "" {
 		u, err := user.Lookup(owner)
 		if err != nil {
-			return err
+			return uid, gid, err
 		}
 		uid, _ = strconv.Atoi(u.Uid)
 	}
 	if group != "" {
 		g, err := user.LookupGroup(group)
 		if err != nil {
-			return err
+			return uid, gid, err
 		}
 		gid, _ = strconv.Atoi(g.Gid)
 	}
-	return os.Chown(path, uid, gid)
+	return uid, gid, nil
+}
+
+// privateMode is the mode of the backup's XML and LDIF files: the configured
+// mode without world bits (the state file, the guest's RAM, is 0600).
+func (j *job) privateMode() os.FileMode {
+	if j.cfg.Permission == 0 {
+		return 0o600
+	}
+	return j.cfg.Permission.Perm() &^ 0o007
 }
 
 // checkRoots refuses to start when the configured locations are not there.
@@ -170,7 +220,7 @@ func (j *job) checkRoots() error {
 
 // snapshot: the seed's Snapshot sub-process. The VM's subtree goes to <vm>.ldif;
 // the adapter saves the state, swaps the disks for overlays, dumps the XML and
-// restores the VM, or rolls everything back.
+// restores the VM, or rolls everything back, following its intent record.
 func (a *Agent) snapshot(ctx context.Context, j *job) ([]string, error) {
 	if err := j.checkRoots(); err != nil {
 		return nil, err
@@ -183,20 +233,21 @@ func (a *Agent) snapshot(ctx context.Context, j *job) ([]string, error) {
 	if _, err := a.o.Hypervisor.Domain(j.vm.Name); err != nil {
 		return nil, err
 	}
-	dir := j.layout.RetainDir()
-	if err := j.mkdirOwned(dir); err != nil {
+	dir := j.layout.RetainPath()
+	if err := j.mkdirOwnedAt(dir); err != nil {
 		return nil, err
 	}
+	ldifPath := dir.MustJoin(j.layout.LDIFName())
 	cleanup := func() {
-		os.Remove(filepath.Join(dir, j.layout.LDIFName()))
-		os.Remove(dir) // only if empty: never remove a retained image here
+		_ = j.seam.Remove(ldifPath)
+		_ = j.seam.Remove(dir) // only if empty: never remove a retained image here
 	}
 	ldif, err := a.subtreeLDIF(j.vm.Name)
 	if err != nil {
 		cleanup()
 		return nil, fail(ldapschema.RCCannotSaveBackendEntry, err)
 	}
-	if err := writeFileSync(filepath.Join(dir, j.layout.LDIFName()), []byte(ldif), 0o600); err != nil {
+	if err := j.seam.WriteFile(ldifPath, []byte(ldif), j.privateMode()); err != nil {
 		cleanup()
 		return nil, fail(ldapschema.RCCannotSaveBackendEntry, err)
 	}
@@ -210,15 +261,19 @@ func (a *Agent) snapshot(ctx context.Context, j *job) ([]string, error) {
 }
 
 func (a *Agent) snapshotRequest(j *job) libvirt.SnapshotRequest {
-	return libvirt.SnapshotRequest{
+	req := libvirt.SnapshotRequest{
 		Domain:    j.vm.Name,
 		Disks:     j.disks,
-		RAMDisk:   j.cfg.RAMDisk,
-		RetainDir: j.layout.RetainDir(),
+		RetainDir: j.layout.RetainPath(),
 		StateName: j.layout.StateName(),
 		XMLName:   j.layout.XMLName(),
 		Ownership: libvirt.Ownership{Owner: j.cfg.Owner, Group: j.cfg.Group, Perm: j.cfg.Permission},
+		Record:    j.record("snapshot"),
 	}
+	if j.cfg.RAMDisk != "" {
+		req.RAMDisk = hostio.In(j.cfg.RAMDisk)
+	}
+	return req
 }
 
 // subtreeLDIF is the VM's entry and its children, without the backup leaves.
@@ -255,16 +310,17 @@ func (a *Agent) retain(ctx context.Context, j *job) ([]string, error) {
 	if err := j.checkRoots(); err != nil {
 		return nil, err
 	}
-	src, dst := j.layout.RetainDir(), j.layout.BackupDir()
+	src, dst := j.layout.RetainPath(), j.layout.BackupPath()
 	type file struct {
 		name  string
 		code  ldapschema.ReturnCode
 		image bool
+		perm  os.FileMode
 	}
 	files := []file{
-		{j.layout.StateName(), ldapschema.RCCannotCopyToBackup, false},
-		{j.layout.XMLName(), ldapschema.RCCannotCopyXML, false},
-		{j.layout.LDIFName(), ldapschema.RCCannotCopyBackendFile, false},
+		{j.layout.StateName(), ldapschema.RCCannotCopyToBackup, false, 0o600}, // the guest's RAM
+		{j.layout.XMLName(), ldapschema.RCCannotCopyXML, false, j.privateMode()},
+		{j.layout.LDIFName(), ldapschema.RCCannotCopyBackendFile, false, j.privateMode()},
 	}
 	for _, d := range j.retained() {
 		// Never move an image a live disk still reads from.
@@ -275,34 +331,37 @@ func (a *Agent) retain(ctx context.Context, j *job) ([]string, error) {
 		if info.BackingFile != "" && filepath.Clean(info.BackingFile) == filepath.Clean(d.Retained) {
 			return nil, failf(ldapschema.RCCannotRemoveOldImage, "%s still depends on %s: not merged", d.Source, d.Retained)
 		}
-		files = append(files, file{filepath.Base(d.Retained), ldapschema.RCCannotCopyImage, true})
+		files = append(files, file{filepath.Base(d.Retained), ldapschema.RCCannotCopyImage, true, j.cfg.Permission})
 	}
-	if !isDir(src) && isDir(dst) {
+	if !isDirAt(src) && isDirAt(dst) {
 		// A run that removed the retain directory already finished; check it did all.
 		for _, f := range files {
-			if _, err := os.Stat(filepath.Join(dst, j.layout.BackupName(f.name))); err != nil {
+			if !hostio.IsRegular(dst.MustJoin(j.layout.BackupName(f.name))) {
 				return nil, failf(ldapschema.RCMissingFiles, "retain directory gone and %s missing", f.name)
 			}
 		}
 		return []string{"retain: " + seconds(time.Since(start))}, nil
 	}
-	if err := j.mkdirOwned(dst); err != nil {
+	if err := j.mkdirOwnedAt(dst); err != nil {
 		return nil, err
+	}
+	uid, gid, err := lookupOwner(j.cfg.Owner, j.cfg.Group)
+	if err != nil {
+		return nil, fail(ldapschema.RCCannotChownImage, err)
 	}
 	var total int64
 	var srcs []string
 	for _, f := range files {
-		srcs = append(srcs, filepath.Join(src, f.name))
+		srcs = append(srcs, src.MustJoin(f.name).String())
 	}
 	m := a.newMeter(j, "retain", srcs)
 	for _, f := range files {
-		from, to := filepath.Join(src, f.name), filepath.Join(dst, j.layout.BackupName(f.name))
-		fromP, toP := j.layout.RetainPath().MustJoin(f.name), j.layout.BackupPath().MustJoin(j.layout.BackupName(f.name))
-		if _, err := os.Stat(from); err != nil {
-			if _, derr := os.Stat(to); derr == nil {
+		fromP, toP := src.MustJoin(f.name), dst.MustJoin(j.layout.BackupName(f.name))
+		if !hostio.Exists(fromP) {
+			if hostio.IsRegular(toP) {
 				continue // copied and removed by an earlier run
 			}
-			return nil, failf(ldapschema.RCMissingFiles, "%s: %v", from, err)
+			return nil, failf(ldapschema.RCMissingFiles, "%s is missing", fromP)
 		}
 		same, err := SameFile(fromP, toP)
 		if err != nil {
@@ -310,7 +369,7 @@ func (a *Agent) retain(ctx context.Context, j *job) ([]string, error) {
 		}
 		if !same {
 			prog, finished := m.file()
-			n, err := CopyFile(ctx, j.seam, fromP, toP, j.cfg.Permission, prog)
+			n, err := CopyFile(ctx, j.seam, fromP, toP, f.perm, prog)
 			if err != nil {
 				return nil, fail(f.code, err)
 			}
@@ -318,7 +377,7 @@ func (a *Agent) retain(ctx context.Context, j *job) ([]string, error) {
 			total += n
 		}
 		if f.image {
-			if err := chown(to, j.cfg.Owner, j.cfg.Group); err != nil {
+			if err := j.seam.Chown(toP, uid, gid); err != nil {
 				return nil, fail(ldapschema.RCCannotChownImage, err)
 			}
 		}
@@ -326,12 +385,12 @@ func (a *Agent) retain(ctx context.Context, j *job) ([]string, error) {
 	// Every copy is complete and checked: now the retained files may go.
 	var left []string
 	for _, f := range files {
-		if err := os.Remove(filepath.Join(src, f.name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		if err := j.seam.Remove(src.MustJoin(f.name)); err != nil {
 			left = append(left, f.name)
 		}
 	}
-	if err := os.Remove(src); err != nil && !errors.Is(err, os.ErrNotExist) {
-		left = append(left, src)
+	if err := j.seam.Remove(src); err != nil {
+		left = append(left, src.String())
 	}
 	if len(left) > 0 {
 		return nil, failf(ldapschema.RCRetainNotEmpty, "left in retain: %s", strings.Join(left, ", "))
@@ -340,15 +399,17 @@ func (a *Agent) retain(ctx context.Context, j *job) ([]string, error) {
 	return []string{"retain: " + seconds(time.Since(start)), fmt.Sprintf("retainBytes: %d", total)}, nil
 }
 
-// delete: remove this iteration's files from the backup location.
+// delete: remove this iteration's files from the backup location, beneath
+// the backup root (a planted link is removed, never followed).
 func (a *Agent) delete(ctx context.Context, j *job) ([]string, error) {
 	start := time.Now()
-	if err := os.RemoveAll(j.layout.BackupDir()); err != nil {
+	if err := j.seam.RemoveAll(j.layout.BackupPath()); err != nil {
 		return nil, fail(ldapschema.RCCannotRemoveFile, err)
 	}
 	return []string{"delete: " + seconds(time.Since(start))}, nil
 }
 
+// writeFileSync writes a file of the restore step.
 func writeFileSync(path string, data []byte, perm os.FileMode) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm)
 	if err != nil {
