@@ -276,7 +276,7 @@ func (c *Controller) fsmLeaf(e *ldap.Entry, key string) (fsm.Leaf, bool) {
 		Key: e.DN, VM: vm, Name: name, Host: host, Mode: mode,
 		State: e.GetAttributeValue(ldapschema.AttrState), ReturnValue: rv, ReturnMissing: missing,
 		Backup:      ldapschema.ParseBackupRecord(e.GetAttributeValues(ldapschema.AttrExecutionTime)),
-		LastRestore: restoreOutcomeOf(ldapschema.ParseRestoreRecord(e.GetAttributeValues(ldapschema.AttrDescription))),
+		LastRestore: ldapschema.ParseRestoreRecord(e.GetAttributeValues(ldapschema.AttrDescription)).Outcome(),
 	}, true
 }
 

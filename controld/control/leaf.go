@@ -27,21 +27,6 @@ func atoiOr(s string, def int) int {
 	return n
 }
 
-// fsmLeafOf is the one conversion of a parsed leaf to fsm's view, records
-// included; host is the VM's node where the caller knows it.
-func fsmLeafOf(l ldapschema.Leaf, host string) fsm.Leaf {
-	m, _ := fsm.ParseMode(l.Mode)
-	return fsm.Leaf{Key: l.DN, VM: l.VM, Name: l.Name, Host: host, Mode: m, State: l.State,
-		ReturnValue: l.ReturnValue, Backup: l.Backup, LastRestore: restoreOutcomeOf(l.LastRestore)}
-}
-
-func restoreOutcomeOf(r *ldapschema.RestoreRecord) *fsm.RestoreOutcome {
-	if r == nil {
-		return nil
-	}
-	return &fsm.RestoreOutcome{Result: fsm.RestoreResult(r.Result), Code: r.Code, Step: fsm.Mode(r.Step), At: r.At}
-}
-
 // modeChange translates w into one compare-and-swap modify; exec is the
 // leaf's sstProvisioningExecutionTime as read, for the backup record to join.
 func modeChange(w fsm.Write, exec []string) ldapschema.ModeChange {

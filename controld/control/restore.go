@@ -41,7 +41,7 @@ func Leaves(store *ldapschema.Store, vm string) ([]ldapschema.Leaf, error) {
 
 // Restorable is fsm.Restorable: finished, and the backup not known to have
 // failed. A restore that failed, was refused or was cancelled keeps it so.
-func Restorable(l ldapschema.Leaf) bool { return fsm.Restorable(fsmLeafOf(l, "")) }
+func Restorable(l ldapschema.Leaf) bool { return fsm.Restorable(l.FSM("")) }
 
 // StartRestore asks the node for the small files of leaf: the web UI's first
 // write, refused by fsm.RestoreMayStart while another leaf of the VM is busy.
@@ -53,7 +53,7 @@ func StartRestore(store *ldapschema.Store, vm, leaf string, now time.Time) (stri
 	var target *ldapschema.Leaf
 	var all []fsm.Leaf
 	for i := range leaves {
-		all = append(all, fsmLeafOf(leaves[i], ""))
+		all = append(all, leaves[i].FSM(""))
 		if leaves[i].Name == leaf {
 			target = &leaves[i]
 		}
@@ -64,7 +64,7 @@ func StartRestore(store *ldapschema.Store, vm, leaf string, now time.Time) (stri
 	if target.Mode != string(fsm.Finished) {
 		return "", fmt.Errorf("backup %s of %s is %s: only finished backups can be restored", leaf, vm, target.Mode)
 	}
-	w, err := fsm.StartRestore(fsmLeafOf(*target, ""), all, ldapschema.FormatTime(now))
+	w, err := fsm.StartRestore(target.FSM(""), all, ldapschema.FormatTime(now))
 	if err != nil {
 		return "", err
 	}
@@ -123,9 +123,9 @@ func decideRestore(store *ldapschema.Store, dn string, decide func(fsm.Leaf, []f
 	}
 	var all []fsm.Leaf
 	for _, o := range leaves {
-		all = append(all, fsmLeafOf(o, ""))
+		all = append(all, o.FSM(""))
 	}
-	w, err := decide(fsmLeafOf(l, ""), all)
+	w, err := decide(l.FSM(""), all)
 	if err != nil {
 		return err
 	}

@@ -444,25 +444,9 @@ func (a *Agent) report(ctx context.Context, e *ldap.Entry, w fsm.Write, times []
 // mergeExecutionTimes keeps earlier steps' values ("snapshot: 1.8") and replaces
 // those this step measured again.
 func mergeExecutionTimes(old, add []string) []string {
-	key := func(v string) string {
-		if i := strings.Index(v, ":"); i >= 0 {
-			return strings.TrimSpace(v[:i])
-		}
-		return v
-	}
-	replaced := map[string]bool{}
+	out := old
 	for _, v := range add {
-		replaced[key(v)] = true
-	}
-	var out []string
-	for _, v := range old {
-		if !replaced[key(v)] {
-			out = append(out, v)
-		}
-	}
-	out = append(out, add...)
-	if out == nil {
-		return nil
+		out = ldapschema.SetExecutionValue(out, v)
 	}
 	return out
 }

@@ -24,24 +24,31 @@ import (
 // diffPrefix starts every description value a restore publishes on its leaf.
 const diffPrefix = "restore: "
 
-// otherActive refuses a restore while another leaf of the VM is not finished:
-// two restores, or a restore and a backup, must never work on one VM at once.
+// otherActive refuses a restore step while another leaf of the VM is busy, or
+// when the backup is known to have failed: fsm.RestoreMayStart, the rule every
+// writer uses. A leaf that cannot be parsed counts as busy.
 func (a *Agent) otherActive(j *job) error {
-	var busy []string
+	var others []fsm.Leaf
+	var unknown []string
 	prefix := ldapschema.NormalizeDN(a.tree.VMBackup(j.vm.Name))
-	self := ldapschema.NormalizeDN(j.leaf.DN)
 	a.cache.Each(func(e *ldap.Entry) {
-		n := ldapschema.NormalizeDN(e.DN)
-		if n == self || !isLeaf(e) || !strings.HasSuffix(n, ","+prefix) {
+		if !isLeaf(e) || !strings.HasSuffix(ldapschema.NormalizeDN(e.DN), ","+prefix) {
 			return
 		}
-		m, err := fsm.ParseMode(e.GetAttributeValue(ldapschema.AttrMode))
-		if err == nil && m != fsm.Finished {
-			busy = append(busy, e.DN+" ("+string(m)+")")
+		l, err := ldapschema.ParseLeaf(a.tree, e)
+		if err != nil {
+			if fsm.BusyValue(e.GetAttributeValue(ldapschema.AttrMode)) {
+				unknown = append(unknown, e.DN)
+			}
+			return
 		}
+		others = append(others, l.FSM(j.vm.Node))
 	})
-	if len(busy) > 0 {
-		return failf(ldapschema.RCCannotLockMachine, "another leaf of %s is active: %s", j.vm.Name, strings.Join(busy, ", "))
+	if len(unknown) > 0 {
+		return failf(ldapschema.RCCannotLockMachine, "leaves of %s in no known mode: %s", j.vm.Name, strings.Join(unknown, ", "))
+	}
+	if err := fsm.RestoreMayStart(j.leaf.FSM(j.vm.Node), others); err != nil {
+		return fail(ldapschema.RCCannotLockMachine, err)
 	}
 	return nil
 }
