@@ -35,11 +35,18 @@ func Overdue(l Leaf, now, since time.Time, limits Limits, rc int) (Write, bool) 
 		return Write{}, false
 	}
 	reason := fmt.Sprintf("%s for %s, over its limit of %s", l.Mode, now.Sub(since), limits[l.Mode])
+	return Fail(l, rc, FormatTime(now), reason), true
+}
+
+// Fail is the control side ending a leaf that cannot go on (a deadline, a
+// host that stopped renewing its lease): a backup fails with rc; a restore
+// step records its failure and leaves the backup's own outcome as it was.
+func Fail(l Leaf, rc int, stamp, reason string) Write {
 	if l.Mode.isRestoreStep() {
-		return closeRestore(l, RestoreFailed, rc, FormatTime(now), reason), true
+		return closeRestore(l, RestoreFailed, rc, stamp, reason)
 	}
 	return Write{
-		Key: l.Key, From: l.Mode, To: Finished, State: FormatTime(now), ReturnValue: intp(rc),
+		Key: l.Key, From: l.Mode, To: Finished, State: stamp, ReturnValue: intp(rc),
 		Backup: intp(rc), Reason: reason,
-	}, true
+	}
 }

@@ -125,28 +125,32 @@ func (c *Controller) overdue(key string, batch []fsm.Leaf) []fsm.Leaf {
 			continue
 		}
 		since := c.modified(l.Key)
-		reason := ""
-		if w, ok := fsm.Overdue(l, now, since, c.o.Limits, int(TimeoutCode)); ok {
-			reason = "deadline: " + w.Reason
+		w, ok := fsm.Overdue(l, now, since, c.o.Limits, int(TimeoutCode))
+		if ok {
+			w.Reason = "deadline: " + w.Reason
 		} else if dead {
-			reason = fmt.Sprintf("node %s stopped renewing its lease while the leaf was %s", host, l.Mode)
-		}
-		if reason == "" {
+			w = fsm.Fail(l, int(TimeoutCode), ldapschema.FormatTime(now),
+				fmt.Sprintf("node %s stopped renewing its lease while the leaf was %s", host, l.Mode))
+		} else {
 			keep = append(keep, l)
 			if at, ok := fsm.Deadline(l, since, c.o.Limits); ok && (next.IsZero() || at.Before(next)) {
 				next = at
 			}
 			continue
 		}
-		rc := int(TimeoutCode)
-		err := c.o.Store.ChangeMode(ldapschema.ModeChange{
-			DN: l.Key, From: string(l.Mode), To: string(fsm.Finished), State: ldapschema.FormatTime(now),
-			ReturnValue: &rc, Extra: map[string][]string{ldapschema.AttrDescription: {"failed: " + reason}},
-		})
+		var exec []string
+		if e, ok := c.cache.Get(l.Key); ok {
+			exec = e.GetAttributeValues(ldapschema.AttrExecutionTime)
+		}
+		change := modeChange(w, exec)
+		if w.LastRestore == nil {
+			change.Extra = map[string][]string{ldapschema.AttrDescription: {"failed: " + w.Reason}}
+		}
+		err := c.o.Store.ChangeMode(change)
 		if err == nil {
-			c.o.Log.WithField("leaf", l.Key).WithField("reason", reason).Warn("leaf failed by controld")
+			c.o.Log.WithField("leaf", l.Key).WithField("reason", w.Reason).Warn("leaf failed by controld")
 			if c.o.OnWrite != nil {
-				c.o.OnWrite(fsm.Write{Key: l.Key, From: l.Mode, To: fsm.Finished, ReturnValue: &rc, Reason: reason})
+				c.o.OnWrite(w)
 			}
 		} else if !errors.Is(err, ldapschema.ErrConflict) && !errors.Is(err, ldapschema.ErrNotFound) {
 			keep = append(keep, l) // try again later

@@ -239,3 +239,25 @@ func TestMergingDeadlineFollowsProgress(t *testing.T) {
 		t.Fatalf("failed %v after the last progress, before its deadline of %v", d, limit)
 	}
 }
+
+// A restore step that runs out of time fails the restore, not the backup:
+// the leaf stays restorable and its return value is the backup's again.
+func TestOverdueRestoreKeepsBackupRestorable(t *testing.T) {
+	_, st := realSlapd(t)
+	dns := addVMWithLeaves(t, st, "vm-late-restore", "h1", 1, string(fsm.UnretainingLargeFiles))
+	if err := st.Update(dns[0], "", map[string][]string{
+		ldapschema.AttrExecutionTime: {ldapschema.FormatBackupRecord(0)}}); err != nil {
+		t.Fatal(err)
+	}
+	runController(t, Options{Store: st, Log: quiet(), NoLease: true, Limits: fsm.Limits{fsm.UnretainingLargeFiles: 1500 * time.Millisecond}})
+	l := waitMode(t, st, dns[0], string(fsm.Finished), 30*time.Second)
+	if l.ReturnValue != 0 {
+		t.Errorf("return value %d: the restore's timeout was written over the backup's 0", l.ReturnValue)
+	}
+	if l.LastRestore == nil || l.LastRestore.Result != string(fsm.RestoreFailed) || l.LastRestore.Code != int(TimeoutCode) {
+		t.Errorf("restore record %+v, want failed with %d", l.LastRestore, TimeoutCode)
+	}
+	if !Restorable(l) {
+		t.Error("the backup is no longer offered for a restore")
+	}
+}
