@@ -146,7 +146,7 @@ func (c *crash) after(dead <-chan struct{}) {
 	case vanish:
 		st, ok := c.mon.waitFor(c.vanishWait(), finishedOrGone)
 		c.vanishFailedAfter = time.Since(c.killAt)
-		c.vanishFailed = ok && st.exists && st.leaf.ReturnValue != 0
+		c.vanishFailed = ok && st.exists && leafFailed(st.leaf)
 	}
 	c.modeAtRestart = c.mon.state().mode()
 	var err error
@@ -307,8 +307,15 @@ func (w *world) runPoint(p point, fam *family) (r result) {
 	}
 	took := time.Since(start)
 
-	// The leaf's end.
+	// The leaf's end. A restore's own outcome is its record on the leaf; the
+	// return value stays the backup's (docs/restore.md).
 	rv := final.leaf.ReturnValue
+	if p.flow == flowRestore {
+		rv = -1 // no record: the restore never ended
+		if r := final.leaf.LastRestore; r != nil {
+			rv = r.Code
+		}
+	}
 	code := fmt.Sprintf("rv=%d (%s)", rv, ldapschema.ReturnCode(rv))
 	switch {
 	case !ok:
@@ -338,8 +345,8 @@ func (w *world) runPoint(p point, fam *family) (r result) {
 		switch {
 		case c.vanishFailed && c.vanishFailedAfter <= c.vanishWait():
 			r.outcome = fmt.Sprintf("failed rv=%d (%s) %.1fs after the kill, limit %s; node back",
-				final.leaf.ReturnValue, ldapschema.ReturnCode(final.leaf.ReturnValue), c.vanishFailedAfter.Seconds(), c.vanishLimitIs)
-		case final.exists && final.leaf.Mode == "finished" && final.leaf.ReturnValue != 0:
+				rv, ldapschema.ReturnCode(rv), c.vanishFailedAfter.Seconds(), c.vanishLimitIs)
+		case final.exists && final.leaf.Mode == "finished" && leafFailed(final.leaf):
 			at, _ := mon.firstAt("finished")
 			r.problem("leaf failed only %.1fs after the kill, once the node was back, not within %s",
 				at.Sub(c.killAt).Seconds(), c.vanishLimitIs)
@@ -366,7 +373,7 @@ func (w *world) runPoint(p point, fam *family) (r result) {
 			what += fmt.Sprintf(" (after %.1fs)", waited.Seconds())
 		}
 		r.checked = append(r.checked, what)
-		if p.flow == flowRestore && ok && final.exists && final.leaf.ReturnValue == 0 {
+		if p.flow == flowRestore && ok && final.exists && rv == 0 {
 			maps.Copy(v.reads, fam.backedUp)
 		}
 		if g := w.guestProblems(v); len(g) > 0 {
@@ -524,4 +531,13 @@ func (w *world) deleteFlow(c *crash, dn string, r *result) (state, bool) {
 		r.problem("leaf stuck in %s %s after delete", st.mode(), hangGuard)
 	}
 	return st, ok
+}
+
+// leafFailed: the leaf's last step failed: a backup's return value, or the
+// record of a restore (which leaves the backup's return value in place).
+func leafFailed(l ldapschema.Leaf) bool {
+	if r := l.LastRestore; r != nil {
+		return r.Code != 0
+	}
+	return l.ReturnValue != 0
 }
