@@ -207,7 +207,11 @@ func (h *Hypervisor) checkRestore(ctx context.Context, req RestoreRequest, park 
 	if !park.IsZero() && hostio.Exists(park) {
 		return rec, fmt.Errorf("%w: a parked state of an earlier restore is at %s", ErrInconsistent, park)
 	}
+	own := map[string]bool{req.XMLFile.String(): true, req.StateFile.String(): true, park.String(): true}
 	for _, d := range req.Disks {
+		if own[d.Backup.String()] || own[d.parked().String()] {
+			return rec, fmt.Errorf("%w: disk %s has the name of one of the backup's own files", ErrDiskMismatch, d.Backup)
+		}
 		if !hostio.IsRegular(d.Backup) {
 			return rec, wrap(ErrMissingFile, nil, "backed-up image %s", d.Backup)
 		}

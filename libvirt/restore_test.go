@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	lv "libvirt.org/go/libvirt"
@@ -603,4 +604,73 @@ func TestRestoreCrashAtEveryOperation(t *testing.T) {
 		held++
 	}
 	t.Logf("crash points: %d held of %d", held, len(faults))
+}
+
+// A restore whose Nth operation fails (EIO), for every N of a running
+// one-disk VM: before the point of no return the previous VM runs again as
+// it was (its data, its RAM resumed: no new boot); after it the VM runs
+// restored and a re-run finishes. Never a lost disk, never a VM left off.
+func TestRestoreFailureAtEveryOperation(t *testing.T) {
+	t.Parallel()
+	h := ownH(t)
+	v := newVM(t, "restfail", "", 32, true, 0xab)
+	res := backedUp(t, h, v)
+	park := t.TempDir()
+	keep := t.TempDir()
+	files := []string{res.Disks[0].Retained, res.StateFile, res.XMLFile}
+	for _, f := range files {
+		copyFile(t, f, filepath.Join(keep, filepath.Base(f)))
+	}
+	var ops []string
+	h.SetSeam(&hostio.Seam{Trace: func(n int, op string) { ops = append(ops, op) }})
+	if _, err := h.Restore(context.Background(), restoreRequest(t, h, "restfail", res, park)); err != nil {
+		t.Fatal(err)
+	}
+	held := 0
+	for n := 1; n <= len(ops); n++ {
+		for _, f := range files {
+			copyFile(t, filepath.Join(keep, filepath.Base(f)), f)
+		}
+		v.guestWrites(t, "vda", 0xee, testenv.PatternOffset, 2<<20)
+		boots := v.boots(t)
+		hf := ownH(t)
+		s := &hostio.Seam{}
+		s.Arm(hostio.Fault{Kind: hostio.FailWith, N: n, Errno: syscall.EIO})
+		hf.SetSeam(s)
+		req := restoreRequest(t, hf, "restfail", res, park)
+		_, ferr := hf.Restore(context.Background(), req)
+		rec, found, err := LoadRestoreRecord(req.Record)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if found && rec.Phase.Restored() && rec.Phase != RestoreCleaned {
+			if _, err, _ := rerun(t, req); err != nil {
+				t.Fatalf("fail:%d (%s): re-run after the point of no return: %v", n, ops[n-1], err)
+			}
+			rec = loadRecord(t, req)
+		}
+		switch {
+		case rec.Phase == RestoreCleaned:
+			if !v.running(t, hf) {
+				t.Fatalf("fail:%d (%s): restored VM not running", n, ops[n-1])
+			}
+			v.guestReadsOriginal(t)
+		case !found || rec.Phase == RestorePutBack:
+			if ferr == nil {
+				t.Fatalf("fail:%d (%s): a put-back reported success", n, ops[n-1])
+			}
+			v.readsPrevious(t, hf, boots)
+			offlineReads(t, res.Disks[0].Retained, 0xab, testenv.PatternOffset, testenv.PatternLength)
+		default:
+			t.Fatalf("fail:%d (%s): record at %q: %v", n, ops[n-1], rec.Phase, ferr)
+		}
+		for _, p := range []string{res.Disks[0].Source + preRestore, filepath.Join(park, "restfail.pre-restore.state")} {
+			if _, err := os.Stat(p); !os.IsNotExist(err) {
+				t.Fatalf("fail:%d (%s): %s left: %v", n, ops[n-1], p, err)
+			}
+		}
+		t.Logf("fail:%d:EIO at %q: %s, held", n, ops[n-1], rec.Phase)
+		held++
+	}
+	t.Logf("io-error points: %d held of %d", held, len(ops))
 }
