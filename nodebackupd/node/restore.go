@@ -55,7 +55,7 @@ func (a *Agent) unretain(ctx context.Context, j *job, names []string, code ldaps
 	}
 	src, dst := j.layout.BackupDir(), j.layout.RetainDir()
 	for _, n := range names {
-		if _, err := os.Stat(filepath.Join(src, j.layout.BackupName(n))); err != nil {
+		if _, err := hostio.Lstat(j.layout.BackupPath().MustJoin(j.layout.BackupName(n))); err != nil {
 			return nil, 0, failf(ldapschema.RCMissingFiles, "backup file missing: %v", err)
 		}
 	}
@@ -105,11 +105,12 @@ func (a *Agent) unretainSmallFiles(ctx context.Context, j *job) ([]string, error
 	if err != nil {
 		return nil, err
 	}
-	savedXML, err := os.ReadFile(paths[0])
+	retain := j.layout.RetainPath()
+	savedXML, err := hostio.ReadFile(retain.MustJoin(filepath.Base(paths[0])))
 	if err != nil {
 		return nil, fail(ldapschema.RCCannotReadXML, err)
 	}
-	savedLDIF, err := os.ReadFile(paths[1])
+	savedLDIF, err := hostio.ReadFile(retain.MustJoin(filepath.Base(paths[1])))
 	if err != nil {
 		return nil, fail(ldapschema.RCCannotReadXML, err)
 	}
@@ -121,7 +122,7 @@ func (a *Agent) unretainSmallFiles(ctx context.Context, j *job) ([]string, error
 	if len(diff) == 0 {
 		body = "no differences\n"
 	}
-	if err := writeFileSync(filepath.Join(j.layout.RetainDir(), j.layout.BackupName(j.vm.Name+".diff")), []byte(body), 0o640); err != nil {
+	if err := j.seam.WriteFile(retain.MustJoin(j.layout.BackupName(j.vm.Name+".diff")), []byte(body), 0o640); err != nil {
 		return nil, fail(ldapschema.RCCannotCopyToBackup, err)
 	}
 	desc := []string{diffPrefix + fmt.Sprintf("%d difference(s)", len(diff))}
@@ -178,8 +179,8 @@ func (a *Agent) savedDisks(j *job) ([]libvirt.Disk, error) {
 }
 
 func (a *Agent) savedXML(j *job) (string, error) {
-	p := filepath.Join(j.layout.RetainDir(), j.layout.BackupName(j.layout.XMLName()))
-	b, err := os.ReadFile(p)
+	p := j.layout.RetainPath().MustJoin(j.layout.BackupName(j.layout.XMLName()))
+	b, err := hostio.ReadFile(p)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return "", failf(ldapschema.RCMissingFiles, "%s: run unretainSmallFiles first", p)
@@ -192,12 +193,12 @@ func (a *Agent) savedXML(j *job) (string, error) {
 // savedLDIF prefers <vm>.ldif, which the web UI writes (possibly resolved by
 // the operator) before going on, over the unretained <vm>.ldif.<leaf>.
 func (a *Agent) savedLDIF(j *job) ([]*ldap.Entry, error) {
-	dir := j.layout.RetainDir()
-	p := filepath.Join(dir, j.layout.LDIFName())
-	b, err := os.ReadFile(p)
+	dir := j.layout.RetainPath()
+	p := dir.MustJoin(j.layout.LDIFName())
+	b, err := hostio.ReadFile(p)
 	if errors.Is(err, os.ErrNotExist) {
-		p = filepath.Join(dir, j.layout.BackupName(j.layout.LDIFName()))
-		b, err = os.ReadFile(p)
+		p = dir.MustJoin(j.layout.BackupName(j.layout.LDIFName()))
+		b, err = hostio.ReadFile(p)
 	}
 	if err != nil {
 		return nil, failf(ldapschema.RCMissingFiles, "saved LDIF: %v", err)
