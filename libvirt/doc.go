@@ -54,7 +54,15 @@
 //
 // Restore puts a backup back: the backed-up images over the live ones (kept
 // as .pre-restore until the VM is back) and the VM restored from the saved
-// state with the saved XML, minus <backingStore/>.
+// state with the saved XML, minus <backingStore/>. The saved XML is checked
+// first (its disks exactly the directory's, no device or host path outside
+// the VM's storage directory); then every phase is announced in the intent
+// record (RestoreRequest.Record) before it happens, files move with
+// no-replace renames beneath their roots, and a re-run goes on from the
+// record and the domain's state: forward until the restored VM is resumed
+// (the point of no return), after it only the cleanup. A failure before it
+// puts back what the record says was moved and resumes the parked state,
+// which is removed only once a VM runs from it.
 //
 // Test VMs for this package boot from a read-only floppy (see
 // internal/testenv): only device='disk' disks backed by files are backed up.

@@ -13,6 +13,7 @@ import (
 	"github.com/go-ldap/ldap/v3"
 
 	"github.com/stoneycloud/stoney-conductor/fsm"
+	"github.com/stoneycloud/stoney-conductor/internal/hostio"
 	"github.com/stoneycloud/stoney-conductor/ldapschema"
 	"github.com/stoneycloud/stoney-conductor/libvirt"
 )
@@ -61,7 +62,7 @@ func (a *Agent) unretain(ctx context.Context, j *job, names []string, code ldaps
 	}
 	src, dst := j.layout.BackupDir(), j.layout.RetainDir()
 	for _, n := range names {
-		if _, err := os.Stat(filepath.Join(src, j.layout.BackupName(n))); err != nil {
+		if _, err := hostio.Lstat(j.layout.BackupPath().MustJoin(j.layout.BackupName(n))); err != nil {
 			return nil, 0, failf(ldapschema.RCMissingFiles, "backup file missing: %v", err)
 		}
 	}
@@ -104,15 +105,19 @@ func (a *Agent) unretainSmallFiles(ctx context.Context, j *job) ([]string, error
 	if err := a.otherActive(j); err != nil {
 		return nil, err
 	}
+	if err := a.newRestore(j); err != nil {
+		return nil, err
+	}
 	paths, _, err := a.unretain(ctx, j, []string{j.layout.XMLName(), j.layout.LDIFName()}, ldapschema.RCCannotCopyToBackup)
 	if err != nil {
 		return nil, err
 	}
-	savedXML, err := os.ReadFile(paths[0])
+	retain := j.layout.RetainPath()
+	savedXML, err := hostio.ReadFile(retain.MustJoin(filepath.Base(paths[0])))
 	if err != nil {
 		return nil, fail(ldapschema.RCCannotReadXML, err)
 	}
-	savedLDIF, err := os.ReadFile(paths[1])
+	savedLDIF, err := hostio.ReadFile(retain.MustJoin(filepath.Base(paths[1])))
 	if err != nil {
 		return nil, fail(ldapschema.RCCannotReadXML, err)
 	}
@@ -124,7 +129,7 @@ func (a *Agent) unretainSmallFiles(ctx context.Context, j *job) ([]string, error
 	if len(diff) == 0 {
 		body = "no differences\n"
 	}
-	if err := writeFileSync(filepath.Join(j.layout.RetainDir(), j.layout.BackupName(j.vm.Name+".diff")), []byte(body), 0o640); err != nil {
+	if err := j.seam.WriteFile(retain.MustJoin(j.layout.BackupName(j.vm.Name+".diff")), []byte(body), 0o640); err != nil {
 		return nil, fail(ldapschema.RCCannotCopyToBackup, err)
 	}
 	desc := []string{diffPrefix + fmt.Sprintf("%d difference(s)", len(diff))}
@@ -181,8 +186,8 @@ func (a *Agent) savedDisks(j *job) ([]libvirt.Disk, error) {
 }
 
 func (a *Agent) savedXML(j *job) (string, error) {
-	p := filepath.Join(j.layout.RetainDir(), j.layout.BackupName(j.layout.XMLName()))
-	b, err := os.ReadFile(p)
+	p := j.layout.RetainPath().MustJoin(j.layout.BackupName(j.layout.XMLName()))
+	b, err := hostio.ReadFile(p)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return "", failf(ldapschema.RCMissingFiles, "%s: run unretainSmallFiles first", p)
@@ -195,12 +200,12 @@ func (a *Agent) savedXML(j *job) (string, error) {
 // savedLDIF prefers <vm>.ldif, which the web UI writes (possibly resolved by
 // the operator) before going on, over the unretained <vm>.ldif.<leaf>.
 func (a *Agent) savedLDIF(j *job) ([]*ldap.Entry, error) {
-	dir := j.layout.RetainDir()
-	p := filepath.Join(dir, j.layout.LDIFName())
-	b, err := os.ReadFile(p)
+	dir := j.layout.RetainPath()
+	p := dir.MustJoin(j.layout.LDIFName())
+	b, err := hostio.ReadFile(p)
 	if errors.Is(err, os.ErrNotExist) {
-		p = filepath.Join(dir, j.layout.BackupName(j.layout.LDIFName()))
-		b, err = os.ReadFile(p)
+		p = dir.MustJoin(j.layout.BackupName(j.layout.LDIFName()))
+		b, err = hostio.ReadFile(p)
 	}
 	if err != nil {
 		return nil, failf(ldapschema.RCMissingFiles, "saved LDIF: %v", err)
@@ -213,163 +218,107 @@ func (a *Agent) savedLDIF(j *job) ([]*ldap.Entry, error) {
 }
 
 // restore: the point of no return. The adapter parks the current VM (its state
-// and disks stay until the restored VM runs), puts the saved disks in place and
-// resumes the saved state with the saved XML; then the saved directory entries
-// are written back.
+// and disks stay until the restored VM runs), puts the backed-up disks in place
+// and resumes the saved state with the saved XML; then the saved directory
+// entries are written back and the retain directory goes. All of it is driven
+// by the step's intent record: a re-run after the restore took effect only
+// finishes the write-back and the removal, and succeeds.
 func (a *Agent) restore(ctx context.Context, j *job) ([]string, error) {
 	start := time.Now()
-	if err := a.otherActive(j); err != nil {
-		return nil, err
-	}
-	disks, err := a.savedDisks(j)
+	rec := j.record("restore")
+	r, found, err := libvirt.LoadRestoreRecord(rec)
 	if err != nil {
-		return nil, err
+		return nil, fail(ldapschema.RCWrongState, err)
 	}
-	entries, err := a.savedLDIF(j)
-	if err != nil {
-		return nil, err
+	if !found || !r.Phase.Restored() {
+		if err := a.otherActive(j); err != nil {
+			return nil, err
+		}
 	}
-	dir := j.layout.RetainDir()
-	var rd []libvirt.RetainedDisk
-	for _, d := range disks {
-		rd = append(rd, libvirt.RetainedDisk{Target: d.Target, Source: d.Source,
-			Retained: filepath.Join(dir, j.layout.BackupName(filepath.Base(d.Source)))})
+	if !r.Phase.Restored() || r.Phase == libvirt.RestoreResumed {
+		if _, err := a.o.Hypervisor.Restore(ctx, a.restoreRequest(j, rec)); err != nil {
+			return nil, err
+		}
+		if r, _, err = libvirt.LoadRestoreRecord(rec); err != nil {
+			return nil, fail(ldapschema.RCWrongState, err)
+		}
+		j.log.WithField("running", r.Running).WithField("fromState", r.FromState).Info("VM restored")
 	}
-	res, err := a.o.Hypervisor.Restore(ctx, libvirt.RestoreRequest{
+	if r.Phase == libvirt.RestoreCleaned {
+		entries, err := a.savedLDIF(j)
+		if err != nil {
+			return nil, err
+		}
+		if err := a.writeBack(j, entries); err != nil {
+			return nil, fail(ldapschema.RCCannotSaveBackendEntry, err)
+		}
+		if err := r.Mark(rec, libvirt.RestoreWrittenBack); err != nil {
+			return nil, fail(ldapschema.RCCannotSaveBackendEntry, err)
+		}
+	}
+	if r.Phase == libvirt.RestoreWrittenBack {
+		// The restored VM runs and the directory says so: the retain copy may go.
+		if err := j.seam.RemoveAll(j.layout.RetainPath()); err != nil {
+			return nil, fail(ldapschema.RCRetainNotEmpty, err)
+		}
+		if err := r.Mark(rec, libvirt.RestoreDone); err != nil {
+			return nil, fail(ldapschema.RCRetainNotEmpty, err)
+		}
+	}
+	j.extra = map[string][]string{ldapschema.AttrDescription: nil}
+	return []string{"restore: " + seconds(time.Since(start)), "restoreDowntime: " + seconds(r.Downtime)}, nil
+}
+
+// restoreRequest: the directory's disks (the saved XML must name exactly
+// these), the backup's files beneath the retain root, each live image beneath
+// its storage directory, the previous VM's state parked in the retain directory.
+func (a *Agent) restoreRequest(j *job, rec hostio.Record) libvirt.RestoreRequest {
+	retain := j.layout.RetainPath()
+	var disks []libvirt.RestoreDisk
+	for _, d := range j.disks {
+		base := filepath.Base(d.Source) // checked by DiskFileName in prepare
+		disks = append(disks, libvirt.RestoreDisk{Target: d.Target,
+			Live:   hostio.In(filepath.Dir(d.Source)).MustJoin(base),
+			Backup: retain.MustJoin(j.layout.BackupName(base))})
+	}
+	return libvirt.RestoreRequest{
 		Domain:       j.vm.Name,
-		XMLFile:      filepath.Join(dir, j.layout.BackupName(j.layout.XMLName())),
-		StateFile:    filepath.Join(dir, j.layout.BackupName(j.layout.StateName())),
-		Disks:        rd,
-		ParkDir:      dir,
+		Disks:        disks,
+		XMLFile:      retain.MustJoin(j.layout.BackupName(j.layout.XMLName())),
+		StateFile:    retain.MustJoin(j.layout.BackupName(j.layout.StateName())),
+		ParkDir:      retain,
 		WithoutState: j.cfg.RestoreWithoutState,
 		ForceStart:   j.cfg.ForceStart,
 		Ownership:    libvirt.Ownership{Owner: j.cfg.Owner, Group: j.cfg.Group, Perm: j.cfg.Permission},
-	})
+		Record:       rec,
+	}
+}
+
+// restoreSettled: no restore of this leaf is open on the host — none ran,
+// or the last one took effect or put the previous VM back. While one is open
+// its retain directory holds what the record names (parked state, images).
+func (j *job) restoreSettled() (bool, error) {
+	r, found, err := libvirt.LoadRestoreRecord(j.record("restore"))
 	if err != nil {
-		return nil, err
+		return false, err
 	}
-	j.log.WithField("running", res.Running).WithField("fromState", res.FromState).Info("VM restored")
-	if err := a.writeBack(j.vm, entries); err != nil {
-		return nil, fail(ldapschema.RCCannotSaveBackendEntry, err)
-	}
-	// The restored VM runs: the retain copy and the parked files may go.
-	if err := os.RemoveAll(dir); err != nil {
-		return nil, fail(ldapschema.RCRetainNotEmpty, err)
-	}
-	j.extra = map[string][]string{ldapschema.AttrDescription: nil}
-	return []string{"restore: " + seconds(time.Since(start)), "restoreDowntime: " + seconds(res.Downtime)}, nil
+	return !found || r.Phase.Settled(), nil
 }
 
-// skipWriteBack: what a restore never rewrites — the backup plan and its leaves
-// are not part of the VM as it was, and the VM stays on the host restoring it.
-func (a *Agent) skipWriteBack(vm string, dn string) bool {
-	n := ldapschema.NormalizeDN(dn)
-	b := ldapschema.NormalizeDN(a.tree.VMBackup(vm))
-	return n == b || strings.HasSuffix(n, ","+b)
-}
-
-var keepAttrs = map[string]bool{
-	strings.ToLower(ldapschema.AttrNode):        true,
-	strings.ToLower(ldapschema.AttrObjectClass): true,
-}
-
-// writeBack makes the VM's subtree in the directory what the saved LDIF says:
-// entries added since are removed, changed attributes are set back, removed
-// entries are re-created.
-func (a *Agent) writeBack(vm ldapschema.VM, saved []*ldap.Entry) error {
-	root := ldapschema.NormalizeDN(a.tree.VM(vm.Name))
-	want := map[string]*ldap.Entry{}
-	for _, e := range saved {
-		n := ldapschema.NormalizeDN(e.DN)
-		if n != root && !strings.HasSuffix(n, ","+root) {
-			return fmt.Errorf("saved LDIF holds %s, outside the VM", e.DN)
-		}
-		if a.skipWriteBack(vm.Name, e.DN) {
-			continue
-		}
-		want[n] = e
-	}
-	if _, ok := want[root]; !ok {
-		return fmt.Errorf("saved LDIF lacks the VM entry %s", a.tree.VM(vm.Name))
-	}
-	current, err := a.o.Store.SubtreeEntries(a.tree.VM(vm.Name))
+// newRestore closes the record of an earlier, settled restore of this leaf,
+// so that a new one starts from its own checks; an open one is refused.
+func (a *Agent) newRestore(j *job) error {
+	settled, err := j.restoreSettled()
 	if err != nil {
-		return err
+		return fail(ldapschema.RCWrongState, err)
 	}
-	have := map[string]*ldap.Entry{}
-	for _, e := range current {
-		if isLeaf(e) || a.skipWriteBack(vm.Name, e.DN) {
-			continue
-		}
-		have[ldapschema.NormalizeDN(e.DN)] = e
+	if !settled {
+		return failf(ldapschema.RCWrongState, "an earlier restore of this backup is not settled; see its intent record %s", j.record("restore").Path)
 	}
-	// Remove what the VM did not have, deepest first.
-	var gone []string
-	for n := range have {
-		if _, ok := want[n]; !ok {
-			gone = append(gone, have[n].DN)
-		}
-	}
-	sort.Slice(gone, func(i, k int) bool { return strings.Count(gone[i], ",") > strings.Count(gone[k], ",") })
-	for _, dn := range gone {
-		if err := a.o.Store.Delete(dn); err != nil {
-			return err
-		}
-	}
-	// Add or set back, parents first.
-	var order []*ldap.Entry
-	for _, e := range want {
-		order = append(order, e)
-	}
-	sort.Slice(order, func(i, k int) bool { return strings.Count(order[i].DN, ",") < strings.Count(order[k].DN, ",") })
-	for _, e := range order {
-		cur, ok := have[ldapschema.NormalizeDN(e.DN)]
-		if !ok {
-			if err := a.o.Store.Add(ldapschema.AddRequestOf(e)); err != nil {
-				return err
-			}
-			continue
-		}
-		rep := map[string][]string{}
-		for _, at := range e.Attributes {
-			if keepAttrs[strings.ToLower(at.Name)] {
-				continue
-			}
-			if !sameValues(cur.GetAttributeValues(at.Name), at.Values) {
-				rep[at.Name] = at.Values
-			}
-		}
-		for _, at := range cur.Attributes {
-			if keepAttrs[strings.ToLower(at.Name)] {
-				continue
-			}
-			if len(e.GetAttributeValues(at.Name)) == 0 {
-				rep[at.Name] = nil
-			}
-		}
-		if len(rep) > 0 {
-			if err := a.o.Store.Update(cur.DN, "", rep); err != nil {
-				return err
-			}
-		}
+	if err := j.record("restore").Remove(); err != nil {
+		return fail(ldapschema.RCWrongState, err)
 	}
 	return nil
-}
-
-func sameValues(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	x := append([]string(nil), a...)
-	y := append([]string(nil), b...)
-	sort.Strings(x)
-	sort.Strings(y)
-	for i := range x {
-		if x[i] != y[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // restoreDiff lists what differs between the backup and today's VM: directory
