@@ -32,18 +32,18 @@ const (
 	RestorePutBack     RestorePhase = "put back"
 )
 
-var phaseOrder = map[RestorePhase]int{
+var restorePhaseOrder = map[RestorePhase]int{
 	"": 0, RestoreChecked: 1, RestoreStopping: 2, RestoreStopped: 3, RestoreMoving: 4,
 	RestoreDefining: 5, RestoreResuming: 6, RestoreResumed: 7, RestoreCleaned: 8,
 	RestoreWrittenBack: 9, RestoreDone: 10,
 }
 
 // before: p comes before q on the way forward.
-func (p RestorePhase) before(q RestorePhase) bool { return phaseOrder[p] < phaseOrder[q] }
+func (p RestorePhase) before(q RestorePhase) bool { return restorePhaseOrder[p] < restorePhaseOrder[q] }
 
 // Restored: the point of no return is passed; the VM is the restored one.
 func (p RestorePhase) Restored() bool {
-	_, fwd := phaseOrder[p]
+	_, fwd := restorePhaseOrder[p]
 	return fwd && !p.before(RestoreResumed)
 }
 

@@ -90,7 +90,7 @@ const (
 	phRBRestoring = "rollback restoring"
 )
 
-var phaseOrder = map[string]int{
+var snapPhaseOrder = map[string]int{
 	phPlanned: 1, phSaving: 2, phSaved: 3, phStateWrite: 3, phXML: 4,
 	phRestoring: 5, phRestored: 6, phStateMoved: 7,
 }
@@ -121,7 +121,7 @@ type diskRecord struct {
 	Phase                    string `json:",omitempty"`
 }
 
-func (r *snapRecord) at(phase string) bool { return phaseOrder[r.Phase] >= phaseOrder[phase] }
+func (r *snapRecord) at(phase string) bool { return snapPhaseOrder[r.Phase] >= snapPhaseOrder[phase] }
 
 // Snapshot saves a running VM's state, moves its disk images into RetainDir,
 // puts an empty overlay backed by each retained image in its place and

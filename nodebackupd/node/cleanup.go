@@ -61,8 +61,22 @@ func (a *Agent) tidy(ctx context.Context, vm ldapschema.VM, leaf ldapschema.Leaf
 	if err != nil {
 		return err
 	}
+	if slices.Contains(open, "restore") {
+		// A settled restore keeps its record only so that a re-run of its
+		// step knows it is done; the leaf is finished, so it may go.
+		settled, err := j.restoreSettled()
+		if err != nil {
+			return err
+		}
+		if settled {
+			if err := j.record("restore").Remove(); err != nil {
+				return err
+			}
+			open = slices.DeleteFunc(open, func(n string) bool { return n == "restore" })
+		}
+	}
 	if !hostio.Exists(dir) && len(open) == 0 {
-		return nil
+		return j.seam.RemoveAll(j.records) // the leaf's record directory: nothing open in it
 	}
 	log.WithFields(a.survey(vm)).WithField("dir", dir.String()).WithField("records", open).
 		Warn("a finished leaf left files or intent records; settling them")
@@ -102,7 +116,10 @@ func (a *Agent) tidy(ctx context.Context, vm ldapschema.VM, leaf ldapschema.Leaf
 		return nil
 	}
 	log.WithField("dir", dir.String()).Info("removing what a finished leaf left in the retain directory")
-	return j.seam.RemoveAll(dir)
+	if err := j.seam.RemoveAll(dir); err != nil {
+		return err
+	}
+	return j.seam.RemoveAll(j.records)
 }
 
 // openRecords names the steps of the leaf whose intent record is open.

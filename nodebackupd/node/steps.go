@@ -406,22 +406,9 @@ func (a *Agent) delete(ctx context.Context, j *job) ([]string, error) {
 	if err := j.seam.RemoveAll(j.layout.BackupPath()); err != nil {
 		return nil, fail(ldapschema.RCCannotRemoveFile, err)
 	}
+	// The iteration is gone: so are its intent records.
+	if err := j.seam.RemoveAll(j.records); err != nil {
+		return nil, fail(ldapschema.RCCannotRemoveFile, err)
+	}
 	return []string{"delete: " + seconds(time.Since(start))}, nil
-}
-
-// writeFileSync writes a file of the restore step.
-func writeFileSync(path string, data []byte, perm os.FileMode) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
 }
