@@ -155,8 +155,9 @@ func (r *flowRun) short(op string) string {
 	op = strings.ReplaceAll(op, r.w.root+string(filepath.Separator), "")
 	if r.name != "" {
 		for _, kind := range []string{"backup", "retain"} {
-			dir := filepath.Join(kind, "vm-persistent", "pool-a", r.fam.vm.name, r.name) + string(filepath.Separator)
-			op = strings.ReplaceAll(op, dir, kind+"/…/")
+			dir := filepath.Join(kind, "vm-persistent", "pool-a", r.fam.vm.name, r.name)
+			op = strings.ReplaceAll(op, dir+string(filepath.Separator), kind+"/…/")
+			op = strings.ReplaceAll(op, dir, kind+"/…")
 		}
 		op = strings.ReplaceAll(op, r.name, "<leaf>")
 	}
