@@ -3,7 +3,7 @@ package crashtest
 import (
 	"bytes"
 	"fmt"
-	"os"
+	"io/fs"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -164,20 +164,24 @@ func (w *world) goodBackupProblems(v *testVM, leaf string) []string {
 	return nil
 }
 
-// intentLeft: the node's intent records of a settled leaf.
+// intentLeft: whatever the node keeps in its state directory about a
+// settled leaf (its intent records), wherever in it.
 func (w *world) intentLeft(v *testVM, leaf string) []string {
-	dir := filepath.Join(w.nodeStateDir(), "intent", v.name, leaf)
-	es, err := os.ReadDir(dir)
-	if err != nil {
-		return nil
-	}
 	var names []string
-	for _, e := range es {
-		names = append(names, e.Name())
-	}
+	root := w.nodeStateDir()
+	_ = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return nil
+		}
+		rel, _ := filepath.Rel(root, p)
+		if strings.Contains(rel, leaf) && strings.Contains(rel, v.name) {
+			names = append(names, rel)
+		}
+		return nil
+	})
 	sort.Strings(names)
 	if len(names) == 0 {
 		return nil
 	}
-	return []string{"state directory: intent records of the settled leaf left: " + strings.Join(names, ", ")}
+	return []string{"state directory: left for the settled leaf: " + strings.Join(names, ", ")}
 }

@@ -161,7 +161,9 @@ func (r *flowRun) short(op string) string {
 		}
 		op = strings.ReplaceAll(op, r.name, "<leaf>")
 	}
-	return strings.ReplaceAll(op, filepath.Join("images", "pool-a")+string(filepath.Separator), "images/")
+	// A rebuilt family has a new VM: the same operation keeps its name.
+	op = strings.ReplaceAll(op, filepath.Join("images", "pool-a")+string(filepath.Separator), "images/")
+	return strings.ReplaceAll(op, r.fam.vm.name, "<vm>")
 }
 
 // seam returns a seam for a new life: the armed one for the first, an
