@@ -22,19 +22,24 @@ fmtcheck:
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 # The whole suite, against a real slapd and a real libvirtd started by the tests.
+# The operation-level crash points run as a fixed sample (docs/crashes.md).
 test: deps
 	$(MAKE) fmtcheck vet
-	$(GO) test -count=1 -timeout 20m -p 2 $(PKGS)
+	CRASHTEST_POINTS=sample $(GO) test -count=1 -timeout 20m -p 2 $(PKGS)
 
 # Go benchmarks; figures are ratios against a baseline measured in the same run.
 bench: deps
 	$(GO) test -run '^$$' -bench . -benchtime 5x -timeout 30m ./libvirt/ ./internal/e2e/ ./controld/control/
 
 # Kill nodebackupd and controld at every step boundary of a backup and a
-# restore, and slapd and libvirtd mid-workflow; one line per crash point, then
-# the total time. `make test` runs it too.
+# restore, and slapd and libvirtd mid-workflow; then crash the node before and
+# after every host operation of every step, and fail each operation (EIO,
+# ENOSPC). One line per point, then the totals. `make test` runs a sample.
+# Replay one point: make crashtest CRASHTEST_RUN=TestOpPoints CRASHTEST_POINTS='backup/running#17:crash-after'
+CRASHTEST_POINTS ?= all
+CRASHTEST_RUN    ?= TestCrashPoints|TestLeftoverScan|TestOpPointSelection|TestOpPoints
 crashtest: deps
-	$(GO) test -count=1 -v -timeout 40m -run 'TestCrashPoints|TestLeftoverScan' ./internal/crashtest/
+	CRASHTEST_POINTS='$(CRASHTEST_POINTS)' $(GO) test -count=1 -v -timeout 4h -run '$(CRASHTEST_RUN)' ./internal/crashtest/
 
 # Back up three tiny VMs on a private slapd and libvirtd, printing each step.
 demo: deps build

@@ -45,6 +45,14 @@ type world struct {
 
 func setup(t *testing.T) (*world, func()) {
 	t.Helper()
+	return startWorld(t, true)
+}
+
+// startWorld starts slapd and libvirtd with the configured directories and,
+// when daemons is set, builds and starts controld and nodebackupd as well;
+// without them a harness drives the node in-process (see op_test.go).
+func startWorld(t *testing.T, daemons bool) (*world, func()) {
+	t.Helper()
 	root, err := os.MkdirTemp("", "stoney-crash-")
 	if err != nil {
 		t.Fatal(err)
@@ -79,7 +87,11 @@ func setup(t *testing.T) (*world, func()) {
 	// Building and starting the servers overlap: a cold libvirtd costs seconds.
 	start := time.Now()
 	built := make(chan error, 1)
-	go func() { built <- buildDaemons(w.bin) }()
+	if daemons {
+		go func() { built <- buildDaemons(w.bin) }()
+	} else {
+		built <- nil
+	}
 	w.slapd, err = testenv.StartSlapd(testenv.SlapdOptions{Dir: filepath.Join(root, "slapd"), NoSync: true})
 	if err != nil {
 		<-built
@@ -97,8 +109,12 @@ func setup(t *testing.T) (*world, func()) {
 	if err := <-built; err != nil {
 		fail("%v", err)
 	}
-	w.header = append(w.header, fmt.Sprintf("built controld and nodebackupd, started slapd and libvirtd in %.1fs (servers %.1fs)",
-		time.Since(start).Seconds(), servers.Seconds()))
+	if daemons {
+		w.header = append(w.header, fmt.Sprintf("built controld and nodebackupd, started slapd and libvirtd in %.1fs (servers %.1fs)",
+			time.Since(start).Seconds(), servers.Seconds()))
+	} else {
+		w.header = append(w.header, fmt.Sprintf("started slapd and libvirtd in %.1fs", servers.Seconds()))
+	}
 
 	if w.hv, err = libvirt.Open(w.lv.URI); err != nil {
 		fail("libvirt: %v", err)
@@ -115,6 +131,9 @@ func setup(t *testing.T) (*world, func()) {
 		}
 	})
 
+	if !daemons {
+		return w, teardown
+	}
 	if err := w.configure(); err != nil {
 		fail("%v", err)
 	}
@@ -192,19 +211,32 @@ func (w *world) allVMs() []*testVM {
 // directory entries with a backup configuration on the VM, and keeps a copy
 // of each disk as created.
 func (w *world) newVM(prefix string, patterns ...byte) (*testVM, error) {
+	return w.makeVM(vmShape{prefix: prefix, memMiB: 64, diskMiB: 64}, patterns...)
+}
+
+// vmShape is what makeVM builds: a smaller guest makes a smaller saved state.
+type vmShape struct {
+	prefix          string
+	memMiB, diskMiB int
+	shutOff         bool // defined but never started
+}
+
+// makeVM is newVM for a VM of the given shape.
+func (w *world) makeVM(shape vmShape, patterns ...byte) (*testVM, error) {
+	prefix := shape.prefix
 	w.mu.Lock()
 	w.seq++
 	name := fmt.Sprintf("crash-%s%d", prefix, w.seq)
 	w.mu.Unlock()
-	v := &testVM{name: name, running: true, reads: map[string]byte{}, saved: map[string]string{}}
+	v := &testVM{name: name, running: !shape.shutOff, reads: map[string]byte{}, saved: map[string]string{}}
 	for i, p := range patterns {
 		target := fmt.Sprintf("vd%c", 'a'+i)
 		v.disks = append(v.disks, testenv.DiskSpec{
-			Target: target, Path: filepath.Join(w.images, fmt.Sprintf("%s-%s.qcow2", name, target)), SizeMiB: 64, Pattern: p,
+			Target: target, Path: filepath.Join(w.images, fmt.Sprintf("%s-%s.qcow2", name, target)), SizeMiB: shape.diskMiB, Pattern: p,
 		})
 		v.reads[target] = p
 	}
-	v.spec = testenv.VMSpec{Name: name, MemoryMiB: 64, Disks: v.disks, Running: true}
+	v.spec = testenv.VMSpec{Name: name, MemoryMiB: shape.memMiB, Disks: v.disks, Running: v.running}
 	if err := testenv.DefineVM(w.lv.URI, v.spec); err != nil {
 		return nil, err
 	}
@@ -216,8 +248,10 @@ func (w *world) newVM(prefix string, patterns ...byte) (*testVM, error) {
 	if err := testenv.VMEntries(w.store, host, "vmpool-1", name, v.disks, &cfg); err != nil {
 		return nil, err
 	}
-	if err := testenv.WaitGuestFilled(v.spec, 2*time.Minute); err != nil {
-		return nil, err
+	if v.running {
+		if err := testenv.WaitGuestFilled(v.spec, 2*time.Minute); err != nil {
+			return nil, err
+		}
 	}
 	for _, d := range v.disks {
 		dst := filepath.Join(w.saved, filepath.Base(d.Path))

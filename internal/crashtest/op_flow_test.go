@@ -1,0 +1,406 @@
+package crashtest
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-ldap/ldap/v3"
+	"github.com/sirupsen/logrus"
+
+	"github.com/stoneycloud/stoney-conductor/controld/control"
+	"github.com/stoneycloud/stoney-conductor/fsm"
+	"github.com/stoneycloud/stoney-conductor/internal/hostio"
+	"github.com/stoneycloud/stoney-conductor/ldapschema"
+)
+
+// A flow is one workflow the operation points are injected into, driven
+// from the leaf's first write to its end: the control side's writes come
+// from fsm.Reconcile (what controld writes) and the operator's from the
+// functions behind `controld restore` (what the web UI writes), the node's
+// steps from an in-process Agent. No daemon, no watch, no timer: every
+// point runs the same sequence.
+type opFlow struct {
+	name     string
+	restore  bool // a restore of the newest backup; else a backup
+	shape    vmShape
+	patterns []byte
+	steps    []string // the node's steps, in order
+}
+
+var (
+	backupSteps  = []string{string(fsm.Snapshot), string(fsm.Merge), string(fsm.Retain)}
+	restoreSteps = []string{string(fsm.UnretainSmallFiles), string(fsm.UnretainLargeFiles), string(fsm.Restore)}
+)
+
+// The VMs are small: a 16 MiB guest saves a 16 MiB state, which keeps the
+// number of write operations of a copy (one per MiB) low.
+var opFlows = []opFlow{
+	{name: "backup/running", shape: vmShape{prefix: "or", memMiB: 16, diskMiB: 16}, patterns: []byte{0xb1}, steps: backupSteps},
+	{name: "backup/shut-off", shape: vmShape{prefix: "os", memMiB: 16, diskMiB: 16, shutOff: true}, patterns: []byte{0xc1}, steps: backupSteps},
+	{name: "backup/two-disk", shape: vmShape{prefix: "ot", memMiB: 16, diskMiB: 16}, patterns: []byte{0xd1, 0xd2}, steps: backupSteps},
+	{name: "restore/running", restore: true, shape: vmShape{prefix: "oz", memMiB: 16, diskMiB: 16}, patterns: []byte{0xab}, steps: restoreSteps},
+}
+
+// Bounds against a hang; no speed assertion.
+const (
+	stepLimit = 3 * time.Minute // one pass of the node over a leaf
+	flowLimit = 8 * time.Minute // a flow from its first write to finished
+)
+
+// opFamily is a flow's VM, reused from point to point while it stays
+// healthy, with its newest good backup.
+type opFamily struct {
+	flow      *opFlow
+	vm        *testVM
+	good      string          // the newest good backup's leaf name
+	goodReads map[string]byte // what the guest read when it was taken
+	next      byte            // the next pattern a restore point writes first
+	broken    bool
+}
+
+// ready makes a new VM and its first backup when there is none or the last
+// point left it in doubt.
+func (f *opFamily) ready(w *world, log logrus.FieldLogger) error {
+	if f.vm != nil && !f.broken {
+		return nil
+	}
+	w.abandon(f.vm)
+	f.vm, f.good, f.broken = nil, "", false
+	v, err := w.makeVM(f.flow.shape, f.flow.patterns...)
+	if err != nil {
+		f.broken = true
+		return fmt.Errorf("new VM: %w", err)
+	}
+	f.vm = v
+	// The first backup, without a fault: the one a backup point must not
+	// lose and the one a restore point restores.
+	r := w.newRun(f, backupFlowOf(f.flow), hostio.Fault{}, log)
+	final, ok := r.run()
+	switch {
+	case !ok || len(r.problems) > 0:
+		f.broken = true
+		return fmt.Errorf("first backup of %s: %s", v.name, strings.Join(r.problems, "; "))
+	case final.ReturnValue != 0:
+		f.broken = true
+		return fmt.Errorf("first backup of %s ended rv=%d (%s)", v.name, final.ReturnValue, ldapschema.ReturnCode(final.ReturnValue))
+	}
+	if found := w.backupProblems(v, final.Name); len(found) > 0 {
+		f.broken = true
+		return fmt.Errorf("first backup of %s: %s", v.name, strings.Join(found, "; "))
+	}
+	f.good, f.goodReads = final.Name, maps.Clone(v.reads)
+	return nil
+}
+
+// backupFlowOf is the backup flow for a family's VM (a restore family
+// needs a backup first).
+func backupFlowOf(f *opFlow) *opFlow {
+	if !f.restore {
+		return f
+	}
+	return &opFlow{name: "backup/" + strings.TrimPrefix(f.name, "restore/"), shape: f.shape, patterns: f.patterns, steps: backupSteps}
+}
+
+// answer is a node's answer to a step: its done mode and return value.
+type answer struct {
+	mode fsm.Mode
+	rv   int
+}
+
+// flowRun is one execution of a flow with at most one fault.
+type flowRun struct {
+	w     *world
+	fam   *opFamily
+	flow  *opFlow
+	fault hostio.Fault
+	log   logrus.FieldLogger
+	dn    string
+	name  string // the leaf's name
+
+	life  *life
+	lives int // node starts after the first
+
+	mu        sync.Mutex
+	step      string  // the step the node works on now
+	ops       []opRec // through the armed seam
+	after     []opRec // through the seams of the lives after a crash
+	hit       *opRec  // where the fault landed
+	crashedAt string
+
+	answers  []answer
+	hist     []string
+	last     string
+	problems []string
+	hung     bool
+}
+
+func (w *world) newRun(fam *opFamily, flow *opFlow, fault hostio.Fault, log logrus.FieldLogger) *flowRun {
+	return &flowRun{w: w, fam: fam, flow: flow, fault: fault, log: log}
+}
+
+func (r *flowRun) problem(format string, a ...any) {
+	r.problems = append(r.problems, fmt.Sprintf(format, a...))
+}
+
+// short makes an operation's name readable: paths below the run's root and
+// the leaf's name.
+func (r *flowRun) short(op string) string {
+	op = strings.ReplaceAll(op, r.w.root+string(filepath.Separator), "")
+	if r.name != "" {
+		for _, kind := range []string{"backup", "retain"} {
+			dir := filepath.Join(kind, "vm-persistent", "pool-a", r.fam.vm.name, r.name)
+			op = strings.ReplaceAll(op, dir+string(filepath.Separator), kind+"/…/")
+			op = strings.ReplaceAll(op, dir, kind+"/…")
+		}
+		op = strings.ReplaceAll(op, r.name, "<leaf>")
+	}
+	// A rebuilt family has a new VM: the same operation keeps its name.
+	op = strings.ReplaceAll(op, filepath.Join("images", "pool-a")+string(filepath.Separator), "images/")
+	return strings.ReplaceAll(op, r.fam.vm.name, "<vm>")
+}
+
+// seam returns a seam for a new life: the armed one for the first, an
+// unarmed one (traced) after a crash.
+func (r *flowRun) seam() *hostio.Seam {
+	armed := r.lives == 0
+	s := &hostio.Seam{}
+	if armed {
+		s.Arm(r.fault)
+	}
+	s.Trace = func(n int, op string) {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		rec := opRec{n: n, step: r.step, name: r.short(op)}
+		if !armed {
+			r.after = append(r.after, rec)
+			return
+		}
+		r.ops = append(r.ops, rec)
+		if r.fault.Kind != hostio.NoFault && n == r.fault.N {
+			r.hit = &rec
+		}
+	}
+	return s
+}
+
+// run drives the flow to its end and lets the node settle the finished
+// leaf. ok is false when the leaf did not finish.
+func (r *flowRun) run() (final ldapschema.Leaf, ok bool) {
+	defer func() { r.life.end() }()
+	if err := r.start(); err != nil {
+		r.problem("start: %v", err)
+		return final, false
+	}
+	final, ok = r.drive(time.Now().Add(flowLimit))
+	if !ok {
+		return final, false
+	}
+	r.settle()
+	return final, true
+}
+
+func (r *flowRun) start() error {
+	v := r.fam.vm
+	if r.flow.restore {
+		dn, err := control.StartRestore(r.w.store, v.name, r.fam.good, time.Now())
+		r.dn, r.name = dn, r.fam.good
+		return err
+	}
+	at := r.w.leafName()
+	_, started := control.StartBackups(r.w.store, []string{v.name}, at)
+	r.dn, r.name = started[0].DN, ldapschema.FormatTime(at)
+	return started[0].Err
+}
+
+// drive moves the leaf until it is finished: whoever's turn it is acts.
+func (r *flowRun) drive(deadline time.Time) (ldapschema.Leaf, bool) {
+	idle := 0
+	for {
+		e, err := r.w.store.Get(r.dn, "*")
+		if err != nil {
+			r.problem("leaf %s: %v", r.dn, err)
+			return ldapschema.Leaf{}, false
+		}
+		l, err := ldapschema.ParseLeaf(r.w.store.Tree, e)
+		if err != nil {
+			r.problem("leaf %s unreadable: %v", r.dn, err)
+			return l, false
+		}
+		now := fmt.Sprintf("%s/%s/%d", l.Mode, l.State, l.ReturnValue)
+		if now != r.last {
+			r.last, idle = now, 0
+			r.see(l)
+		} else {
+			idle++
+		}
+		mode, err := fsm.ParseMode(l.Mode)
+		switch {
+		case err != nil:
+			r.problem("leaf in unknown mode %q", l.Mode)
+			return l, false
+		case mode == fsm.Finished:
+			return l, true
+		case idle > 8:
+			r.problem("leaf stays in %s: nobody moves it", l.Mode)
+			return l, false
+		case time.Now().After(deadline):
+			r.problem("leaf still %s after %s", l.Mode, flowLimit)
+			return l, false
+		case r.hung:
+			return l, false
+		}
+		switch {
+		case mode.IsRequest() && l.State == ldapschema.StatePending, mode.IsRunning():
+			r.nodeTurn(mode)
+		case mode == fsm.UnretainedSmallFiles:
+			r.operatorTurn(l)
+		default:
+			r.controlTurn(e)
+		}
+		if idle > 0 {
+			time.Sleep(time.Duration(idle) * 100 * time.Millisecond)
+		}
+	}
+}
+
+// see keeps the leaf's modes and the node's answers.
+func (r *flowRun) see(l ldapschema.Leaf) {
+	s := l.Mode
+	if l.ReturnValue != 0 {
+		s += fmt.Sprintf("(rv=%d)", l.ReturnValue)
+	}
+	r.hist = append(r.hist, s)
+	if m, err := fsm.ParseMode(l.Mode); err == nil && m.IsDone() {
+		r.answers = append(r.answers, answer{mode: m, rv: l.ReturnValue})
+	}
+}
+
+// nodeTurn: the node claims or resumes the step, in the life that runs now
+// or, after a crash, in a new one.
+func (r *flowRun) nodeTurn(mode fsm.Mode) {
+	if r.life == nil || r.life.dead {
+		if r.life != nil {
+			r.lives++
+		}
+		l, err := r.w.newLife(r.seam(), r.log)
+		if err != nil {
+			r.problem("node start: %v", err)
+			r.hung = true
+			return
+		}
+		r.life = l
+	}
+	step := mode
+	if mode.IsRunning() {
+		step = mode.Request()
+	}
+	r.mu.Lock()
+	r.step = string(step)
+	r.mu.Unlock()
+	at, err := r.life.reconcile(r.dn, stepLimit)
+	switch {
+	case at != "":
+		r.crashedAt = r.short(at)
+	case errors.Is(err, errHung):
+		r.problem("step %s neither answered nor crashed within %s (its goroutine is left running)", step, stepLimit)
+		r.hung = true
+	case err != nil:
+		r.log.WithError(err).Warn("crashtest: node pass over the leaf failed; again")
+	}
+}
+
+// controlTurn: what controld writes next, from the leaf alone (its batch:
+// every VM of a flow has a leaf name of its own).
+func (r *flowRun) controlTurn(e *ldap.Entry) {
+	mode, _ := fsm.ParseMode(e.GetAttributeValue(ldapschema.AttrMode))
+	rv, missing := 0, true
+	if s := e.GetAttributeValue(ldapschema.AttrReturnValue); s != "" {
+		if n, err := strconv.Atoi(s); err == nil {
+			rv = n
+		} else {
+			rv = int(ldapschema.RCUndefined)
+		}
+		missing = false
+	}
+	l := fsm.Leaf{Key: e.DN, VM: r.fam.vm.name, Name: r.name, Host: host, Mode: mode,
+		State: e.GetAttributeValue(ldapschema.AttrState), ReturnValue: rv, ReturnMissing: missing}
+	for _, w := range fsm.Reconcile([]fsm.Leaf{l}, ldapschema.FormatTime(time.Now())) {
+		var err error
+		if w.Remove {
+			err = r.w.store.DeleteIf(w.Key, "("+ldapschema.AttrMode+"="+ldap.EscapeFilter(string(w.From))+")")
+		} else {
+			err = r.w.store.ChangeMode(ldapschema.ModeChange{DN: w.Key, From: string(w.From), To: string(w.To), State: w.State, ReturnValue: w.ReturnValue})
+		}
+		if err != nil && !errors.Is(err, ldapschema.ErrConflict) {
+			r.problem("control write %s: %v", w, err)
+		}
+	}
+}
+
+// operatorTurn: the web UI after unretainSmallFiles: cancel on a failure,
+// else copy the unretained LDIF to <vm>.ldif and go on.
+func (r *flowRun) operatorTurn(l ldapschema.Leaf) {
+	cancel := func() {
+		if err := control.CancelRestore(r.w.store, r.dn, time.Now()); err != nil {
+			r.problem("cancel restore: %v", err)
+		}
+	}
+	if l.ReturnValue != 0 {
+		cancel()
+		return
+	}
+	v := r.fam.vm
+	dir := filepath.Join(r.w.retain, "vm-persistent", "pool-a", v.name, r.name)
+	b, err := os.ReadFile(filepath.Join(dir, v.name+".ldif."+r.name))
+	if err == nil {
+		err = os.WriteFile(filepath.Join(dir, v.name+".ldif"), b, 0o640)
+	}
+	if err != nil {
+		r.problem("unretainSmallFiles answered 0 but the web UI finds no LDIF to go on with: %v", err)
+		cancel()
+		return
+	}
+	if err := control.ContinueRestore(r.w.store, r.dn); err != nil {
+		r.problem("continue restore: %v", err)
+	}
+}
+
+// settle lets a node that did not crash settle the finished leaf (its
+// tidy), as a running nodebackupd does when it sees the leaf finished.
+func (r *flowRun) settle() {
+	r.life.end()
+	l, err := r.w.newLife(&hostio.Seam{}, r.log)
+	if err != nil {
+		r.problem("node start: %v", err)
+		return
+	}
+	defer l.end()
+	for try := 1; ; try++ {
+		at, err := l.reconcile(r.dn, stepLimit)
+		switch {
+		case at != "":
+			r.problem("an unarmed seam crashed at %s", at)
+			return
+		case errors.Is(err, errHung):
+			r.problem("the node's tidy of the finished leaf did not return within %s", stepLimit)
+			r.hung = true
+			return
+		case err == nil:
+			return
+		case try == 3:
+			r.problem("the node's tidy of the finished leaf keeps failing: %v", err)
+			return
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+}
+
+// history reads like "initialize → initialized → snapshot → ...".
+func (r *flowRun) history() string { return strings.Join(r.hist, " → ") }

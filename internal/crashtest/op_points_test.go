@@ -1,0 +1,335 @@
+package crashtest
+
+import (
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/stoneycloud/stoney-conductor/internal/hostio"
+)
+
+// The operation-level points: which ones a run takes, how they are named,
+// how one is asked for again. Pure: no service, no clock.
+
+// envPoints selects the operation points of TestOpPoints: "sample" (the
+// default, what `make test` runs), "all" (`make crashtest`), or a comma
+// separated list of point keys to replay, e.g.
+// "backup/running#17:crash-after,restore/running#4:fail:ENOSPC".
+const envPoints = "CRASHTEST_POINTS"
+
+// opRec is one operation a flow passed through the seam.
+type opRec struct {
+	n    int    // counted from 1 since the flow started
+	step string // the request it belongs to: snapshot, merge, retain, ...
+	name string // as the seam was told, with the run's paths shortened
+}
+
+// opPoint is one fault at one operation of one flow.
+type opPoint struct {
+	flow   string
+	fault  hostio.Fault
+	traced opRec // what the tracing run did at that operation
+}
+
+// errnoAt alternates the injected errors: EIO at odd operations, ENOSPC at
+// even ones.
+func errnoAt(n int) syscall.Errno {
+	if n%2 == 0 {
+		return syscall.ENOSPC
+	}
+	return syscall.EIO
+}
+
+func isCrash(f hostio.Fault) bool { return f.Kind == hostio.CrashBefore || f.Kind == hostio.CrashAfter }
+
+// kindName is the fault without its number: crash-before, crash-after, fail EIO.
+func kindName(f hostio.Fault) string {
+	s := f.String()
+	if i := strings.Index(s, ":"); i >= 0 {
+		kind, rest := s[:i], s[i+1:]
+		if j := strings.Index(rest, ":"); j >= 0 {
+			return kind + " " + rest[j+1:]
+		}
+		return kind
+	}
+	return s
+}
+
+// key names a point so that CRASHTEST_POINTS can ask for it again.
+func (p opPoint) key() string {
+	s := p.fault.String() // crash-after:17 or fail:17:EIO
+	kind, rest, _ := strings.Cut(s, ":")
+	n, errno, _ := strings.Cut(rest, ":")
+	k := fmt.Sprintf("%s#%s:%s", p.flow, n, kind)
+	if errno != "" {
+		k += ":" + errno
+	}
+	return k
+}
+
+// parseKey reads a key made by opPoint.key.
+func parseKey(k string) (flow string, f hostio.Fault, err error) {
+	flow, rest, ok := strings.Cut(strings.TrimSpace(k), "#")
+	bad := fmt.Errorf("point %q: want <flow>#<N>:crash-before|crash-after|fail:EIO|fail:ENOSPC", k)
+	if !ok || flow == "" {
+		return "", f, bad
+	}
+	n, fault, ok := strings.Cut(rest, ":")
+	if !ok {
+		return "", f, bad
+	}
+	kind, errno, _ := strings.Cut(fault, ":")
+	spec := kind + ":" + n
+	if errno != "" {
+		spec += ":" + errno
+	}
+	f, err = hostio.ParseFault(spec)
+	if err != nil {
+		return "", f, bad
+	}
+	return flow, f, nil
+}
+
+// selection is what CRASHTEST_POINTS asked for.
+type selection struct {
+	all  bool
+	keys map[string][]hostio.Fault // flow → the points to replay; nil: a rule
+}
+
+func parseSelection(s string) (selection, error) {
+	switch strings.TrimSpace(s) {
+	case "", "sample":
+		return selection{}, nil
+	case "all":
+		return selection{all: true}, nil
+	}
+	sel := selection{keys: map[string][]hostio.Fault{}}
+	for _, k := range strings.Split(s, ",") {
+		if strings.TrimSpace(k) == "" {
+			continue
+		}
+		flow, f, err := parseKey(k)
+		if err != nil {
+			return sel, err
+		}
+		sel.keys[flow] = append(sel.keys[flow], f)
+	}
+	return sel, nil
+}
+
+func selectionFromEnv() (selection, error) { return parseSelection(os.Getenv(envPoints)) }
+
+func (s selection) String() string {
+	switch {
+	case s.all:
+		return "all points"
+	case s.keys != nil:
+		return "the points asked for in " + envPoints
+	}
+	return "the sample (" + envPoints + "=all for every point)"
+}
+
+// points are the faults to inject into a flow whose tracing run did ops.
+func (s selection) points(flow string, ops []opRec) []opPoint {
+	at := func(n int) opRec {
+		if n >= 1 && n <= len(ops) {
+			return ops[n-1]
+		}
+		return opRec{n: n, name: "(beyond the traced operations)"}
+	}
+	var out []opPoint
+	switch {
+	case s.keys != nil:
+		for _, f := range s.keys[flow] {
+			out = append(out, opPoint{flow: flow, fault: f, traced: at(f.N)})
+		}
+	case s.all:
+		for _, op := range ops {
+			out = append(out, allFaults(flow, op)...)
+		}
+	default:
+		out = samplePoints(flow, ops)
+	}
+	return out
+}
+
+// allFaults: crash before, crash after and fail, at one operation.
+func allFaults(flow string, op opRec) []opPoint {
+	return []opPoint{
+		{flow: flow, fault: hostio.Fault{Kind: hostio.CrashBefore, N: op.n}, traced: op},
+		{flow: flow, fault: hostio.Fault{Kind: hostio.CrashAfter, N: op.n}, traced: op},
+		{flow: flow, fault: hostio.Fault{Kind: hostio.FailWith, N: op.n, Errno: errnoAt(op.n)}, traced: op},
+	}
+}
+
+// verb is the kind of an operation: the first word of its name.
+func verb(name string) string {
+	v, _, _ := strings.Cut(name, " ")
+	return v
+}
+
+// samplePoints is the fixed sample `make test` runs. In every step of the
+// flow: a crash before its first operation, a failure of its middle one and
+// a crash after its last one (the moment between the work and its answer).
+// Then, once per kind of operation (its verb: rename, write, define...),
+// its first operation in the flow not sampled yet, with in turn a crash
+// after, a failure and a crash before.
+func samplePoints(flow string, ops []opRec) []opPoint {
+	var out []opPoint
+	chosen := map[int]bool{}
+	take := func(op opRec, kind int) {
+		chosen[op.n] = true
+		p := allFaults(flow, op)[kind]
+		for _, q := range out {
+			if q.fault == p.fault {
+				return
+			}
+		}
+		out = append(out, p)
+	}
+	const before, after, fail = 0, 1, 2
+	for _, step := range stepsOf(ops) {
+		var in []opRec
+		for _, op := range ops {
+			if op.step == step {
+				in = append(in, op)
+			}
+		}
+		take(in[0], before)
+		take(in[len(in)/2], fail)
+		take(in[len(in)-1], after)
+	}
+	seen := map[string]bool{}
+	turn := 0
+	for _, op := range ops {
+		v := verb(op.name)
+		if seen[v] {
+			continue
+		}
+		seen[v] = true
+		if chosen[op.n] {
+			continue
+		}
+		take(op, []int{after, fail, before}[turn%3])
+		turn++
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].fault.N < out[j].fault.N })
+	return out
+}
+
+// stepsOf lists the steps of ops in the order they first appear.
+func stepsOf(ops []opRec) []string {
+	var steps []string
+	seen := map[string]bool{}
+	for _, op := range ops {
+		if !seen[op.step] {
+			seen[op.step] = true
+			steps = append(steps, op.step)
+		}
+	}
+	return steps
+}
+
+// stepCounts reads like "snapshot 12, merge 3, retain 40".
+func stepCounts(ops []opRec, want []string) string {
+	n := map[string]int{}
+	for _, op := range ops {
+		n[op.step]++
+	}
+	var parts []string
+	for _, s := range want {
+		parts = append(parts, s+" "+strconv.Itoa(n[s]))
+	}
+	for _, s := range stepsOf(ops) {
+		if !contains(want, s) {
+			parts = append(parts, s+" "+strconv.Itoa(n[s]))
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// TestOpPointSelection: the sample reaches every step and every kind of
+// fault, a point's key asks for that same point again, and "all" is three
+// faults at every operation.
+func TestOpPointSelection(t *testing.T) {
+	var ops []opRec
+	add := func(step string, names ...string) {
+		for _, n := range names {
+			ops = append(ops, opRec{n: len(ops) + 1, step: step, name: n})
+		}
+	}
+	add("snapshot", "intent record a", "save vm", "rename a to b", "rename c to d", "intent record a")
+	add("merge", "pull vda")
+	add("retain", "create x.partial", "write x.partial", "write x.partial", "fsync x.partial", "rename x.partial to x")
+
+	sample := samplePoints("backup/running", ops)
+	steps := map[string]bool{}
+	kinds := map[string]bool{}
+	lastAfter := map[string]bool{}
+	for _, p := range sample {
+		steps[p.traced.step] = true
+		kinds[verb(kindName(p.fault))] = true
+		if p.fault.Kind == hostio.CrashAfter {
+			lastAfter[p.traced.step+"#"+strconv.Itoa(p.fault.N)] = true
+		}
+		flow, f, err := parseKey(p.key())
+		if err != nil || flow != p.flow || f != p.fault {
+			t.Errorf("key %q reads back as %q %v (%v)", p.key(), flow, f, err)
+		}
+	}
+	for _, s := range []string{"snapshot", "merge", "retain"} {
+		if !steps[s] {
+			t.Errorf("the sample misses step %s: %v", s, sample)
+		}
+	}
+	for _, want := range []string{"snapshot#5", "merge#6", "retain#11"} {
+		if !lastAfter[want] {
+			t.Errorf("the sample has no crash after the last operation of a step (%s)", want)
+		}
+	}
+	for _, k := range []string{"crash-before", "crash-after", "fail"} {
+		if !kinds[k] {
+			t.Errorf("the sample has no %s point", k)
+		}
+	}
+	if len(sample) >= 3*len(ops) {
+		t.Errorf("the sample (%d points) is no smaller than all points (%d)", len(sample), 3*len(ops))
+	}
+
+	all, err := parseSelection("all")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := all.points("backup/running", ops); len(got) != 3*len(ops) {
+		t.Errorf("all points: %d, want %d", len(got), 3*len(ops))
+	}
+	replay, err := parseSelection("backup/running#7:fail:ENOSPC, restore/running#2:crash-after")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := replay.points("backup/running", ops)
+	if len(got) != 1 || got[0].fault != (hostio.Fault{Kind: hostio.FailWith, N: 7, Errno: syscall.ENOSPC}) || got[0].traced.name != "create x.partial" {
+		t.Errorf("replay of backup/running#7:fail:ENOSPC gives %+v", got)
+	}
+	if len(replay.points("backup/shut-off", ops)) != 0 {
+		t.Errorf("a replay runs points of a flow it did not name")
+	}
+	for _, bad := range []string{"backup/running", "backup/running#x:crash-after", "backup/running#3:fail:EPERM", "#3:crash-before"} {
+		if _, err := parseSelection(bad); err == nil {
+			t.Errorf("selection %q accepted", bad)
+		}
+	}
+}

@@ -1,0 +1,408 @@
+package crashtest
+
+import (
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/stoneycloud/stoney-conductor/fsm"
+	"github.com/stoneycloud/stoney-conductor/internal/hostio"
+	"github.com/stoneycloud/stoney-conductor/internal/testenv"
+	"github.com/stoneycloud/stoney-conductor/ldapschema"
+)
+
+// opResult is one operation point's outcome.
+type opResult struct {
+	p        opPoint
+	hit      string // the operation the fault landed on
+	outcome  []string
+	checked  []string
+	problems []string
+	details  []string
+	ops      []opRec // what the flow passed through the armed seam
+	took     time.Duration
+	flowTook time.Duration // setup and flow, without the checks
+}
+
+func (r *opResult) problem(format string, a ...any) {
+	r.problems = append(r.problems, fmt.Sprintf(format, a...))
+}
+
+func (r opResult) held() bool { return len(r.problems) == 0 }
+
+func (r opResult) line() string {
+	status := "ok"
+	if !r.held() {
+		status = "FAIL"
+	}
+	parts := append([]string(nil), r.outcome...)
+	if r.held() {
+		parts = append(parts, r.checked...)
+	} else {
+		parts = append(parts, r.problems...)
+	}
+	parts = append(parts, fmt.Sprintf("%.1fs, checks %.1fs", r.took.Seconds(), (r.took-r.flowTook).Seconds()))
+	name := r.hit
+	if name == "" {
+		name = r.p.traced.name
+	}
+	return fmt.Sprintf("op point %s #%d %s '%s': %s (%s)", r.p.flow, r.p.fault.N, kindName(r.p.fault), name, status, strings.Join(parts, "; "))
+}
+
+// TestOpPoints is the operation-level crash harness: for every flow it
+// first runs the flow without a fault, listing the operations its steps
+// pass through the seam, then once per point with the seam armed: the node
+// crashes just before or just after the Nth operation (and a new node life
+// takes the leaf up), or the Nth operation fails. After each point the
+// invariants of docs/crashes.md are checked. CRASHTEST_POINTS selects the
+// points (see op_points_test.go).
+func TestOpPoints(t *testing.T) {
+	sel, err := selectionFromEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	runStart := time.Now()
+	w, teardown := startWorld(t, false)
+	defer teardown()
+	logPath := filepath.Join(w.root, "logs", "node-in-process.log")
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logFile.Close()
+	logger := logrus.New()
+	logger.SetOutput(logFile)
+	logger.SetLevel(logrus.InfoLevel)
+	for _, h := range w.header {
+		fmt.Println("crashtest: " + h)
+	}
+	fmt.Printf("crashtest: operation points: %s; node log %s\n", sel, logPath)
+
+	var crashN, crashHeld, ioN, ioHeld int
+	var timings []string
+	for i := range opFlows {
+		flow := &opFlows[i]
+		if sel.keys != nil && len(sel.keys[flow.name]) == 0 {
+			continue
+		}
+		flowStart := time.Now()
+		fam := &opFamily{flow: flow, next: 0x11}
+		trace := w.runOpPoint(fam, opPoint{flow: flow.name}, logger, logPath)
+		ops := trace.ops
+		fmt.Printf("op trace %s: %d operations (%s): %s\n", flow.name, len(ops), stepCounts(ops, flow.steps), trace.line()[strings.Index(trace.line(), ": ")+2:])
+		if !trace.held() {
+			t.Errorf("the flow %s fails without any fault, its points were not run:\n  %s",
+				flow.name, strings.Join(append(trace.problems, trace.details...), "\n  "))
+			w.abandon(fam.vm)
+			continue
+		}
+		for _, op := range ops {
+			fmt.Printf("op trace %s #%d %s: %s\n", flow.name, op.n, op.step, op.name)
+		}
+		for _, step := range flow.steps {
+			if !slices.ContainsFunc(ops, func(o opRec) bool { return o.step == step }) {
+				fmt.Printf("op flow %s: step %s passes no operation through the seam: NOT COVERED\n", flow.name, step)
+				t.Errorf("flow %s: step %s passes no operation through the seam, so no point covers it", flow.name, step)
+			}
+		}
+		points := sel.points(flow.name, ops)
+		var fc, fch, fi, fih int
+		for _, p := range points {
+			r := w.runOpPoint(fam, p, logger, logPath)
+			fmt.Println(r.line())
+			if !r.held() {
+				t.Errorf("%s\n  replay: %s=%q\n  %s", r.line(), envPoints, p.key(), strings.Join(append(r.problems, r.details...), "\n  "))
+			}
+			if isCrash(p.fault) {
+				fc++
+				if r.held() {
+					fch++
+				}
+			} else {
+				fi++
+				if r.held() {
+					fih++
+				}
+			}
+		}
+		crashN, crashHeld, ioN, ioHeld = crashN+fc, crashHeld+fch, ioN+fi, ioHeld+fih
+		took := time.Since(flowStart)
+		timing := fmt.Sprintf("op flow %s: %d operations, %d points (crash %d held of %d, io-error %d held of %d) in %s, %.1fs a point",
+			flow.name, len(ops), len(points), fch, fc, fih, fi, took.Round(time.Second), took.Seconds()/float64(max(len(points)+1, 1)))
+		fmt.Println(timing)
+		timings = append(timings, timing)
+		w.abandon(fam.vm)
+	}
+
+	found := w.leftovers(nil)
+	if len(found) > 0 {
+		fmt.Println("crashtest: final scan of the retain, RAM disk, image and backup directories: FAIL (" + strings.Join(found, "; ") + ")")
+		t.Errorf("left behind after the run: %s", strings.Join(found, "; "))
+	} else {
+		fmt.Println("crashtest: final scan of the retain, RAM disk, image and backup directories: ok (nothing left behind)")
+	}
+	for _, s := range timings {
+		fmt.Println("crashtest: " + s)
+	}
+	fmt.Printf("crash points: %d held of %d\n", crashHeld, crashN)
+	fmt.Printf("io-error points: %d held of %d\n", ioHeld, ioN)
+	fmt.Printf("crashtest: operation points took %s\n", time.Since(runStart).Round(100*time.Millisecond))
+	if crashN+ioN == 0 && sel.keys == nil {
+		t.Errorf("no operation point ran")
+	}
+}
+
+// runOpPoint runs a family's flow once with one fault (none for the
+// tracing run), checks the invariants and brings the family back to the
+// flow's start.
+func (w *world) runOpPoint(fam *opFamily, p opPoint, logger *logrus.Logger, logPath string) (res opResult) {
+	res.p = p
+	start := time.Now()
+	defer func() { res.took = time.Since(start) }()
+	logOff := logSize(logPath)
+	log := logger.WithField("crashtest", p.key())
+	if p.fault.Kind == hostio.NoFault {
+		log = logger.WithField("crashtest", p.flow+" (trace)")
+	}
+	if err := fam.ready(w, log); err != nil {
+		res.problem("setup: %v", err)
+		return res
+	}
+	v := fam.vm
+	flow := fam.flow
+
+	// What the guest reads before the flow and what it must read after.
+	if flow.restore {
+		for _, d := range v.disks {
+			pat := fam.nextPattern()
+			if err := testenv.WriteGuestPattern(w.lv.URI, w.lv.LogDir, v.name, d.Target, pat, testenv.PatternOffset, testenv.PatternLength); err != nil {
+				res.problem("setup: guest write: %v", err)
+				fam.broken = true
+				return res
+			}
+			v.reads[d.Target] = pat
+		}
+	}
+	before := maps.Clone(v.reads)
+	after := before
+	if flow.restore {
+		after = fam.goodReads
+	}
+	boots := serialBoots(v)
+	good := fam.good
+	goodListing := listing(w.backupDir(v, good))
+	log.Info("==== crashtest: point starts")
+
+	r := w.newRun(fam, flow, p.fault, log)
+	final, finished := r.run()
+	res.flowTook = time.Since(start)
+	res.ops = r.ops
+	res.problems = append(res.problems, r.problems...)
+	doubt := !finished || r.hung
+
+	// Where the fault landed.
+	if p.fault.Kind != hostio.NoFault {
+		switch {
+		case r.hit == nil:
+			res.problem("the fault was never reached: the flow passed %d operations this time (traced %d)", len(r.ops), p.traced.n)
+		default:
+			res.hit = r.hit.name
+			if r.hit.name != p.traced.name && p.traced.name != "" {
+				res.outcome = append(res.outcome, "traced there: '"+p.traced.name+"'")
+			}
+		}
+		if isCrash(p.fault) && r.hit != nil {
+			if r.crashedAt == "" {
+				res.problem("the seam reached %s but the node did not end", p.fault)
+			} else {
+				res.outcome = append(res.outcome, fmt.Sprintf("node restarted in %s, the new node did %d operations", r.hit.step, len(r.after)))
+			}
+		}
+	}
+
+	// The leaf's end and what the node answered.
+	if finished {
+		outcome, problem := leafEnd(final)
+		if problem != "" {
+			res.problem("%s", problem)
+		} else {
+			res.outcome = append(res.outcome, outcome)
+		}
+	}
+	var restored *answer
+	for i, a := range r.answers {
+		if a.rv != 0 && p.fault.Kind == hostio.FailWith {
+			res.outcome = append(res.outcome, fmt.Sprintf("%s answered %d (%s)", a.mode.Request(), a.rv, ldapschema.ReturnCode(a.rv)))
+		}
+		if a.mode == fsm.Restored {
+			restored = &r.answers[i]
+		}
+	}
+
+	// The VM: power state, disks, chain.
+	if found := append(w.vmProblems(v), diskProblems(v)...); len(found) > 0 {
+		res.problems = append(res.problems, found...)
+		doubt = true
+	} else {
+		state := "running"
+		if !v.running {
+			state = "shut off"
+		}
+		res.checked = append(res.checked, "VM "+state+" on its own images, no backing file")
+	}
+
+	// The guest's data: before or after, never zeros or a mix.
+	if !r.hung {
+		got, notes := w.reads(v, before, after)
+		tookEffect := flow.restore && restored != nil && restored.rv == 0
+		switch {
+		case len(notes) > 0:
+			res.problems = append(res.problems, notes...)
+			doubt = true
+		case !flow.restore:
+			res.checked = append(res.checked, "guest reads "+readsOf(v, got))
+		case same(got, after):
+			if !tookEffect {
+				res.problem("the guest runs restored (reads %s) but the restore answered %s", readsOf(v, got), answerText(restored))
+			} else {
+				res.checked = append(res.checked, "guest reads "+readsOf(v, got)+" as restored")
+			}
+			maps.Copy(v.reads, after)
+		case same(got, before):
+			if tookEffect {
+				res.problem("the restore answered 0 but the guest still reads %s as before it", readsOf(v, got))
+				doubt = true
+			} else {
+				res.checked = append(res.checked, "guest reads "+readsOf(v, got)+" as before the restore")
+			}
+		default:
+			res.problem("the guest reads a mix of before and after: %s (before %s, after %s)", readsOf(v, got), readsOf(v, before), readsOf(v, after))
+			doubt = true
+		}
+	}
+	if v.running {
+		if n := serialBoots(v); n != boots {
+			res.problem("the guest booted again (%d boots, was %d): its RAM state was lost", n, boots)
+			doubt = true
+		}
+	}
+
+	// The newest good backup: intact, restorable, kept.
+	newest := good
+	if !flow.restore && finished && final.ReturnValue == 0 {
+		newest = final.Name
+		if found := w.backupProblems(v, final.Name); len(found) > 0 {
+			res.problems = append(res.problems, found...)
+		}
+	}
+	if now := listing(w.backupDir(v, good)); now != goodListing {
+		res.problem("the backup %s changed:\nbefore:\n%safter:\n%s", good, goodListing, now)
+		doubt = true
+	}
+	if found := w.goodBackupProblems(v, newest); len(found) > 0 {
+		res.problems = append(res.problems, found...)
+	} else {
+		res.checked = append(res.checked, "newest good backup "+newest+" intact, restorable, kept")
+	}
+
+	// Nothing left once the leaf is settled.
+	if finished {
+		left := w.leftovers(v)
+		if len(left) > 0 {
+			doubt = true
+		}
+		left = append(left, w.intentLeft(v, r.name)...)
+		if len(left) > 0 {
+			res.problems = append(res.problems, left...)
+		} else {
+			res.checked = append(res.checked, "nothing left")
+		}
+	}
+
+	if !res.held() {
+		res.details = append(res.details, "leaf "+r.dn+": "+r.history())
+		if r.crashedAt != "" {
+			res.details = append(res.details, "crashed at "+r.crashedAt)
+		}
+		if len(r.after) > 0 {
+			var names []string
+			for _, o := range r.after {
+				names = append(names, fmt.Sprintf("%s: %s", o.step, o.name))
+			}
+			res.details = append(res.details, "the node after the crash did: "+strings.Join(names, " | "))
+		}
+		lines := logLines(logPath, logOff, 15, "level=error", "level=warning")
+		res.details = append(res.details, fmt.Sprintf("node log (%s), errors and warnings of this point:\n    %s", logPath, strings.Join(lines, "\n    ")))
+	}
+	w.resetFamily(fam, r, doubt)
+	return res
+}
+
+// resetFamily brings the family back to the flow's start: a backup point's
+// leaf and files go, a restored leaf is made restorable again; a family in
+// doubt is rebuilt before the next point.
+func (w *world) resetFamily(fam *opFamily, r *flowRun, doubt bool) {
+	if doubt {
+		fam.broken = true
+		return
+	}
+	v := fam.vm
+	switch {
+	case r.dn == "":
+		return
+	case r.name != fam.good:
+		_ = w.store.Delete(r.dn)
+		_ = os.RemoveAll(w.backupDir(v, r.name))
+		_ = os.RemoveAll(filepath.Join(w.nodeStateDir(), "intent", v.name, r.name))
+		return
+	}
+	e, err := w.store.Get(r.dn, "*")
+	if err != nil {
+		fam.broken = true
+		return
+	}
+	l, err := ldapschema.ParseLeaf(w.store.Tree, e)
+	if err != nil || l.Mode != string(fsm.Finished) || l.ReturnValue != 0 {
+		err = w.store.Update(r.dn, "", map[string][]string{
+			ldapschema.AttrMode: {string(fsm.Finished)}, ldapschema.AttrReturnValue: {"0"},
+		})
+		if err != nil {
+			fam.broken = true
+		}
+	}
+	_ = os.RemoveAll(filepath.Join(w.nodeStateDir(), "intent", v.name, r.name))
+}
+
+// nextPattern is a pattern no disk of the backup holds and not zero.
+func (f *opFamily) nextPattern() byte {
+	for {
+		p := f.next
+		f.next++
+		if p == 0 || slices.Contains(slices.Collect(maps.Values(f.goodReads)), p) {
+			continue
+		}
+		return p
+	}
+}
+
+func readsOf(v *testVM, m map[string]byte) string {
+	var parts []string
+	for _, d := range v.disks {
+		parts = append(parts, fmt.Sprintf("%s 0x%02x", d.Target, m[d.Target]))
+	}
+	return strings.Join(parts, ", ")
+}
+
+func answerText(a *answer) string {
+	if a == nil {
+		return "nothing (the restore step never answered)"
+	}
+	return fmt.Sprintf("%d (%s)", a.rv, ldapschema.ReturnCode(a.rv))
+}
