@@ -43,6 +43,10 @@ func (r Record) Save(v any) error {
 	}
 	err = r.Seam.Do("intent record "+r.Path.Base(), func() error {
 		var plain *Seam // the record's own file operations are not points of their own
+		// The state directory itself is configuration (trusted, root only).
+		if err := os.MkdirAll(r.Path.Root, 0o700); err != nil {
+			return err
+		}
 		if _, err := plain.MkdirAll(r.Path.Dir(), 0o700); err != nil {
 			return err
 		}
