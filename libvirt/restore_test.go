@@ -569,7 +569,7 @@ func TestRestoreCrashAtEveryOperation(t *testing.T) {
 		t.Fatalf("only %d operations: %v", len(ops), ops)
 	}
 	var faults []hostio.Fault
-	for n := 1; n <= len(ops); n++ {
+	for _, n := range pointsToRun(len(ops)) {
 		faults = append(faults, hostio.Fault{Kind: hostio.CrashBefore, N: n})
 	}
 	faults = append(faults, hostio.Fault{Kind: hostio.CrashAfter, N: len(ops)})
@@ -626,8 +626,8 @@ func TestRestoreFailureAtEveryOperation(t *testing.T) {
 	if _, err := h.Restore(context.Background(), restoreRequest(t, h, "restfail", res, park)); err != nil {
 		t.Fatal(err)
 	}
-	held := 0
-	for n := 1; n <= len(ops); n++ {
+	held, points := 0, pointsToRun(len(ops))
+	for _, n := range points {
 		for _, f := range files {
 			copyFile(t, filepath.Join(keep, filepath.Base(f)), f)
 		}
@@ -672,5 +672,5 @@ func TestRestoreFailureAtEveryOperation(t *testing.T) {
 		t.Logf("fail:%d:EIO at %q: %s, held", n, ops[n-1], rec.Phase)
 		held++
 	}
-	t.Logf("io-error points: %d held of %d", held, len(ops))
+	t.Logf("io-error points: %d held of %d", held, len(points))
 }
