@@ -58,3 +58,53 @@ func TestCopyFileSparse(t *testing.T) {
 		t.Fatal("temporary file left")
 	}
 }
+
+// Finding 6: the root daemon copies in trees a VM owner's group may write.
+// A link planted as the copy's temporary file, as its source or as a
+// directory on the way is never followed: no victim is truncated or made
+// readable, no secret lands in the backup.
+func TestCopyNeverFollowsPlantedLinks(t *testing.T) {
+	retain, backup, outside := t.TempDir(), t.TempDir(), t.TempDir()
+	victim := filepath.Join(outside, "victim")
+	secret := filepath.Join(outside, "secret")
+	for _, f := range []string{victim, secret} {
+		if err := os.WriteFile(f, []byte("keep me"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(retain, "vm.xml"), []byte("<domain/>"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// The .partial of the copy is a link to the victim.
+	if err := os.Symlink(victim, filepath.Join(backup, "vm.xml.L.partial")); err != nil {
+		t.Fatal(err)
+	}
+	src, dst := hostio.In(retain).MustJoin("vm.xml"), hostio.In(backup).MustJoin("vm.xml.L")
+	if _, err := CopyFile(context.Background(), nil, src, dst, 0o666, nil); err == nil {
+		t.Error("a copy through a planted .partial link succeeded")
+	}
+	// The source is a link to a secret.
+	if err := os.Symlink(secret, filepath.Join(retain, "vm.ldif")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := CopyFile(context.Background(), nil, hostio.In(retain).MustJoin("vm.ldif"), hostio.In(backup).MustJoin("vm.ldif.L"), 0o640, nil); err == nil {
+		t.Error("a linked source was copied into the backup")
+	}
+	// A directory on the way is a link.
+	if err := os.Symlink(outside, filepath.Join(backup, "sub")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := CopyFile(context.Background(), nil, src, hostio.In(backup).MustJoin("sub", "victim"), 0o666, nil); err == nil {
+		t.Error("a copy through a linked directory succeeded")
+	}
+	for _, f := range []string{victim, secret} {
+		b, err := os.ReadFile(f)
+		fi, _ := os.Stat(f)
+		if err != nil || string(b) != "keep me" || fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s changed: %q, mode %v, %v", f, b, fi.Mode(), err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(backup, "vm.ldif.L")); !os.IsNotExist(err) {
+		t.Error("the secret reached the backup directory")
+	}
+}
