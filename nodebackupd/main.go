@@ -35,7 +35,13 @@ type config struct {
 	LeaseTTL time.Duration `yaml:"leaseTTL"`
 	// StateDir holds the steps' intent records; only root may write it.
 	StateDir string `yaml:"stateDir"`
-	Metrics  struct {
+	// QemuImg bounds every qemu-img call (zero keeps a default).
+	QemuImg struct {
+		QueryTimeout time.Duration `yaml:"queryTimeout"`
+		CheckTimeout time.Duration `yaml:"checkTimeout"`
+		DataTimeout  time.Duration `yaml:"dataTimeout"`
+	} `yaml:"qemuImg"`
+	Metrics struct {
 		Listen string `yaml:"listen"` // host:port for /metrics and /healthz; "" = off
 	} `yaml:"metrics"`
 	Log struct {
@@ -105,6 +111,8 @@ func run(cfgPath string) int {
 		return 2
 	}
 	hv.SetSeam(seam)
+	libvirt.SetImageTimeouts(libvirt.ImageTimeouts{Query: cfg.QemuImg.QueryTimeout,
+		Check: cfg.QemuImg.CheckTimeout, Data: cfg.QemuImg.DataTimeout})
 	if cfg.StateDir == "" {
 		cfg.StateDir = node.DefaultStateDir
 	}
