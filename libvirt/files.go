@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"os/user"
+	"path/filepath"
 	"strconv"
 	"syscall"
 
@@ -39,9 +40,15 @@ func device(path string) (uint64, error) {
 var saveMagic = []byte("LibvirtQemudSave")
 
 // isSaveImage reports whether path is a complete libvirt save image (not a
-// placeholder, not one cut short).
+// placeholder, not one cut short); tests and the crash harness ask by name.
 func isSaveImage(path string) bool {
-	f, err := os.Open(path)
+	p, err := hostio.Beneath(filepath.Dir(path), path)
+	return err == nil && saveImageAt(p)
+}
+
+// saveImageAt: p is a complete libvirt save image, read without following a link.
+func saveImageAt(p hostio.Path) bool {
+	f, err := hostio.Open(p)
 	if err != nil {
 		return false
 	}

@@ -1,11 +1,9 @@
 package libvirt
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"strings"
 	"time"
@@ -659,20 +657,6 @@ func (r *restoreRun) undo() error {
 		}
 	}
 	return nil
-}
-
-// saveImageAt: p is a complete libvirt save image (read without following a link).
-func saveImageAt(p hostio.Path) bool {
-	f, err := hostio.Open(p)
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	b := make([]byte, len(saveMagic))
-	if _, err := io.ReadFull(f, b); err != nil {
-		return false
-	}
-	return bytes.Equal(b, saveMagic)
 }
 
 func (h *Hypervisor) define(xml string) error {

@@ -342,7 +342,7 @@ func (s *snap) fresh(ctx context.Context) (SnapshotResult, error) {
 				return s.res, fmt.Errorf("%w: %w", ErrInconsistent, err)
 			}
 		}
-		s.res.WasRunning = isSaveImage(s.statePath.String())
+		s.res.WasRunning = saveImageAt(s.statePath)
 		return s.res, nil
 	}
 	// A state file no record names is not ours to resume.
@@ -500,7 +500,7 @@ func (s *snap) resume(ctx context.Context) (SnapshotResult, error) {
 			return s.restart(ctx)
 		}
 		return s.running(ctx)
-	case rec.Phase == phSaving && !isSaveImage(s.stateFile().String()):
+	case rec.Phase == phSaving && !saveImageAt(s.stateFile()):
 		// Shut off, but not by our save: it is the owner's shut-off VM.
 		if err := s.h.seam.Remove(s.stateFile()); err != nil {
 			return s.res, wrap(ErrStateFile, err, "remove a partial state file")
@@ -586,7 +586,7 @@ func (s *snap) running(ctx context.Context) (SnapshotResult, error) {
 		})
 	})
 	s.res.Save = time.Since(t0)
-	if err == nil && !isSaveImage(stateFile.String()) {
+	if err == nil && !saveImageAt(stateFile) {
 		err = errors.New("no complete save image written")
 	}
 	if err != nil {
@@ -607,7 +607,7 @@ func (s *snap) saveFailed(ctx context.Context, cause error) error {
 		return fmt.Errorf("%w (and the VM may be down: %v)", err, werr)
 	}
 	st, serr := s.h.domainState(ctx, s.req.Domain)
-	if serr == nil && !st.active && st.savedOff && isSaveImage(s.stateFile().String()) {
+	if serr == nil && !st.active && st.savedOff && saveImageAt(s.stateFile()) {
 		// The save finished after all: bring the VM back from it, with the
 		// XML the record holds.
 		serr = s.h.op("restore "+s.req.Domain+" from "+s.stateFile().String(), func() error {
