@@ -162,7 +162,9 @@ func (r SnapshotRequest) check() error {
 			return fmt.Errorf("%w: %q is not a file name", ErrMissingFile, n)
 		}
 	}
-	if fi, err := hostio.Lstat(r.RetainDir); err != nil || !fi.IsDir() {
+	// Settling needs no retain directory: a record that announced nothing
+	// done yet is dropped even after the node removed an empty one.
+	if fi, err := hostio.Lstat(r.RetainDir); !r.SettleOnly && (err != nil || !fi.IsDir()) {
 		return wrap(ErrMissingFile, err, "retain directory %s", r.RetainDir)
 	}
 	if !r.RAMDisk.IsZero() {
@@ -205,6 +207,16 @@ func (s *snap) save(phase string) error {
 		return wrap(ErrInconsistent, err, "%s", s.req.Domain)
 	}
 	return nil
+}
+
+// abandon ends a step whose record could not announce its first change:
+// nothing was done, so the planned record goes too (tidy drops it if this
+// fails as well).
+func (s *snap) abandon(err error) error {
+	if rerr := s.settled(); rerr != nil {
+		return fmt.Errorf("%w (and %v)", err, rerr)
+	}
+	return err
 }
 
 // settled ends the step: the record goes.
@@ -571,7 +583,7 @@ func (s *snap) running(ctx context.Context) (SnapshotResult, error) {
 		return s.res, wrap(ErrSaveFailed, err, "%s", stateFile)
 	}
 	if err := s.save(phSaving); err != nil {
-		return s.res, err
+		return s.res, s.abandon(err)
 	}
 	// A failed save (e.g. ENOSPC) leaves the VM running: stop there.
 	t0 := time.Now()
@@ -1019,7 +1031,7 @@ func (s *snap) shutOff(ctx context.Context) (SnapshotResult, error) {
 	}
 	if !s.rec.at(phStateWrite) {
 		if err := s.save(phStateWrite); err != nil {
-			return s.res, err
+			return s.res, s.abandon(err)
 		}
 	}
 	if !s.rec.at(phXML) {

@@ -362,6 +362,7 @@ func TestSnapshotCrashedAtEveryOperationEndsRunningOnAValidChain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	h.SetSeam(nil) // count the snapshot's own: reset's merge passes the seam too
 	reset(h, res)
 	if len(ops) < 15 {
 		t.Fatalf("only %d operations pass the seam: %v", len(ops), ops)
