@@ -513,11 +513,19 @@ func (s *snap) resume(ctx context.Context) (SnapshotResult, error) {
 		}
 		return s.running(ctx)
 	case rec.Phase == phSaving && !saveImageAt(s.stateFile()):
-		// Shut off, but not by our save: it is the owner's shut-off VM.
+		// Running when the save began, shut off now, no memory to resume:
+		// the save was cut short (libvirtd died with it). Boot it.
+		berr := s.backAfterSave(ctx)
+		if !errors.Is(berr, ErrSaveFailed) {
+			return s.res, berr
+		}
 		if err := s.h.seam.Remove(s.stateFile()); err != nil {
 			return s.res, wrap(ErrStateFile, err, "remove a partial state file")
 		}
-		return s.restart(ctx)
+		if err := s.settled(); err != nil {
+			return s.res, err
+		}
+		return s.res, berr
 	case rec.Phase == phSaving:
 		if err := s.save(phSaved); err != nil {
 			return s.res, err
@@ -612,22 +620,29 @@ func (s *snap) running(ctx context.Context) (SnapshotResult, error) {
 }
 
 // saveFailed makes sure the VM still runs after a failed save and reports it.
+// A lost connection decides nothing: the record still says saving, and the
+// re-run looks at the domain once libvirtd answers again (after a restart
+// libvirt no longer says that a save shut the domain off).
 func (s *snap) saveFailed(ctx context.Context, cause error) error {
 	err := wrap(ErrSaveFailed, cause, "%s", s.req.Domain)
+	if IsTransient(cause) {
+		return err
+	}
 	ctx = context.WithoutCancel(ctx)
 	if werr := s.h.waitNoJob(ctx, s.req.Domain); werr != nil {
 		return fmt.Errorf("%w (and the VM may be down: %v)", err, werr)
 	}
 	st, serr := s.h.domainState(ctx, s.req.Domain)
-	if serr == nil && !st.active && st.savedOff && saveImageAt(s.stateFile()) {
-		// The save finished after all: bring the VM back from it, with the
-		// XML the record holds.
-		serr = s.h.op("restore "+s.req.Domain+" from "+s.stateFile().String(), func() error {
-			return s.h.restore(ctx, s.req.Domain, s.stateFile().String(), s.rec.SaveXML)
-		})
-	}
 	if serr != nil {
 		return fmt.Errorf("%w (and the VM may be down: %v)", err, serr)
+	}
+	if !st.active {
+		switch berr := s.backAfterSave(ctx); {
+		case errors.Is(berr, ErrSaveFailed):
+			err = berr // running again, booted: say so
+		case berr != nil:
+			return fmt.Errorf("%w (and the VM may be down: %v)", err, berr)
+		}
 	}
 	if rerr := s.h.seam.Remove(s.stateFile()); rerr != nil {
 		return fmt.Errorf("%w (and %v)", err, rerr)
@@ -636,6 +651,24 @@ func (s *snap) saveFailed(ctx context.Context, cause error) error {
 		return fmt.Errorf("%w (and %v)", err, rerr)
 	}
 	return err
+}
+
+// backAfterSave brings back a VM that was running when its save began and
+// is shut off now, before any disk moved: from the save image when it is
+// complete (with the XML the record holds), else booted from its own disks,
+// its memory lost with the save (e.g. libvirtd died with it). A VM is never
+// left stopped because its backup failed.
+func (s *snap) backAfterSave(ctx context.Context) error {
+	if saveImageAt(s.stateFile()) {
+		return s.h.op("restore "+s.req.Domain+" from "+s.stateFile().String(), func() error {
+			return s.h.restore(ctx, s.req.Domain, s.stateFile().String(), s.rec.SaveXML)
+		})
+	}
+	if err := s.h.op("start "+s.req.Domain, func() error { return s.h.start(s.req.Domain) }); err != nil {
+		return fmt.Errorf("start %s from its disks: %w", s.req.Domain, err)
+	}
+	return fmt.Errorf("%w: %s: the save was cut short and the VM's memory lost with it; it was started again from its own disks",
+		ErrSaveFailed, s.req.Domain)
 }
 
 // restore brings the saved domain back. If the connection drops, the
@@ -968,6 +1001,16 @@ func (s *snap) rollback(ctx context.Context, cause error) error {
 		err = s.h.op("restore "+domain+" from "+s.stateFile().String(), func() error {
 			return s.h.restore(ctx, domain, s.stateFile().String(), s.rec.SaveXML)
 		})
+	}
+	if err != nil && !IsTransient(err) {
+		// Its memory cannot be resumed (a state file cut short): boot it
+		// from its own disks rather than leave it stopped.
+		if serr := s.h.op("start "+domain, func() error { return s.h.start(domain) }); serr != nil {
+			err = errors.Join(err, serr)
+		} else {
+			cause = fmt.Errorf("%w; its memory could not be resumed (%v): started again from its own disks", cause, err)
+			err = nil
+		}
 	}
 	if err != nil {
 		return failed(fmt.Sprintf("restore %s on its own disks from %s", domain, s.stateFile()), err)

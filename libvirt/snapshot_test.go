@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -565,5 +566,98 @@ func TestReconnectAfterLibvirtdRestart(t *testing.T) {
 			t.Fatalf("after restart: %v (transient %v)", err, IsTransient(err))
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// A save cut short with its memory (libvirtd died with it, the image is not
+// complete) must not leave the VM stopped: the re-run boots it from its own
+// disks, which nothing touched yet, and says that its memory was lost. So
+// must an image that says it is complete but cannot be resumed.
+func TestVMWhoseSaveWasCutShortIsStartedAgain(t *testing.T) {
+	t.Run("unfinished image", func(t *testing.T) {
+		cutShortSave(t, "cutshort", "LibvirtQemudPart", ErrSaveFailed)
+	})
+	t.Run("complete header, data cut", func(t *testing.T) {
+		cutShortSave(t, "cutdata", "", ErrRestoreFailed)
+	})
+}
+
+// cutShortSave crashes a snapshot right after the save, cuts the state
+// file to 4 KiB (writing magic over its header, if given) and runs it again.
+func cutShortSave(t *testing.T, name, magic string, want error) {
+	ctx := context.Background()
+	v := newVM(t, name, "", 64, true, 0x2c)
+	crashed := make(chan string, 1)
+	seam := &hostio.Seam{Crash: func(op string, _ int) {
+		crashed <- op
+		select {} // the process is gone
+	}}
+	// Crash right after the save: the VM is shut off, its memory in the image.
+	var ops []string
+	count := &hostio.Seam{Trace: func(_ int, op string) { ops = append(ops, op) }}
+	probe, err := Open(lvd.URI)
+	if err != nil {
+		t.Fatal(err)
+	}
+	probe.SetSeam(count)
+	req := v.request("")
+	req.Record = v.record(count)
+	res, err := probe.Snapshot(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	probe.SetSeam(nil)
+	if _, err := probe.Merge(ctx, MergeRequest{Domain: name, Disks: res.Disks}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(v.retain); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(v.retain, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	save := slices.IndexFunc(ops, func(op string) bool { return strings.HasPrefix(op, "save ") })
+	if save < 0 {
+		t.Fatalf("no save among %v", ops)
+	}
+	seam.Arm(hostio.Fault{Kind: hostio.CrashAfter, N: save + 1})
+	dead, err := Open(lvd.URI)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead.SetSeam(seam)
+	req = v.request("")
+	req.Record = v.record(seam)
+	go dead.Snapshot(ctx, req)
+	<-crashed
+	h := ownH(t)
+	if v.running(t, h) {
+		t.Fatal("the VM runs after its save: the test did not reach its point")
+	}
+	state := filepath.Join(v.retain, name+".state")
+	if err := os.Truncate(state, 4096); err != nil {
+		t.Fatal(err)
+	}
+	if magic != "" { // as libvirt leaves an image it never finished
+		f, err := os.OpenFile(state, os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.WriteAt([]byte(magic), 0)
+		f.Close()
+	}
+	_, err = h.Snapshot(ctx, v.request(""))
+	if !errors.Is(err, want) {
+		t.Fatalf("re-run: %v, want %v", err, want)
+	}
+	if !v.running(t, h) {
+		t.Fatal("the VM was left stopped")
+	}
+	v.guestReadsOriginal(t)
+	if hostio.Exists(v.record(nil).Path) {
+		t.Error("the record of a settled snapshot is left")
+	}
+	if _, err := os.Stat(state); !os.IsNotExist(err) {
+		t.Errorf("the cut-short state file is left: %v", err)
 	}
 }
