@@ -13,27 +13,14 @@ import (
 // named after what it does and to which file, and none follows a link.
 
 // Rename renames from to to (both beneath their roots; one filesystem).
-func (s *Seam) Rename(from, to Path) error {
-	return s.Do("rename "+from.Base()+" to "+to.String(), func() error {
-		fd, fb, err := parent(from)
-		if err != nil {
-			return err
-		}
-		defer unix.Close(fd)
-		td, tb, err := parent(to)
-		if err != nil {
-			return err
-		}
-		defer unix.Close(td)
-		if err := unix.Renameat(fd, fb, td, tb); err != nil {
-			return &os.LinkError{Op: "rename", Old: from.String(), New: to.String(), Err: err}
-		}
-		return nil
-	})
-}
+func (s *Seam) Rename(from, to Path) error { return s.rename(from, to, 0) }
 
 // RenameNoReplace renames from to to and fails with EEXIST if to exists.
 func (s *Seam) RenameNoReplace(from, to Path) error {
+	return s.rename(from, to, unix.RENAME_NOREPLACE)
+}
+
+func (s *Seam) rename(from, to Path, flags uint) error {
 	return s.Do("rename "+from.Base()+" to "+to.String(), func() error {
 		fd, fb, err := parent(from)
 		if err != nil {
@@ -45,7 +32,7 @@ func (s *Seam) RenameNoReplace(from, to Path) error {
 			return err
 		}
 		defer unix.Close(td)
-		if err := unix.Renameat2(fd, fb, td, tb, unix.RENAME_NOREPLACE); err != nil {
+		if err := unix.Renameat2(fd, fb, td, tb, flags); err != nil {
 			return &os.LinkError{Op: "rename", Old: from.String(), New: to.String(), Err: err}
 		}
 		return nil
