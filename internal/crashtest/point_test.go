@@ -478,6 +478,7 @@ func (w *world) restoreFlow(c *crash, v *testVM, leaf string, r *result) (state,
 		r.problem("operator write: %v", err)
 		return state{}, false
 	}
+	c.mon.poll() // the watch may not have shown the write yet: never judge by the leaf before it
 	st, ok := c.mon.waitFor(hangGuard, func(s state) bool {
 		return s.exists && (s.leaf.Mode == "unretainedSmallFiles" || s.leaf.Mode == "finished")
 	})
@@ -510,6 +511,7 @@ func (w *world) restoreFlow(c *crash, v *testVM, leaf string, r *result) (state,
 		r.problem("operator write: %v", err)
 		return state{}, false
 	}
+	c.mon.poll() // the watch may not have shown the write yet: never judge by the leaf before it
 	st, ok = c.mon.waitFor(hangGuard, finishedOrGone)
 	if !ok {
 		r.problem("leaf stuck in %s %s after unretainLargeFiles", st.mode(), hangGuard)
@@ -524,6 +526,7 @@ func (w *world) deleteFlow(c *crash, dn string, r *result) (state, bool) {
 		r.problem("operator write: %v", err)
 		return state{}, false
 	}
+	c.mon.poll() // the watch may not have shown the write yet: never judge by the leaf before it
 	st, ok := c.mon.waitFor(hangGuard, func(s state) bool {
 		return s.gone || (s.exists && s.leaf.Mode == "finished")
 	})
