@@ -387,7 +387,8 @@ func (a *Agent) reconcile(ctx context.Context, dn string) error {
 const transientRetries = 8
 
 func transient(err error) bool {
-	return err != nil && (libvirt.IsTransient(err) || errors.Is(err, ldapschema.ErrUnavailable))
+	return err != nil && (libvirt.IsTransient(err) || errors.Is(err, ldapschema.ErrUnavailable) ||
+		errors.Is(err, errFinishLater))
 }
 
 // begin marks a leaf as worked on by this process; false if it already is.

@@ -62,6 +62,14 @@ func (a *Agent) tidy(ctx context.Context, vm ldapschema.VM, leaf ldapschema.Leaf
 		return err
 	}
 	if slices.Contains(open, "restore") {
+		// A restore past its point of no return whose cleanup failed until
+		// its retries ran out: finish it (the restored VM runs).
+		if r, _, err := libvirt.LoadRestoreRecord(j.record("restore")); err == nil && r.Phase.Restored() && !r.Phase.Settled() {
+			if _, err := a.restore(ctx, j); err != nil {
+				return err
+			}
+			log.Info("the restore's cleanup is finished")
+		}
 		// A settled restore keeps its record only so that a re-run of its
 		// step knows it is done; the leaf is finished, so it may go.
 		settled, err := j.restoreSettled()

@@ -236,38 +236,50 @@ func (a *Agent) restore(ctx context.Context, j *job) ([]string, error) {
 		}
 	}
 	if !r.Phase.Restored() || r.Phase == libvirt.RestoreResumed {
-		if _, err := a.o.Hypervisor.Restore(ctx, a.restoreRequest(j, rec)); err != nil {
+		_, err := a.o.Hypervisor.Restore(ctx, a.restoreRequest(j, rec))
+		if err != nil {
+			if now, _, lerr := libvirt.LoadRestoreRecord(rec); lerr == nil && now.Phase.Restored() {
+				return nil, finishLater(err) // the restored VM runs: only its cleanup failed
+			}
 			return nil, err
 		}
 		if r, _, err = libvirt.LoadRestoreRecord(rec); err != nil {
-			return nil, fail(ldapschema.RCWrongState, err)
+			return nil, finishLater(fail(ldapschema.RCWrongState, err))
 		}
 		j.log.WithField("running", r.Running).WithField("fromState", r.FromState).Info("VM restored")
 	}
 	if r.Phase == libvirt.RestoreCleaned {
 		entries, err := a.savedLDIF(j)
 		if err != nil {
-			return nil, err
+			return nil, finishLater(err)
 		}
 		if err := a.writeBack(j, entries); err != nil {
-			return nil, fail(ldapschema.RCCannotSaveBackendEntry, err)
+			return nil, finishLater(fail(ldapschema.RCCannotSaveBackendEntry, err))
 		}
 		if err := r.Mark(rec, libvirt.RestoreWrittenBack); err != nil {
-			return nil, fail(ldapschema.RCCannotSaveBackendEntry, err)
+			return nil, finishLater(fail(ldapschema.RCCannotSaveBackendEntry, err))
 		}
 	}
 	if r.Phase == libvirt.RestoreWrittenBack {
 		// The restored VM runs and the directory says so: the retain copy may go.
 		if err := j.seam.RemoveAll(j.layout.RetainPath()); err != nil {
-			return nil, fail(ldapschema.RCRetainNotEmpty, err)
+			return nil, finishLater(fail(ldapschema.RCRetainNotEmpty, err))
 		}
 		if err := r.Mark(rec, libvirt.RestoreDone); err != nil {
-			return nil, fail(ldapschema.RCRetainNotEmpty, err)
+			return nil, finishLater(fail(ldapschema.RCRetainNotEmpty, err))
 		}
 	}
 	j.extra = map[string][]string{ldapschema.AttrDescription: nil}
 	return []string{"restore: " + seconds(time.Since(start)), "restoreDowntime: " + seconds(r.Downtime)}, nil
 }
+
+// errFinishLater marks a failure after a restore's point of no return: the
+// restored VM runs, only the cleanup or the directory write-back is left, and
+// the step is resumed (from its record) instead of answered, as after a lost
+// connection; tidy finishes it should the retries run out.
+var errFinishLater = errors.New("the restore took effect; finishing it later")
+
+func finishLater(err error) error { return fmt.Errorf("%w: %w", errFinishLater, err) }
 
 // restoreRequest: the directory's disks (the saved XML must name exactly
 // these), the backup's files beneath the retain root, each live image beneath
