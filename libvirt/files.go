@@ -60,20 +60,6 @@ func saveImageAt(p hostio.Path) bool {
 	return bytes.Equal(b, saveMagic)
 }
 
-func exists(path string) bool {
-	_, err := os.Lstat(path)
-	return err == nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
-
 // owner is an Ownership resolved to ids; -1 keeps the current value.
 type owner struct {
 	uid, gid int
@@ -121,21 +107,6 @@ func lookupID(name string, lookup func(string) (string, error)) (int, error) {
 		return 0, err
 	}
 	return strconv.Atoi(s)
-}
-
-// apply sets ownership, then permission, on path.
-func (o owner) apply(path string) error {
-	if o.uid != -1 || o.gid != -1 {
-		if err := os.Chown(path, o.uid, o.gid); err != nil {
-			return wrap(ErrOwnership, err, "%s", path)
-		}
-	}
-	if o.perm != 0 {
-		if err := os.Chmod(path, o.perm); err != nil {
-			return wrap(ErrPermission, err, "%s", path)
-		}
-	}
-	return nil
 }
 
 // applyAt sets ownership, then permission, on p through the seam, without

@@ -231,6 +231,15 @@ func (c *Controller) reconcile(ctx context.Context, key string) error {
 	return retry
 }
 
+// changeOf is w as one modify, keeping the leaf's other execution times.
+func (c *Controller) changeOf(w fsm.Write) ldapschema.ModeChange {
+	var exec []string
+	if e, ok := c.cache.Get(w.Key); ok {
+		exec = e.GetAttributeValues(ldapschema.AttrExecutionTime)
+	}
+	return modeChange(w, exec)
+}
+
 func (c *Controller) apply(w fsm.Write) error {
 	log := c.o.Log.WithFields(logrus.Fields{"leaf": w.Key, "from": string(w.From), "to": string(w.To)})
 	var err error
@@ -240,11 +249,7 @@ func (c *Controller) apply(w fsm.Write) error {
 			log.Info("leaf removed")
 		}
 	} else {
-		var exec []string
-		if e, ok := c.cache.Get(w.Key); ok {
-			exec = e.GetAttributeValues(ldapschema.AttrExecutionTime)
-		}
-		err = c.o.Store.ChangeMode(modeChange(w, exec))
+		err = c.o.Store.ChangeMode(c.changeOf(w))
 		if err == nil {
 			f := log
 			if w.ReturnValue != nil {

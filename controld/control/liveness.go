@@ -138,11 +138,7 @@ func (c *Controller) overdue(key string, batch []fsm.Leaf) []fsm.Leaf {
 			}
 			continue
 		}
-		var exec []string
-		if e, ok := c.cache.Get(l.Key); ok {
-			exec = e.GetAttributeValues(ldapschema.AttrExecutionTime)
-		}
-		change := modeChange(w, exec)
+		change := c.changeOf(w)
 		if w.LastRestore == nil {
 			change.Extra = map[string][]string{ldapschema.AttrDescription: {"failed: " + w.Reason}}
 		}

@@ -203,10 +203,6 @@ func (m *monitor) waitFor(limit time.Duration, cond func(state) bool) (state, bo
 	}
 }
 
-func isMode(mode string) func(state) bool {
-	return func(s state) bool { return s.exists && s.leaf.Mode == mode }
-}
-
 func finishedOrGone(s state) bool { return s.gone || (s.exists && s.leaf.Mode == "finished") }
 
 // firstAt is when the leaf first entered mode.

@@ -64,13 +64,13 @@ type crash struct {
 	done  chan struct{} // the victim runs again
 
 	// Written before done is closed.
-	killAt, restartAt          time.Time
-	modeAtKill, modeAtDeath    string
-	modeAtRestart              string
-	vanishFailedAfter          time.Duration
-	vanishFailed               bool
-	errs                       []string
-	vanishLimit, vanishLimitIs string
+	killAt, restartAt       time.Time
+	modeAtKill, modeAtDeath string
+	modeAtRestart           string
+	vanishFailedAfter       time.Duration
+	vanishFailed            bool
+	errs                    []string
+	vanishLimitIs           string
 }
 
 func newCrash(w *world, p point, mon *monitor) *crash {
