@@ -39,6 +39,9 @@ type Leaf struct {
 	Backup *int
 	// LastRestore is the record of the leaf's last restore, or nil.
 	LastRestore *RestoreOutcome
+	// Since is when the control side saw the leaf enter its mode, by its own
+	// clock; deadlines count from it (rule 10). Zero where no deadline applies.
+	Since time.Time
 }
 
 // ReturnWrongState is the return value the control side writes when an answer
@@ -68,7 +71,15 @@ type Write struct {
 	// nil leaves them as they are.
 	Backup      *int
 	LastRestore *RestoreOutcome
-	Reason      string
+	// IfState narrows the compare-and-swap to a leaf whose State is still
+	// IfState (a claim takes only a pending request); "" is any State.
+	IfState string
+	// Reason says why, for logs and transcripts.
+	Reason string
+	// Note is what the leaf itself should tell its reader about a failure
+	// the control side decided (a deadline, a vanished host): the node left
+	// no word. ldapschema says where it is kept.
+	Note string
 }
 
 // Check checks w against the table for side.
@@ -93,8 +104,14 @@ func (w Write) String() string {
 	if w.LastRestore != nil {
 		fmt.Fprintf(&b, " restore=[%s]", w.LastRestore)
 	}
+	if w.IfState != "" {
+		fmt.Fprintf(&b, " if-state=%s", w.IfState)
+	}
 	if w.Reason != "" {
 		fmt.Fprintf(&b, " (%s)", w.Reason)
+	}
+	if w.Note != "" && w.Note != w.Reason {
+		fmt.Fprintf(&b, " note=%q", w.Note)
 	}
 	return b.String()
 }
@@ -142,6 +159,9 @@ func StartRestore(l Leaf, vmLeaves []Leaf, stamp string) (Write, error) {
 	if rc, ok := l.BackupOutcome(); ok && l.Backup == nil {
 		w.Backup = intp(rc)
 	}
+	// Only the finished leaf that was read: a restore closed and started
+	// again meanwhile has another State, and its outcome must be seen first.
+	w.IfState = l.State
 	return w, nil
 }
 
