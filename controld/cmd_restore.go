@@ -82,7 +82,7 @@ func runRestore(args []string) error {
 		return err
 	}
 	fmt.Println("\nWhat the restore changes:")
-	for _, d := range control.RestoreDiff(l, e) {
+	for _, d := range ldapschema.ParseRestoreDiff(e.GetAttributeValues(ldapschema.AttrDescription)) {
 		fmt.Println("  " + d)
 	}
 	if !*yes {

@@ -29,7 +29,7 @@ var ErrUnknownVM = errors.New("no such VM in the directory")
 // initialize, as the seed's Step 01. All get the same name, so the VMs of one
 // host form one batch: all snapshotted first, then merged and retained in turn.
 func StartBackups(store *ldapschema.Store, vms []string, now time.Time) (string, []Started) {
-	name := ldapschema.FormatTime(now)
+	name := fsm.FormatTime(now)
 	out := make([]Started, 0, len(vms))
 	for _, vm := range vms {
 		dn, err := startBackup(store, vm, name)

@@ -185,7 +185,9 @@ func (c *Controller) onEvent(ev ldapschema.Event) {
 }
 
 // reconcile decides for one batch (the leaves of one name on one host) from the
-// leaves as the cache holds them now, and applies the writes as compare-and-swaps.
+// leaves as the cache holds them now and the facts controld knows (its
+// clock, the node leases, the host's free slots), and applies fsm's writes
+// as compare-and-swaps.
 func (c *Controller) reconcile(ctx context.Context, key string) error {
 	if vm, ok := retentionVM(key); ok {
 		return c.retain(vm)
@@ -193,96 +195,86 @@ func (c *Controller) reconcile(ctx context.Context, key string) error {
 	if c.sched != nil && c.sched.held(key) {
 		return nil // the scheduler is still creating this batch and queues it when done
 	}
+	host, _ := splitKey(key)
+	f := fsm.Facts{Now: c.o.Now(), Limits: c.o.Limits, TimeoutCode: int(TimeoutCode),
+		HostGone: c.alive.isDead(host), Slots: fsm.NoCap}
+	if c.limit != nil {
+		defer c.limit.lock(host)()
+		f.Slots = c.limit.free(c, host)
+	}
 	var batch []fsm.Leaf
 	for _, dn := range c.idx.members(key) {
 		e, ok := c.cache.Get(dn)
 		if !ok {
 			continue
 		}
-		l, ok := c.fsmLeaf(e, key)
-		if ok {
-			batch = append(batch, l)
+		l, ok := c.leafOf(e, host)
+		if !ok {
+			continue
 		}
+		if c.limit != nil {
+			c.limit.expect(host, &l)
+		}
+		batch = append(batch, l)
 	}
-	batch = c.overdue(key, batch)
 	if len(batch) == 0 {
 		return nil
 	}
-	host, _ := splitKey(key)
-	if c.limit != nil {
-		defer c.limit.lock(host)()
-		batch = c.limit.admit(c, host, batch)
-	}
-	stamp := ldapschema.FormatTime(c.o.Now())
 	var retry error
-	for _, w := range fsm.Reconcile(batch, stamp) {
+	for _, w := range fsm.Reconcile(batch, f) {
 		err := c.apply(w)
 		if err == nil && c.limit != nil && w.To == fsm.Snapshot {
 			c.limit.admitted(host, w.Key)
 		}
 		if err != nil {
 			if errors.Is(err, ldapschema.ErrConflict) || errors.Is(err, ldapschema.ErrNotFound) {
-				// Rule 3: the leaf changed under us; the watch brings the new state.
+				// Rule 7: the leaf changed under us; the watch brings the new state.
 				continue
 			}
 			retry = err
 		}
 	}
+	if at, ok := fsm.Wake(batch, f); ok {
+		c.queue.AddAfter(key, at.Sub(f.Now)+time.Second)
+	}
 	return retry
 }
 
-// changeOf is w as one modify, keeping the leaf's other execution times.
-func (c *Controller) changeOf(w fsm.Write) ldapschema.ModeChange {
-	var exec []string
-	if e, ok := c.cache.Get(w.Key); ok {
-		exec = e.GetAttributeValues(ldapschema.AttrExecutionTime)
-	}
-	return modeChange(w, exec)
-}
-
+// apply writes w through ldapschema, the one translator, against the leaf
+// as the cache holds it.
 func (c *Controller) apply(w fsm.Write) error {
 	log := c.o.Log.WithFields(logrus.Fields{"leaf": w.Key, "from": string(w.From), "to": string(w.To)})
-	var err error
-	if w.Remove {
-		err = c.o.Store.DeleteIf(w.Key, "("+ldapschema.AttrMode+"="+ldap.EscapeFilter(string(w.From))+")")
-		if err == nil {
-			log.Info("leaf removed")
-		}
-	} else {
-		err = c.o.Store.ChangeMode(c.changeOf(w))
-		if err == nil {
-			f := log
-			if w.ReturnValue != nil {
-				f = f.WithField("rc", *w.ReturnValue)
-			}
-			f.Info("mode written")
-		}
+	read, _ := c.cache.Get(w.Key)
+	err := c.o.Store.Write(w, ldapschema.ExecutionTimes(read), nil)
+	if err != nil {
+		return err
 	}
-	if err == nil && c.o.OnWrite != nil {
+	switch {
+	case w.Remove:
+		log.Info("leaf removed")
+	case w.Note != "":
+		log.WithField("reason", w.Reason).Warn("leaf failed by controld")
+	case w.ReturnValue != nil:
+		log.WithField("rc", *w.ReturnValue).Info("mode written")
+	default:
+		log.Info("mode written")
+	}
+	if c.o.OnWrite != nil {
 		c.o.OnWrite(w)
 	}
-	return err
+	return nil
 }
 
-// fsmLeaf converts a cached leaf entry; leaves with an unknown mode are left alone.
-func (c *Controller) fsmLeaf(e *ldap.Entry, key string) (fsm.Leaf, bool) {
-	mode, err := fsm.ParseMode(e.GetAttributeValue(ldapschema.AttrMode))
+// leafOf reads a cached leaf entry for fsm, with Since by controld's clock;
+// leaves with an unknown mode are left alone.
+func (c *Controller) leafOf(e *ldap.Entry, host string) (fsm.Leaf, bool) {
+	l, err := ldapschema.WorkflowLeaf(c.tree, e, host)
 	if err != nil {
 		c.o.Log.WithField("leaf", e.DN).WithError(err).Debug("leaf with unknown mode ignored")
 		return fsm.Leaf{}, false
 	}
-	host, name := splitKey(key)
-	vm, _ := leafVM(c.tree, e.DN)
-	rv, missing := 0, true
-	if v := e.GetAttributeValue(ldapschema.AttrReturnValue); v != "" {
-		rv, missing = atoiOr(v, int(ldapschema.RCUndefined)), false
-	}
-	return fsm.Leaf{
-		Key: e.DN, VM: vm, Name: name, Host: host, Mode: mode,
-		State: e.GetAttributeValue(ldapschema.AttrState), ReturnValue: rv, ReturnMissing: missing,
-		Backup:      ldapschema.ParseBackupRecord(e.GetAttributeValues(ldapschema.AttrExecutionTime)),
-		LastRestore: ldapschema.ParseRestoreRecord(e.GetAttributeValues(ldapschema.AttrDescription)).Outcome(),
-	}, true
+	l.Since = c.modified(e.DN)
+	return l, true
 }
 
 // index groups leaves into batches: same leaf name, VMs on the same host.

@@ -110,54 +110,6 @@ func leaseHost(dn string) string {
 	return parsed.RDNs[0].Attributes[0].Value
 }
 
-// overdue fails the batch's leaves that waited too long, or whose host is
-// dead, and schedules a look at the next deadline. It returns the leaves it
-// left for fsm.Reconcile.
-func (c *Controller) overdue(key string, batch []fsm.Leaf) []fsm.Leaf {
-	host, _ := splitKey(key)
-	now := c.o.Now()
-	dead := c.alive.isDead(host)
-	var keep []fsm.Leaf
-	var next time.Time
-	for _, l := range batch {
-		if !l.Mode.IsRequest() && !l.Mode.IsRunning() {
-			keep = append(keep, l)
-			continue
-		}
-		since := c.modified(l.Key)
-		w, ok := fsm.Overdue(l, now, since, c.o.Limits, int(TimeoutCode))
-		if ok {
-			w.Reason = "deadline: " + w.Reason
-		} else if dead {
-			w = fsm.Fail(l, int(TimeoutCode), ldapschema.FormatTime(now),
-				fmt.Sprintf("node %s stopped renewing its lease while the leaf was %s", host, l.Mode))
-		} else {
-			keep = append(keep, l)
-			if at, ok := fsm.Deadline(l, since, c.o.Limits); ok && (next.IsZero() || at.Before(next)) {
-				next = at
-			}
-			continue
-		}
-		change := c.changeOf(w)
-		if w.LastRestore == nil {
-			change.Extra = map[string][]string{ldapschema.AttrDescription: {"failed: " + w.Reason}}
-		}
-		err := c.o.Store.ChangeMode(change)
-		if err == nil {
-			c.o.Log.WithField("leaf", l.Key).WithField("reason", w.Reason).Warn("leaf failed by controld")
-			if c.o.OnWrite != nil {
-				c.o.OnWrite(w)
-			}
-		} else if !errors.Is(err, ldapschema.ErrConflict) && !errors.Is(err, ldapschema.ErrNotFound) {
-			keep = append(keep, l) // try again later
-		}
-	}
-	if !next.IsZero() {
-		c.queue.AddAfter(key, next.Sub(now)+time.Second)
-	}
-	return keep
-}
-
 // modified is when controld first saw the leaf as it is now (same mode, same
 // modifyTimestamp), by controld's own clock: a node's progress writes change
 // the entry and so restart the count, and no two clocks are compared. After a

@@ -55,7 +55,7 @@ func addVMWithLeaves(t *testing.T, st *ldapschema.Store, vm, host string, n int,
 	var dns []string
 	base := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 	for i := 0; i < n; i++ {
-		name := ldapschema.FormatTime(base.Add(time.Duration(i) * time.Second))
+		name := fsm.FormatTime(base.Add(time.Duration(i) * time.Second))
 		if err := st.Add(ldapschema.NewLeafAddRequest(st.Tree, vm, name, mode, name)); err != nil {
 			t.Fatal(err)
 		}

@@ -27,7 +27,7 @@ type dueRun struct {
 // batches stay held until every leaf of this firing exists, so each host's
 // batch is complete before the first snapshot is asked for.
 func (s *Scheduler) start(ctx context.Context, due []dueRun, now time.Time) {
-	stamp := ldapschema.FormatTime(now)
+	stamp := fsm.FormatTime(now)
 	fired := Fired{At: now}
 	var todo []dueRun
 	s.mu.Lock()

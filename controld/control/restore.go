@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/go-ldap/ldap/v3"
@@ -12,10 +11,6 @@ import (
 	"github.com/stoneycloud/stoney-conductor/fsm"
 	"github.com/stoneycloud/stoney-conductor/ldapschema"
 )
-
-// RestorePrefix starts the description values in which the node publishes what
-// a restore would change (after unretainSmallFiles).
-const RestorePrefix = "restore: "
 
 // Leaves returns the VM's leaves, oldest first.
 func Leaves(store *ldapschema.Store, vm string) ([]ldapschema.Leaf, error) {
@@ -64,36 +59,22 @@ func StartRestore(store *ldapschema.Store, vm, leaf string, now time.Time) (stri
 	if target.Mode != string(fsm.Finished) {
 		return "", fmt.Errorf("backup %s of %s is %s: only finished backups can be restored", leaf, vm, target.Mode)
 	}
-	w, err := fsm.StartRestore(target.FSM(""), all, ldapschema.FormatTime(now))
+	w, err := fsm.StartRestore(target.FSM(""), all, fsm.FormatTime(now))
 	if err != nil {
 		return "", err
 	}
-	c := modeChange(w, target.ExecutionTime)
-	c.FromState = target.State // the State read: a restore just closed does not count
-	err = store.ChangeMode(c)
+	err = store.Write(w, target.ExecutionTime, nil)
 	if errors.Is(err, ldapschema.ErrConflict) {
 		return "", fmt.Errorf("backup %s of %s changed meanwhile; look again", leaf, vm)
 	}
 	return target.DN, err
 }
 
-// RestoreDiff returns what the node found different between the backup and
-// today's VM, as it published it on the leaf.
-func RestoreDiff(l ldapschema.Leaf, e *ldap.Entry) []string {
-	var out []string
-	for _, v := range e.GetAttributeValues(ldapschema.AttrDescription) {
-		if strings.HasPrefix(v, RestorePrefix) {
-			out = append(out, strings.TrimPrefix(v, RestorePrefix))
-		}
-	}
-	return out
-}
-
 // ContinueRestore passes the point of no return: the node copies the large
 // files, then the VM is replaced.
 func ContinueRestore(store *ldapschema.Store, dn string) error {
 	return decideRestore(store, dn, func(l fsm.Leaf, all []fsm.Leaf) (fsm.Write, error) {
-		return fsm.ContinueRestore(l, all, ldapschema.StatePending) // a request: no stamp
+		return fsm.ContinueRestore(l, all, fsm.Pending) // a request: no stamp
 	})
 }
 
@@ -101,7 +82,7 @@ func ContinueRestore(store *ldapschema.Store, dn string) error {
 // and the leaf is finished with its backup's return value.
 func CancelRestore(store *ldapschema.Store, dn string, now time.Time) error {
 	return decideRestore(store, dn, func(l fsm.Leaf, _ []fsm.Leaf) (fsm.Write, error) {
-		return fsm.CancelRestore(l, ldapschema.FormatTime(now))
+		return fsm.CancelRestore(l, fsm.FormatTime(now))
 	})
 }
 
@@ -132,7 +113,7 @@ func decideRestore(store *ldapschema.Store, dn string, decide func(fsm.Leaf, []f
 	if err := w.Check(fsm.Operator); err != nil {
 		return err
 	}
-	err = store.ChangeMode(modeChange(w, l.ExecutionTime))
+	err = store.Write(w, l.ExecutionTime, nil)
 	if errors.Is(err, ldapschema.ErrConflict) {
 		return fmt.Errorf("%s changed meanwhile; look again", dn)
 	}

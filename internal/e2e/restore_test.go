@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/stoneycloud/stoney-conductor/controld/control"
+	"github.com/stoneycloud/stoney-conductor/fsm"
 	"github.com/stoneycloud/stoney-conductor/internal/testenv"
 	"github.com/stoneycloud/stoney-conductor/ldapschema"
 )
@@ -122,7 +123,7 @@ func TestRestoreRunningVM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	diff := strings.Join(control.RestoreDiff(l, e), "\n")
+	diff := strings.Join(ldapschema.ParseRestoreDiff(e.GetAttributeValues(ldapschema.AttrDescription)), "\n")
 	if !strings.Contains(diff, "sstDisplayName") || !strings.Contains(diff, "renamed since") {
 		t.Fatalf("published differences do not name the changed display name:\n%s", diff)
 	}
@@ -338,7 +339,7 @@ func TestRestoreNotStartedWhileBackupRuns(t *testing.T) {
 
 	// An old failed leaf, for retention to have something to delete: its
 	// removal shows retention has run.
-	old := ldapschema.FormatTime(day(1))
+	old := fsm.FormatTime(day(1))
 	if err := s.store.Add(ldapschema.NewLeafAddRequest(s.store.Tree, v.name, old, "finished", old)); err != nil {
 		t.Fatal(err)
 	}
@@ -346,7 +347,7 @@ func TestRestoreNotStartedWhileBackupRuns(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Tonight's backup is under way (controld is down, so it stays so).
-	night := ldapschema.FormatTime(day(3))
+	night := fsm.FormatTime(day(3))
 	if err := s.store.Add(ldapschema.NewLeafAddRequest(s.store.Tree, v.name, night, "initialize", night)); err != nil {
 		t.Fatal(err)
 	}

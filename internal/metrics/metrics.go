@@ -219,7 +219,7 @@ func (l *leafCollector) Collect(ch chan<- prometheus.Metric) {
 				restored[leaf.VM] = leaf
 			}
 		}
-		if goodBackup(leaf) && leaf.State != "0" {
+		if goodBackup(leaf) && leaf.State != fsm.Pending {
 			if cur, ok := newest[leaf.VM]; !ok || leaf.Name > cur.Name {
 				newest[leaf.VM] = leaf
 			}
@@ -236,7 +236,7 @@ func (l *leafCollector) Collect(ch chan<- prometheus.Metric) {
 		if leaf.LastRestore != nil {
 			when = leaf.Name // State is the restore's since; the backup's time is its name
 		}
-		if t, err := ldapschema.ParseTime(when); err == nil {
+		if t, err := fsm.ParseTime(when); err == nil {
 			ch <- prometheus.MustNewConstMetric(lastDesc, prometheus.GaugeValue, float64(t.Unix()), vm)
 		}
 		for k, v := range ExecutionTimes(leaf.ExecutionTime) {

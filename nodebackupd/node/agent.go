@@ -218,7 +218,8 @@ func running(e *ldap.Entry) bool {
 // pending: a request the control side wrote and nobody has claimed yet.
 func pending(e *ldap.Entry) bool {
 	m, err := fsm.ParseMode(e.GetAttributeValue(ldapschema.AttrMode))
-	return err == nil && m.IsRequest() && e.GetAttributeValue(ldapschema.AttrState) == "0"
+	_, claimable := fsm.Claim(fsm.Leaf{Mode: m, State: e.GetAttributeValue(ldapschema.AttrState)})
+	return err == nil && claimable
 }
 
 func finished(e *ldap.Entry) bool {
@@ -319,14 +320,17 @@ func (a *Agent) reconcile(ctx context.Context, dn string) error {
 	}
 	defer a.end(dn)
 
-	fl := fsm.Leaf{Key: dn, VM: vmName, Name: leaf.Name, Host: vm.Node, Mode: mode, State: leaf.State, ReturnValue: leaf.ReturnValue}
+	fl, err := ldapschema.WorkflowLeaf(a.tree, e, vm.Node)
+	if err != nil {
+		return nil // no mode of the workflow: not ours to answer
+	}
 	if mode.IsRequest() {
 		claim, ok := fsm.Claim(fl)
 		if !ok {
 			return nil
 		}
 		// Rule 2 of fsm/doc.go: claim with a compare-and-swap before touching the VM.
-		err = a.o.Store.ChangeMode(ldapschema.ModeChange{DN: dn, From: string(claim.From), To: string(claim.To), FromState: "0"})
+		err = a.o.Store.Write(claim, nil, nil)
 		if errors.Is(err, ldapschema.ErrConflict) {
 			log.Debug("request claimed elsewhere or withdrawn")
 			return nil
@@ -351,15 +355,15 @@ func (a *Agent) reconcile(ctx context.Context, dn string) error {
 
 	start := a.o.Now()
 	var times []string
-	var extra map[string][]string
+	var report ldapschema.Report
 	err = refuse
 	if err == nil {
 		var j *job
 		j, err = a.prepare(vm, leaf, log)
 		if err == nil {
-			j.running = string(fl.Mode)
+			j.running = fl.Mode
 			times, err = stepFn(ctx, j)
-			extra = j.extra
+			report = j.report
 		}
 	}
 	if transient(err) && a.queue.NumRequeues(dn) < transientRetries {
@@ -377,8 +381,9 @@ func (a *Agent) reconcile(ctx context.Context, dn string) error {
 	if a.o.OnStep != nil {
 		a.o.OnStep(string(request), a.o.Now().Sub(start).Seconds(), int(rc), times)
 	}
-	done := fsm.Complete(fl, int(rc), ldapschema.FormatTime(a.o.Now()))
-	return a.report(ctx, e, done, times, extra, log)
+	done := fsm.Complete(fl, int(rc), fsm.FormatTime(a.o.Now()))
+	report.Times = times
+	return a.report(ctx, e, done, &report, log)
 }
 
 // transientRetries bounds how often a step interrupted by a lost connection is
@@ -410,17 +415,12 @@ func (a *Agent) end(dn string) {
 }
 
 // report writes the -ed mode, State, ReturnValue and execution times in one
-// compare-and-swap (rule 2), retrying while the directory is away: the work is
+// compare-and-swap (rule 3), retrying while the directory is away: the work is
 // done and must not be lost.
-func (a *Agent) report(ctx context.Context, e *ldap.Entry, w fsm.Write, times []string, extra map[string][]string, log logrus.FieldLogger) error {
-	exec := mergeExecutionTimes(e.GetAttributeValues(ldapschema.AttrExecutionTime), times)
-	change := ldapschema.ModeChange{
-		DN: w.Key, From: string(w.From), To: string(w.To), State: w.State,
-		ReturnValue: w.ReturnValue, ExecutionTime: exec, Extra: extra,
-	}
+func (a *Agent) report(ctx context.Context, e *ldap.Entry, w fsm.Write, r *ldapschema.Report, log logrus.FieldLogger) error {
 	backoff := 100 * time.Millisecond
 	for {
-		err := a.o.Store.ChangeMode(change)
+		err := a.o.Store.Write(w, ldapschema.ExecutionTimes(e), r)
 		if err == nil {
 			log.WithFields(logrus.Fields{"to": string(w.To), "rc": *w.ReturnValue}).Info("reported")
 			return nil
@@ -440,16 +440,6 @@ func (a *Agent) report(ctx context.Context, e *ldap.Entry, w fsm.Write, times []
 			backoff *= 2
 		}
 	}
-}
-
-// mergeExecutionTimes keeps earlier steps' values ("snapshot: 1.8") and replaces
-// those this step measured again.
-func mergeExecutionTimes(old, add []string) []string {
-	out := old
-	for _, v := range add {
-		out = ldapschema.SetExecutionValue(out, v)
-	}
-	return out
 }
 
 func (a *Agent) vmLock(vm string) *sync.Mutex {
