@@ -105,6 +105,11 @@ func EnsureBackupEntry(store *ldapschema.Store, vm string) error {
 // Follow reports every change of the given leaves until each is finished (or
 // gone), or ctx is done. fn runs on the watch goroutine.
 func Follow(ctx context.Context, store *ldapschema.Store, dns []string, fn func(ldapschema.Leaf)) error {
+	return FollowUntil(ctx, store, dns, func(l ldapschema.Leaf) bool { return l.Mode == string(fsm.Finished) }, fn)
+}
+
+// FollowUntil is Follow until done says a leaf got where its reader waits.
+func FollowUntil(ctx context.Context, store *ldapschema.Store, dns []string, done func(ldapschema.Leaf) bool, fn func(ldapschema.Leaf)) error {
 	want := map[string]bool{}
 	for _, dn := range dns {
 		want[ldapschema.NormalizeDN(dn)] = true
@@ -138,7 +143,7 @@ func Follow(ctx context.Context, store *ldapschema.Store, dns []string, fn func(
 				last[n] = sig
 				fn(l)
 			}
-			if l.Mode == string(fsm.Finished) {
+			if done(l) {
 				delete(want, n)
 			}
 		}

@@ -268,8 +268,9 @@ func TestRestoreBrokenBackup(t *testing.T) {
 		name   string
 		rc     ldapschema.ReturnCode
 		break_ func(img string) error
+		cli    bool // through control.Restore, as controld restore runs it
 	}{
-		{"missing image", ldapschema.RCMissingFiles, os.Remove},
+		{"missing image", ldapschema.RCMissingFiles, os.Remove, true},
 		{"corrupt image", ldapschema.RCCorruptImage, func(img string) error {
 			f, err := os.OpenFile(img, os.O_WRONLY, 0)
 			if err != nil {
@@ -279,7 +280,7 @@ func TestRestoreBrokenBackup(t *testing.T) {
 			// Overwrite the qcow2 header's L1 table offset and refcount table.
 			_, err = f.WriteAt(bytes.Repeat([]byte{0xff}, 64), 40)
 			return err
-		}},
+		}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := newSite(t, env.root)
@@ -294,7 +295,21 @@ func TestRestoreBrokenBackup(t *testing.T) {
 			if err := tc.break_(img); err != nil {
 				t.Fatal(err)
 			}
-			got := s.webUIRestore(t, v, l, true)
+			var got ldapschema.Leaf
+			if tc.cli {
+				ctx, cancel := context.WithTimeout(context.Background(), leafLimit)
+				defer cancel()
+				err := control.Restore(ctx, s.store, v.name, l.Name, control.RestoreSteps{
+					Decide: func([]string) (bool, error) { return true, nil }})
+				// The leaf's return value is the backup's again: the
+				// command must read the restore's own outcome.
+				if err == nil || !strings.Contains(err.Error(), tc.rc.String()) {
+					t.Fatalf("controld restore of a broken backup: %v, want the restore's failure (%d)", err, tc.rc)
+				}
+				got = waitLeaf(t, s.store, l.DN, leafLimit, modeIs("finished"))
+			} else {
+				got = s.webUIRestore(t, v, l, true)
+			}
 			// The restore's code goes to its record; the backup's stays.
 			if got.LastRestore == nil || got.LastRestore.Code != int(tc.rc) || got.ReturnValue != 0 {
 				t.Fatalf("return value %d, last restore %+v, want 0 and %d", got.ReturnValue, got.LastRestore, tc.rc)
