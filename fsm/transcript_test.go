@@ -174,6 +174,17 @@ func (s *sim) holding(host string) int {
 	return n
 }
 
+// ofVM is vm's leaves, in sorted order.
+func (s *sim) ofVM(vm string) []Leaf {
+	var out []Leaf
+	for _, l := range s.sorted() {
+		if l.VM == vm {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
 func key(vm, name string) string { return vm + "/" + name }
 
 // leaf finds the leaf of vm (of name=, if the VM has several), or returns a
@@ -366,12 +377,7 @@ func (s *sim) run(cmd string) string {
 	case "retain":
 		// retain vm=V n=N stamp=T: retention's writes for one VM, applied.
 		vm := a.need(s, "vm")
-		var same []Leaf
-		for _, o := range s.sorted() {
-			if o.VM == vm {
-				same = append(same, o)
-			}
-		}
+		same := s.ofVM(vm)
 		for _, w := range Expire(same, s.num(a.need(s, "n")), a.need(s, "stamp")) {
 			if err := w.Check(Control); err != nil {
 				s.t.Errorf("%s: Expire wrote an edge the table refuses: %v", s.pos, err)
@@ -432,12 +438,7 @@ func (s *sim) run(cmd string) string {
 
 	case "start-restore":
 		l := s.leaf(a, a.need(s, "vm"))
-		var same []Leaf
-		for _, o := range s.sorted() {
-			if o.VM == l.VM {
-				same = append(same, o)
-			}
-		}
+		same := s.ofVM(l.VM)
 		w, err := StartRestore(l, same, a.need(s, "stamp"))
 		if err != nil {
 			out = append(out, "error: "+err.Error())
@@ -476,12 +477,7 @@ func (s *sim) run(cmd string) string {
 
 	case "may-backup":
 		vm := a.need(s, "vm")
-		var same []Leaf
-		for _, o := range s.sorted() {
-			if o.VM == vm {
-				same = append(same, o)
-			}
-		}
+		same := s.ofVM(vm)
 		if err := BackupMayStart(same); err != nil {
 			out = append(out, "no: "+err.Error())
 		} else {
