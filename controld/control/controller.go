@@ -49,7 +49,7 @@ type Controller struct {
 	o     Options
 	tree  ldapschema.Tree
 	cache *ldapschema.Cache
-	queue *workqueue.Queue
+	queue *workqueue.Queue[string]
 	idx   *index
 	sched *Scheduler        // nil unless Options.Nightly
 	limit *hostLimit        // nil unless Options.MaxConcurrentPerHost
@@ -90,7 +90,7 @@ func New(o Options) *Controller {
 		o:     o,
 		tree:  o.Store.Tree,
 		cache: ldapschema.NewCache(),
-		queue: workqueue.New(workqueue.Options{}),
+		queue: workqueue.New(workqueue.Options[string]{}),
 	}
 	c.idx = newIndex(c.tree)
 	c.seen = map[string]seenRec{}

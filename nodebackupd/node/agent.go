@@ -62,7 +62,7 @@ type Agent struct {
 	o     Options
 	tree  ldapschema.Tree
 	cache *ldapschema.Cache
-	queue *workqueue.Queue
+	queue *workqueue.Queue[string]
 
 	vmMu     sync.Mutex
 	vmBusy   map[string]*sync.Mutex // one step per VM at a time
@@ -102,7 +102,7 @@ func New(o Options) *Agent {
 		o:        o,
 		tree:     o.Store.Tree,
 		cache:    ldapschema.NewCache(),
-		queue:    workqueue.New(workqueue.Options{BaseDelay: 500 * time.Millisecond, MaxDelay: 30 * time.Second}),
+		queue:    workqueue.New(workqueue.Options[string]{BaseDelay: 500 * time.Millisecond, MaxDelay: 30 * time.Second}),
 		vmBusy:   map[string]*sync.Mutex{},
 		inflight: map[string]bool{},
 		lease: &ldapschema.Lease{Store: o.Store, DN: o.Store.Tree.NodeLease(o.Node), Holder: o.Holder,
