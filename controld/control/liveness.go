@@ -88,7 +88,7 @@ func (c *Controller) watchNodes(ctx context.Context) {
 			for _, h := range c.alive.set(dead) {
 				c.o.Log.WithField("node", h).Warn("node stopped renewing its lease; failing its waiting leaves")
 				for _, k := range c.idx.keys() {
-					if host, _ := splitKey(k); host == h {
+					if k.host == h {
 						c.queue.Add(k)
 					}
 				}
@@ -113,8 +113,8 @@ func leaseHost(dn string) string {
 // overdue fails the batch's leaves that waited too long, or whose host is
 // dead, and schedules a look at the next deadline. It returns the leaves it
 // left for fsm.Reconcile.
-func (c *Controller) overdue(key string, batch []fsm.Leaf) []fsm.Leaf {
-	host, _ := splitKey(key)
+func (c *Controller) overdue(key queueKey, batch []fsm.Leaf) []fsm.Leaf {
+	host := key.host
 	now := c.o.Now()
 	dead := c.alive.isDead(host)
 	var keep []fsm.Leaf
@@ -182,19 +182,6 @@ func (c *Controller) modified(dn string) time.Time {
 type seenRec struct {
 	sig string
 	at  time.Time
-}
-
-// leaseLog writes the lease's events to the controller's log.
-func (c *Controller) leaseLog(msg, holder string, until time.Time, err error) {
-	f := c.o.Log.WithField("lease", c.lease.DN)
-	if holder != "" {
-		f = f.WithField("holder", holder).WithField("until", until)
-	}
-	if err != nil {
-		f.WithError(err).Warn(msg)
-		return
-	}
-	f.Info(msg)
 }
 
 func defaultHolder() string {
