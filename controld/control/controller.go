@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -12,6 +11,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/stoneycloud/stoney-conductor/fsm"
+	"github.com/stoneycloud/stoney-conductor/internal/daemon"
 	"github.com/stoneycloud/stoney-conductor/internal/workqueue"
 	"github.com/stoneycloud/stoney-conductor/ldapschema"
 )
@@ -27,6 +27,9 @@ type Options struct {
 	OnWrite func(w fsm.Write)
 	// OnWatchError is told about every broken watch session (metrics).
 	OnWatchError func(error)
+	// OnReconcileError is told the kind (daemon.KindError, KindPanic,
+	// KindTerminal) of every failed reconcile (metrics); each is logged too.
+	OnReconcileError func(kind string)
 	// Nightly, when set, turns on backups on the directory's schedules,
 	// catch-up of missed runs and retention (see NightlyOptions).
 	Nightly *NightlyOptions
@@ -48,8 +51,9 @@ type Options struct {
 type Controller struct {
 	o     Options
 	tree  ldapschema.Tree
-	cache *ldapschema.Cache
-	queue *workqueue.Queue
+	rt    *daemon.Runtime[queueKey]
+	cache *ldapschema.Cache          // rt's
+	queue *workqueue.Queue[queueKey] // rt's
 	idx   *index
 	sched *Scheduler        // nil unless Options.Nightly
 	limit *hostLimit        // nil unless Options.MaxConcurrentPerHost
@@ -86,12 +90,7 @@ func New(o Options) *Controller {
 	if o.Holder == "" {
 		o.Holder = defaultHolder()
 	}
-	c := &Controller{
-		o:     o,
-		tree:  o.Store.Tree,
-		cache: ldapschema.NewCache(),
-		queue: workqueue.New(workqueue.Options{}),
-	}
+	c := &Controller{o: o, tree: o.Store.Tree}
 	c.idx = newIndex(c.tree)
 	c.seen = map[string]seenRec{}
 	if !o.NoLease {
@@ -103,11 +102,25 @@ func New(o Options) *Controller {
 	if o.MaxConcurrentPerHost > 0 {
 		c.limit = newHostLimit(o.MaxConcurrentPerHost)
 	}
+	background := []func(context.Context){c.watchNodes}
+	if c.sched != nil {
+		background = append(background, c.sched.run)
+	}
+	c.rt = daemon.New(daemon.Options[queueKey]{
+		Store: o.Store, Log: o.Log, Now: o.Now,
+		Lease: c.lease, LeaseLost: ErrLeaseLost,
+		Watch:        ldapschema.WatchOptions{Base: c.tree.Virtualization(), Filter: WatchFilter, Attrs: WatchAttrs},
+		OnWatchError: o.OnWatchError,
+		Keys:         c.onEvent, Reconcile: c.reconcile, Workers: o.Workers,
+		OnReconcileError: o.OnReconcileError,
+		Background:       background,
+	})
+	c.cache, c.queue = c.rt.Cache(), c.rt.Queue()
 	return c
 }
 
 // Cache exposes what the controller sees of the directory. Its entries carry
-// string values only (see compact).
+// string values only.
 func (c *Controller) Cache() *ldapschema.Cache { return c.cache }
 
 // WatchFilter selects the leaves, the VM entries (which host runs a VM, in
@@ -125,51 +138,14 @@ var WatchAttrs = append([]string{
 	ldapschema.AttrVirtualMachine, ldapschema.AttrNode, ldapschema.AttrVirtualMachinePool,
 }, BackupConfigAttrs...)
 
-// Run watches the directory and reconciles until ctx is done.
-func (c *Controller) Run(ctx context.Context) error {
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	if c.lease != nil {
-		if err := c.lease.Wait(ctx, c.o.Now, c.leaseLog); err != nil {
-			return err
-		}
-		defer c.lease.Release()
-		go c.lease.Keep(ctx, c.o.Now, c.leaseLog, func() { cancel(ErrLeaseLost) })
-	}
-	go c.watchNodes(ctx)
-	c.cache.OnEvent(c.onEvent)
-	if c.sched != nil {
-		go c.sched.run(ctx)
-	}
-	go func() {
-		err := c.o.Store.Watch(ctx, ldapschema.WatchOptions{
-			Base:   c.tree.Virtualization(),
-			Filter: WatchFilter,
-			Attrs:  WatchAttrs,
-			OnError: func(err error) {
-				c.o.Log.WithError(err).Warn("directory watch broken, resuming")
-				if c.o.OnWatchError != nil {
-					c.o.OnWatchError(err)
-				}
-			},
-		}, func(ev ldapschema.Event) { c.cache.Apply(compact(ev)) })
-		if err != nil {
-			c.o.Log.WithError(err).Error("watch ended")
-		}
-	}()
-	go func() {
-		<-ctx.Done()
-		c.queue.ShutDown()
-	}()
-	c.queue.Run(ctx, c.o.Workers, c.reconcile)
-	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
-		return err
-	}
-	return nil
-}
+// Run takes controld's lease (unless NoLease), then watches the directory
+// and reconciles until ctx is done or the lease is lost (ErrLeaseLost).
+func (c *Controller) Run(ctx context.Context) error { return c.rt.Run(ctx) }
 
-func (c *Controller) onEvent(ev ldapschema.Event) {
-	var keys []string
+// onEvent returns the batches an event touched; the nightly side queues
+// retention and the per-host cap's batches itself.
+func (c *Controller) onEvent(ev ldapschema.Event) []queueKey {
+	var keys []queueKey
 	switch ev.Kind {
 	case ldapschema.EventPut:
 		keys = c.idx.put(ev.Entry)
@@ -178,24 +154,22 @@ func (c *Controller) onEvent(ev ldapschema.Event) {
 	case ldapschema.EventSynced:
 		keys = c.idx.keys()
 	}
-	for _, k := range keys {
-		c.queue.Add(k)
-	}
 	c.afterEvent(ev, keys)
+	return keys
 }
 
 // reconcile decides for one batch (the leaves of one name on one host) from the
 // leaves as the cache holds them now and the facts controld knows (its
 // clock, the node leases, the host's free slots), and applies fsm's writes
 // as compare-and-swaps.
-func (c *Controller) reconcile(ctx context.Context, key string) error {
-	if vm, ok := retentionVM(key); ok {
-		return c.retain(vm)
+func (c *Controller) reconcile(ctx context.Context, key queueKey) error {
+	if key.retention {
+		return c.retain(key.vm)
 	}
 	if c.sched != nil && c.sched.held(key) {
 		return nil // the scheduler is still creating this batch and queues it when done
 	}
-	host, _ := splitKey(key)
+	host := key.host
 	f := fsm.Facts{Now: c.o.Now(), Limits: c.o.Limits, TimeoutCode: int(TimeoutCode),
 		HostGone: c.alive.isDead(host), Slots: fsm.NoCap}
 	if c.limit != nil {
@@ -283,36 +257,52 @@ type index struct {
 	mu   sync.Mutex
 	// leaf DN (normalized) → its DN, VM and batch key
 	leaves  map[string]leafRef
-	batches map[string]map[string]string // key → normalized DN → DN
-	vmHost  map[string]string            // VM → host
-	vmLeafs map[string]map[string]bool   // VM → normalized leaf DNs
+	batches map[queueKey]map[string]string // key → normalized DN → DN
+	vmHost  map[string]string              // VM → host
+	vmLeafs map[string]map[string]bool     // VM → normalized leaf DNs
 }
 
-type leafRef struct{ dn, vm, name, key string }
+type leafRef struct {
+	dn, vm, name string
+	key          queueKey
+}
 
 func newIndex(tree ldapschema.Tree) *index {
 	return &index{
-		tree: tree, leaves: map[string]leafRef{}, batches: map[string]map[string]string{},
+		tree: tree, leaves: map[string]leafRef{}, batches: map[queueKey]map[string]string{},
 		vmHost: map[string]string{}, vmLeafs: map[string]map[string]bool{},
 	}
 }
 
-func batchKey(host, name string) string { return host + "\x00" + name }
+// queueKey is what the controller's queue holds: a batch (the leaves named
+// name on the VMs of host), or a VM whose retention is to be applied.
+type queueKey struct {
+	retention  bool
+	host, name string // a batch
+	vm         string // retention
+}
 
-func splitKey(k string) (host, name string) {
-	host, name, _ = strings.Cut(k, "\x00")
-	return host, name
+func batchKey(host, name string) queueKey { return queueKey{host: host, name: name} }
+
+func retentionKey(vm string) queueKey { return queueKey{retention: true, vm: vm} }
+
+// String names the key in logs.
+func (k queueKey) String() string {
+	if k.retention {
+		return "retention of " + k.vm
+	}
+	return "batch " + k.name + " on " + k.host
 }
 
 // put records an entry and returns the batch keys to reconcile.
-func (x *index) put(e *ldap.Entry) []string {
+func (x *index) put(e *ldap.Entry) []queueKey {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if isLeaf(e) {
 		vm, name := leafVM(x.tree, e.DN)
 		n := ldapschema.NormalizeDN(e.DN)
 		key := batchKey(x.vmHost[vm], name)
-		var keys []string
+		var keys []queueKey
 		if old, ok := x.leaves[n]; ok && old.key != key {
 			x.unlink(n, old)
 			keys = append(keys, old.key)
@@ -330,7 +320,7 @@ func (x *index) put(e *ldap.Entry) []string {
 	}
 	x.vmHost[vm] = host
 	// The VM moved: its leaves change batch.
-	var keys []string
+	var keys []queueKey
 	for n := range x.vmLeafs[vm] {
 		ref := x.leaves[n]
 		x.unlink(n, ref)
@@ -370,18 +360,18 @@ func (x *index) unlink(n string, ref leafRef) {
 	}
 }
 
-func (x *index) remove(dn string) []string {
+func (x *index) remove(dn string) []queueKey {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	n := ldapschema.NormalizeDN(dn)
 	if ref, ok := x.leaves[n]; ok {
 		x.unlink(n, ref)
-		return []string{ref.key}
+		return []queueKey{ref.key}
 	}
 	return nil
 }
 
-func (x *index) members(key string) []string {
+func (x *index) members(key queueKey) []string {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	out := make([]string, 0, len(x.batches[key]))
@@ -392,10 +382,10 @@ func (x *index) members(key string) []string {
 	return out
 }
 
-func (x *index) keys() []string {
+func (x *index) keys() []queueKey {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	out := make([]string, 0, len(x.batches))
+	out := make([]queueKey, 0, len(x.batches))
 	for k := range x.batches {
 		out = append(out, k)
 	}

@@ -99,7 +99,7 @@ func (l *hostLimit) admitted(host, dn string) {
 
 // onEvent re-queues every batch of a host when one of its leaves may have
 // freed a slot (finished, or gone), so waiting leaves are admitted.
-func (l *hostLimit) onEvent(c *Controller, ev ldapschema.Event, keys []string) {
+func (l *hostLimit) onEvent(c *Controller, ev ldapschema.Event, keys []queueKey) {
 	switch ev.Kind {
 	case ldapschema.EventPut:
 		if !isLeaf(ev.Entry) || ev.Entry.GetAttributeValue(ldapschema.AttrMode) != string(fsm.Finished) {
@@ -111,8 +111,7 @@ func (l *hostLimit) onEvent(c *Controller, ev ldapschema.Event, keys []string) {
 	}
 	hosts := map[string]bool{}
 	for _, k := range keys {
-		h, _ := splitKey(k)
-		hosts[h] = true
+		hosts[k.host] = true
 	}
 	for h := range hosts {
 		for _, k := range c.idx.hostKeys(h) {

@@ -88,7 +88,7 @@ func (c *Controller) watchNodes(ctx context.Context) {
 			for _, h := range c.alive.set(dead) {
 				c.o.Log.WithField("node", h).Warn("node stopped renewing its lease; failing its waiting leaves")
 				for _, k := range c.idx.keys() {
-					if host, _ := splitKey(k); host == h {
+					if k.host == h {
 						c.queue.Add(k)
 					}
 				}
@@ -134,19 +134,6 @@ func (c *Controller) modified(dn string) time.Time {
 type seenRec struct {
 	sig string
 	at  time.Time
-}
-
-// leaseLog writes the lease's events to the controller's log.
-func (c *Controller) leaseLog(msg, holder string, until time.Time, err error) {
-	f := c.o.Log.WithField("lease", c.lease.DN)
-	if holder != "" {
-		f = f.WithField("holder", holder).WithField("until", until)
-	}
-	if err != nil {
-		f.WithError(err).Warn(msg)
-		return
-	}
-	f.Info(msg)
 }
 
 func defaultHolder() string {

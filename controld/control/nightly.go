@@ -5,11 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
-	"github.com/go-ldap/ldap/v3"
 	"github.com/sirupsen/logrus"
 
 	"github.com/stoneycloud/stoney-conductor/fsm"
@@ -45,7 +43,7 @@ func (s *Scheduler) start(ctx context.Context, due []dueRun, now time.Time) {
 		}
 		todo = append(todo, d)
 	}
-	keys := map[string]bool{}
+	keys := map[queueKey]bool{}
 	for _, d := range todo {
 		keys[batchKey(d.host, LeafName(d.planned))] = true
 	}
@@ -160,7 +158,7 @@ func (s *Scheduler) clearInflight(vm, name string) {
 }
 
 // held reports whether the scheduler is still creating the batch's leaves.
-func (s *Scheduler) held(key string) bool {
+func (s *Scheduler) held(key queueKey) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.holds[key] > 0
@@ -233,30 +231,22 @@ func (x *index) vmsWithLeaves() []string {
 }
 
 // hostKeys returns the batch keys of one host.
-func (x *index) hostKeys(host string) []string {
+func (x *index) hostKeys(host string) []queueKey {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	var out []string
+	var out []queueKey
 	for k := range x.batches {
-		if h, _ := splitKey(k); h == host {
+		if k.host == host {
 			out = append(out, k)
 		}
 	}
 	return out
 }
 
-// retentionPrefix marks queue keys that mean "apply retention to this VM"
-// rather than a batch; a host name never starts with it.
-const retentionPrefix = "\x01retain\x00"
-
-func retentionKey(vm string) string { return retentionPrefix + vm }
-
-func retentionVM(key string) (string, bool) { return strings.CutPrefix(key, retentionPrefix) }
-
 // afterEvent is the nightly side of the controller's event handling: plans,
 // the per-host cap and retention follow the watch. keys are the batches the
 // event touched.
-func (c *Controller) afterEvent(ev ldapschema.Event, keys []string) {
+func (c *Controller) afterEvent(ev ldapschema.Event, keys []queueKey) {
 	if c.limit != nil {
 		c.limit.onEvent(c, ev, keys)
 	}
@@ -276,33 +266,4 @@ func (c *Controller) afterEvent(ev ldapschema.Event, keys []string) {
 			c.queue.Add(retentionKey(vm))
 		}
 	}
-}
-
-// compact returns ev with its entry copied into fresh strings, without the
-// raw values. go-ldap's ByteValues alias the buffer the entry was read into,
-// so a cached entry would pin its whole packet: with 10,000 VMs that was
-// two thirds of controld's memory. The cache is read through string values
-// only.
-func compact(ev ldapschema.Event) ldapschema.Event {
-	if ev.Entry == nil {
-		return ev
-	}
-	e := &ldap.Entry{DN: strings.Clone(ev.Entry.DN), Attributes: make([]*ldap.EntryAttribute, 0, len(ev.Entry.Attributes))}
-	for _, a := range ev.Entry.Attributes {
-		vals := a.Values
-		if len(vals) < len(a.ByteValues) {
-			vals = make([]string, len(a.ByteValues))
-			for i, b := range a.ByteValues {
-				vals[i] = string(b)
-			}
-		} else {
-			vals = make([]string, len(a.Values))
-			for i, v := range a.Values {
-				vals[i] = strings.Clone(v)
-			}
-		}
-		e.Attributes = append(e.Attributes, &ldap.EntryAttribute{Name: strings.Clone(a.Name), Values: vals})
-	}
-	ev.Entry = e
-	return ev
 }

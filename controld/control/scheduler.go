@@ -71,7 +71,7 @@ type Scheduler struct {
 	plans  map[string]*planState
 	queue  planHeap
 	synced bool
-	holds  map[string]int // batch keys being created; reconcile waits
+	holds  map[queueKey]int // batch keys being created; reconcile waits
 	wake   chan struct{}
 	ready  chan struct{} // closed once the first plans are computed
 
@@ -115,7 +115,7 @@ func newScheduler(c *Controller, o NightlyOptions) *Scheduler {
 	return &Scheduler{
 		c: c, o: o, log: c.o.Log.WithField("part", "scheduler"),
 		view: newView(c.tree, o.Location), plans: map[string]*planState{},
-		holds: map[string]int{}, wake: make(chan struct{}, 1), ready: make(chan struct{}),
+		holds: map[queueKey]int{}, wake: make(chan struct{}, 1), ready: make(chan struct{}),
 	}
 }
 
