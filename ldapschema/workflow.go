@@ -1,6 +1,7 @@
 package ldapschema
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -110,10 +111,50 @@ func ChangeOf(w fsm.Write, exec []string, r *Report) ModeChange {
 // longer in w.From (or w.IfState), ErrNotFound when it is gone. A Remove
 // deletes the entry.
 func (s *Store) Write(w fsm.Write, exec []string, r *Report) error {
+	if w.From == fsm.Absent {
+		return s.createLeaf(w)
+	}
 	if w.Remove {
 		return s.DeleteIf(w.Key, modeAssertion(string(w.From), w.IfState))
 	}
 	return s.ChangeMode(ChangeOf(w, exec, r))
+}
+
+// createLeaf adds the leaf w creates, as the seed's Step 01: one add when
+// the VM's ou=backup exists (every night but the first), else that
+// container first. ErrConflict when the leaf exists already.
+func (s *Store) createLeaf(w fsm.Write) error {
+	vm, name, err := ParseLeafDN(s.Tree, w.Key)
+	if err != nil {
+		return err
+	}
+	req := NewLeafAddRequest(s.Tree, vm, name, string(w.To), w.State)
+	err = s.Add(req)
+	if errors.Is(err, ErrNotFound) {
+		if err := s.EnsureBackupEntry(vm); err != nil {
+			return fmt.Errorf("%s: %w", vm, err)
+		}
+		err = s.Add(req)
+	}
+	return err
+}
+
+// EnsureBackupEntry creates the VM's ou=backup container when it is missing
+// (the VM's backup configuration may come from its pool or the global entry).
+func (s *Store) EnsureBackupEntry(vm string) error {
+	dn := s.Tree.VMBackup(vm)
+	if _, err := s.Get(dn, "1.1"); err == nil {
+		return nil
+	} else if !errors.Is(err, ErrNotFound) {
+		return err
+	}
+	req := ldap.NewAddRequest(dn, nil)
+	req.Attribute(AttrObjectClass, []string{ClassTop, ClassOrganizationalUnit})
+	req.Attribute(AttrOU, []string{"backup"})
+	if err := s.Add(req); err != nil && !errors.Is(err, ErrConflict) {
+		return err
+	}
+	return nil
 }
 
 // ExecutionTimes are e's sstProvisioningExecutionTime values; none for nil.

@@ -54,16 +54,17 @@ func startBackup(store *ldapschema.Store, vm, name string) (string, error) {
 	} else if active != "" {
 		return "", fmt.Errorf("%s: %w (%s)", vm, ErrBusy, active)
 	}
-	if err := EnsureBackupEntry(store, vm); err != nil {
+	w, err := fsm.Transition(fsm.Operator, fsm.Leaf{Key: tree.Leaf(vm, name), VM: vm, Name: name}, fsm.Initialize, name)
+	if err != nil {
 		return "", err
 	}
-	if err := store.Add(ldapschema.NewLeafAddRequest(tree, vm, name, string(fsm.Initialize), name)); err != nil {
+	if err := store.Write(w, nil, nil); err != nil {
 		if errors.Is(err, ldapschema.ErrConflict) {
 			return "", fmt.Errorf("%s: a leaf %s exists already", vm, name)
 		}
 		return "", err
 	}
-	return tree.Leaf(vm, name), nil
+	return w.Key, nil
 }
 
 // ActiveLeaf returns the DN of a leaf of vm that holds the VM (fsm.Busy), or "".
@@ -82,24 +83,6 @@ func ActiveLeaf(store *ldapschema.Store, vm string) (string, error) {
 		}
 	}
 	return "", nil
-}
-
-// EnsureBackupEntry creates the VM's ou=backup container when it is missing
-// (the config may come from the pool or the global entry).
-func EnsureBackupEntry(store *ldapschema.Store, vm string) error {
-	dn := store.Tree.VMBackup(vm)
-	if _, err := store.Get(dn, "1.1"); err == nil {
-		return nil
-	} else if !errors.Is(err, ldapschema.ErrNotFound) {
-		return err
-	}
-	req := ldap.NewAddRequest(dn, nil)
-	req.Attribute(ldapschema.AttrObjectClass, []string{"top", ldapschema.ClassOrganizationalUnit})
-	req.Attribute(ldapschema.AttrOU, []string{"backup"})
-	if err := store.Add(req); err != nil && !errors.Is(err, ldapschema.ErrConflict) {
-		return err
-	}
-	return nil
 }
 
 // Follow reports every change of the given leaves until each is finished (or

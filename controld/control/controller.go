@@ -3,7 +3,6 @@ package control
 import (
 	"context"
 	"errors"
-	"sort"
 	"sync"
 	"time"
 
@@ -251,143 +250,27 @@ func (c *Controller) leafOf(e *ldap.Entry, host string) (fsm.Leaf, bool) {
 	return l, true
 }
 
-// index groups leaves into batches: same leaf name, VMs on the same host.
-type index struct {
-	tree ldapschema.Tree
-	mu   sync.Mutex
-	// leaf DN (normalized) → its DN, VM and batch key
-	leaves  map[string]leafRef
-	batches map[queueKey]map[string]string // key → normalized DN → DN
-	vmHost  map[string]string              // VM → host
-	vmLeafs map[string]map[string]bool     // VM → normalized leaf DNs
-}
-
-type leafRef struct {
-	dn, vm, name string
-	key          queueKey
-}
-
-func newIndex(tree ldapschema.Tree) *index {
-	return &index{
-		tree: tree, leaves: map[string]leafRef{}, batches: map[queueKey]map[string]string{},
-		vmHost: map[string]string{}, vmLeafs: map[string]map[string]bool{},
+// afterEvent is the nightly side of the controller's event handling: plans,
+// the per-host cap and retention follow the watch. keys are the batches the
+// event touched.
+func (c *Controller) afterEvent(ev ldapschema.Event, keys []queueKey) {
+	if c.limit != nil {
+		c.limit.onEvent(c, ev, keys)
 	}
-}
-
-// queueKey is what the controller's queue holds: a batch (the leaves named
-// name on the VMs of host), or a VM whose retention is to be applied.
-type queueKey struct {
-	retention  bool
-	host, name string // a batch
-	vm         string // retention
-}
-
-func batchKey(host, name string) queueKey { return queueKey{host: host, name: name} }
-
-func retentionKey(vm string) queueKey { return queueKey{retention: true, vm: vm} }
-
-// String names the key in logs.
-func (k queueKey) String() string {
-	if k.retention {
-		return "retention of " + k.vm
+	if c.sched == nil {
+		return
 	}
-	return "batch " + k.name + " on " + k.host
-}
-
-// put records an entry and returns the batch keys to reconcile.
-func (x *index) put(e *ldap.Entry) []queueKey {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	if isLeaf(e) {
-		vm, name := leafVM(x.tree, e.DN)
-		n := ldapschema.NormalizeDN(e.DN)
-		key := batchKey(x.vmHost[vm], name)
-		var keys []queueKey
-		if old, ok := x.leaves[n]; ok && old.key != key {
-			x.unlink(n, old)
-			keys = append(keys, old.key)
+	c.sched.onEvent(ev)
+	switch ev.Kind {
+	case ldapschema.EventPut:
+		if isLeaf(ev.Entry) && ev.Entry.GetAttributeValue(ldapschema.AttrMode) == string(fsm.Finished) {
+			if vm, _ := leafVM(c.tree, ev.DN); vm != "" {
+				c.queue.Add(retentionKey(vm))
+			}
 		}
-		x.link(n, leafRef{dn: e.DN, vm: vm, name: name, key: key})
-		return append(keys, key)
-	}
-	vm := e.GetAttributeValue(ldapschema.AttrVirtualMachine)
-	host := e.GetAttributeValue(ldapschema.AttrNode)
-	if vm == "" || x.vmHost[vm] == host {
-		if vm != "" {
-			x.vmHost[vm] = host
-		}
-		return nil
-	}
-	x.vmHost[vm] = host
-	// The VM moved: its leaves change batch.
-	var keys []queueKey
-	for n := range x.vmLeafs[vm] {
-		ref := x.leaves[n]
-		x.unlink(n, ref)
-		keys = append(keys, ref.key)
-		ref.key = batchKey(host, ref.name)
-		x.link(n, ref)
-		keys = append(keys, ref.key)
-	}
-	return keys
-}
-
-func (x *index) link(n string, ref leafRef) {
-	x.leaves[n] = ref
-	if x.batches[ref.key] == nil {
-		x.batches[ref.key] = map[string]string{}
-	}
-	x.batches[ref.key][n] = ref.dn
-	if x.vmLeafs[ref.vm] == nil {
-		x.vmLeafs[ref.vm] = map[string]bool{}
-	}
-	x.vmLeafs[ref.vm][n] = true
-}
-
-func (x *index) unlink(n string, ref leafRef) {
-	delete(x.leaves, n)
-	if b := x.batches[ref.key]; b != nil {
-		delete(b, n)
-		if len(b) == 0 {
-			delete(x.batches, ref.key)
+	case ldapschema.EventSynced:
+		for _, vm := range c.idx.vmsWithLeaves() {
+			c.queue.Add(retentionKey(vm))
 		}
 	}
-	if v := x.vmLeafs[ref.vm]; v != nil {
-		delete(v, n)
-		if len(v) == 0 {
-			delete(x.vmLeafs, ref.vm)
-		}
-	}
-}
-
-func (x *index) remove(dn string) []queueKey {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	n := ldapschema.NormalizeDN(dn)
-	if ref, ok := x.leaves[n]; ok {
-		x.unlink(n, ref)
-		return []queueKey{ref.key}
-	}
-	return nil
-}
-
-func (x *index) members(key queueKey) []string {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	out := make([]string, 0, len(x.batches[key]))
-	for _, dn := range x.batches[key] {
-		out = append(out, dn)
-	}
-	sort.Strings(out)
-	return out
-}
-
-func (x *index) keys() []queueKey {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	out := make([]queueKey, 0, len(x.batches))
-	for k := range x.batches {
-		out = append(out, k)
-	}
-	return out
 }

@@ -49,7 +49,7 @@ func addVMWithLeaves(t *testing.T, st *ldapschema.Store, vm, host string, n int,
 	if err := st.Add(ldapschema.NewVMAddRequest(st.Tree, ldapschema.VM{Name: vm, Node: host})); err != nil {
 		t.Fatal(err)
 	}
-	if err := EnsureBackupEntry(st, vm); err != nil {
+	if err := st.EnsureBackupEntry(vm); err != nil {
 		t.Fatal(err)
 	}
 	var dns []string

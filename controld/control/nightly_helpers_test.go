@@ -142,7 +142,7 @@ func (w *world) update(dn string, attrs map[string][]string) {
 // addLeaf writes a leaf as if an earlier run had left it.
 func (w *world) addLeaf(vm, name, mode string, rv int) string {
 	w.t.Helper()
-	if err := EnsureBackupEntry(w.store, vm); err != nil {
+	if err := w.store.EnsureBackupEntry(vm); err != nil {
 		w.t.Fatal(err)
 	}
 	req := ldapschema.NewLeafAddRequest(w.store.Tree, vm, name, mode, name)

@@ -3,7 +3,6 @@ package control
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sort"
 	"sync"
 	"time"
@@ -54,7 +53,7 @@ func (s *Scheduler) start(ctx context.Context, due []dueRun, now time.Time) {
 
 	type result struct {
 		d   dueRun
-		dn  string
+		w   fsm.Write
 		err error
 	}
 	jobs := make(chan dueRun)
@@ -66,8 +65,12 @@ func (s *Scheduler) start(ctx context.Context, due []dueRun, now time.Time) {
 			defer wg.Done()
 			for d := range jobs {
 				name := LeafName(d.planned)
-				err := createLeaf(s.c.o.Store, d.vm, name, stamp)
-				results <- result{d, s.c.tree.Leaf(d.vm, name), err}
+				w, err := fsm.Transition(fsm.Control, fsm.Leaf{Key: s.store.Tree.Leaf(d.vm, name), VM: d.vm, Name: name, Host: d.host}, fsm.Initialize, stamp)
+				if err == nil {
+					w.Reason = "scheduled"
+					err = s.store.Write(w, nil, nil)
+				}
+				results <- result{d, w, err}
 			}
 		}()
 	}
@@ -90,16 +93,15 @@ func (s *Scheduler) start(ctx context.Context, due []dueRun, now time.Time) {
 		switch {
 		case r.err == nil:
 			s.created.Add(1)
-			fired.Created = append(fired.Created, r.dn)
+			fired.Created = append(fired.Created, r.w.Key)
 			log.Debug("scheduled backup leaf created")
-			if s.c.o.OnWrite != nil {
-				s.c.o.OnWrite(fsm.Write{Key: r.dn, From: fsm.Absent, To: fsm.Initialize, State: stamp,
-					ReturnValue: new(int), Reason: "scheduled"})
+			if s.onWrite != nil {
+				s.onWrite(r.w)
 			}
 		case errors.Is(r.err, ldapschema.ErrConflict):
 			// Same planned time, same name: made before (a restart, a retry).
 			s.existing.Add(1)
-			fired.Existing = append(fired.Existing, r.dn)
+			fired.Existing = append(fired.Existing, r.w.Key)
 			s.clearInflight(r.d.vm, name)
 		default:
 			s.failed.Add(1)
@@ -131,7 +133,7 @@ func (s *Scheduler) start(ctx context.Context, due []dueRun, now time.Time) {
 		s.poke()
 	}
 	for k := range keys {
-		s.c.queue.Add(k)
+		s.enqueue(k)
 	}
 	sort.Strings(fired.Created)
 	if s.o.OnFire != nil {
@@ -146,7 +148,7 @@ func (s *Scheduler) busyLocked(vm string) (string, bool) {
 	if p := s.plans[vm]; p != nil && p.inflight != "" {
 		return p.inflight, true
 	}
-	return s.c.activeLeaf(vm)
+	return s.leaves.activeLeaf(vm)
 }
 
 func (s *Scheduler) clearInflight(vm, name string) {
@@ -162,108 +164,4 @@ func (s *Scheduler) held(key queueKey) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.holds[key] > 0
-}
-
-// createLeaf adds the leaf in mode initialize, as the seed's Step 01: one add
-// when the VM's ou=backup exists (every night but the first), else the
-// container first.
-func createLeaf(store *ldapschema.Store, vm, name, stamp string) error {
-	req := ldapschema.NewLeafAddRequest(store.Tree, vm, name, string(fsm.Initialize), stamp)
-	err := store.Add(req)
-	if errors.Is(err, ldapschema.ErrNotFound) {
-		if err := EnsureBackupEntry(store, vm); err != nil {
-			return fmt.Errorf("%s: %w", vm, err)
-		}
-		err = store.Add(req)
-	}
-	return err
-}
-
-// activeLeaf returns the name of a leaf of vm that blocks a new backup.
-func (c *Controller) activeLeaf(vm string) (string, bool) {
-	for _, ref := range c.idx.leafRefs(vm) {
-		if e, ok := c.cache.Get(ref.dn); ok && fsm.BusyValue(e.GetAttributeValue(ldapschema.AttrMode)) {
-			return ref.name, true
-		}
-	}
-	return "", false
-}
-
-// leafRefs returns the leaves of vm the index holds.
-func (x *index) leafRefs(vm string) []leafRef {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	out := make([]leafRef, 0, len(x.vmLeafs[vm]))
-	for n := range x.vmLeafs[vm] {
-		out = append(out, x.leaves[n])
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].name < out[j].name })
-	return out
-}
-
-// hasLeafSince reports whether vm has a leaf named name or later.
-func (x *index) hasLeafSince(vm, name string) bool {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	for n := range x.vmLeafs[vm] {
-		if x.leaves[n].name >= name {
-			return true
-		}
-	}
-	return false
-}
-
-func (x *index) hasLeaves(vm string) bool {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	return len(x.vmLeafs[vm]) > 0
-}
-
-// vmsWithLeaves lists the VMs that have leaves.
-func (x *index) vmsWithLeaves() []string {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	out := make([]string, 0, len(x.vmLeafs))
-	for vm := range x.vmLeafs {
-		out = append(out, vm)
-	}
-	return out
-}
-
-// hostKeys returns the batch keys of one host.
-func (x *index) hostKeys(host string) []queueKey {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	var out []queueKey
-	for k := range x.batches {
-		if k.host == host {
-			out = append(out, k)
-		}
-	}
-	return out
-}
-
-// afterEvent is the nightly side of the controller's event handling: plans,
-// the per-host cap and retention follow the watch. keys are the batches the
-// event touched.
-func (c *Controller) afterEvent(ev ldapschema.Event, keys []queueKey) {
-	if c.limit != nil {
-		c.limit.onEvent(c, ev, keys)
-	}
-	if c.sched == nil {
-		return
-	}
-	c.sched.onEvent(ev)
-	switch ev.Kind {
-	case ldapschema.EventPut:
-		if isLeaf(ev.Entry) && ev.Entry.GetAttributeValue(ldapschema.AttrMode) == string(fsm.Finished) {
-			if vm, _ := leafVM(c.tree, ev.DN); vm != "" {
-				c.queue.Add(retentionKey(vm))
-			}
-		}
-	case ldapschema.EventSynced:
-		for _, vm := range c.idx.vmsWithLeaves() {
-			c.queue.Add(retentionKey(vm))
-		}
-	}
 }
