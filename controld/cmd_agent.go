@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"os/signal"
 	"syscall"
 
@@ -18,13 +17,11 @@ func init() {
 }
 
 func runAgent(args []string) error {
-	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
-	var c common
-	c.register(fs)
-	if err := fs.Parse(args); err != nil {
-		return usageError{err}
+	f := newFlags("agent", "usage: controld agent [flags]")
+	if err := f.parse(args, 0, 0, "agent takes no arguments"); err != nil {
+		return err
 	}
-	cfg, store, err := c.open()
+	cfg, store, err := f.open()
 	if err != nil {
 		return err
 	}

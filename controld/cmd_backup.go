@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"os"
 	"os/signal"
@@ -18,28 +17,19 @@ func init() {
 }
 
 func runBackup(args []string) error {
-	fs := flag.NewFlagSet("backup", flag.ContinueOnError)
-	var c common
-	c.register(fs)
-	wait := fs.Bool("wait", true, "follow the leaves until they are finished")
-	timeout := fs.Duration("timeout", 0, "give up following after this long (0: never)")
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: controld backup [flags] VM...")
-		fs.PrintDefaults()
+	f := newFlags("backup", "usage: controld backup [flags] VM...")
+	wait := f.Bool("wait", true, "follow the leaves until they are finished")
+	timeout := f.Duration("timeout", 0, "give up following after this long (0: never)")
+	if err := f.parse(args, 1, -1, "name at least one VM"); err != nil {
+		return err
 	}
-	if err := fs.Parse(args); err != nil {
-		return usageError{err}
-	}
-	if fs.NArg() == 0 {
-		return usagef("name at least one VM")
-	}
-	_, store, err := c.open()
+	_, store, err := f.open()
 	if err != nil {
 		return err
 	}
 	defer store.Close()
 
-	name, started := control.StartBackups(store, fs.Args(), time.Now())
+	name, started := control.StartBackups(store, f.Args(), time.Now())
 	var dns []string
 	failed := 0
 	for _, s := range started {

@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -23,28 +22,18 @@ type lsOptions struct {
 }
 
 func runLs(args []string) error {
-	fs := flag.NewFlagSet("ls", flag.ContinueOnError)
-	var c common
-	c.register(fs)
+	f := newFlags("ls", "usage: controld ls [flags] VM")
 	var o lsOptions
-	fs.BoolVar(&o.json, "json", false, "print JSON instead of a table")
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: controld ls [flags] VM")
-		fs.PrintDefaults()
+	f.BoolVar(&o.json, "json", false, "print JSON instead of a table")
+	if err := f.parse(args, 1, 1, "name one VM"); err != nil {
+		return err
 	}
-	if err := fs.Parse(args); err != nil {
-		return usageError{err}
-	}
-	if fs.NArg() != 1 {
-		fs.Usage()
-		return usagef("name one VM")
-	}
-	cfg, store, err := c.open()
+	cfg, store, err := f.open()
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	backups, err := control.ListBackups(store, fs.Arg(0))
+	backups, err := control.ListBackups(store, f.Arg(0))
 	switch {
 	case errors.Is(err, ldapschema.ErrUnsafeName):
 		return usageError{err}

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -22,35 +21,25 @@ func init() {
 }
 
 func runRestore(args []string) error {
-	fs := flag.NewFlagSet("restore", flag.ContinueOnError)
-	var c common
-	c.register(fs)
-	yes := fs.Bool("yes", false, "go past the point of no return without asking (for scripts)")
-	cancel := fs.Bool("cancel", false, "cancel a restore of LEAF that waits for a decision")
-	timeout := fs.Duration("timeout", 0, "give up following after this long (0: never)")
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), `usage: controld restore [flags] VM          list the VM's restorable backups
+	f := newFlags("restore", `usage: controld restore [flags] VM          list the VM's restorable backups
        controld restore [flags] VM LEAF     restore the VM from backup LEAF
        controld restore -cancel VM LEAF     cancel a restore that waits for a decision`)
-		fs.PrintDefaults()
+	yes := f.Bool("yes", false, "go past the point of no return without asking (for scripts)")
+	cancel := f.Bool("cancel", false, "cancel a restore of LEAF that waits for a decision")
+	timeout := f.Duration("timeout", 0, "give up following after this long (0: never)")
+	if err := f.parse(args, 1, 2, "name a VM, and a backup to restore"); err != nil {
+		return err
 	}
-	if err := fs.Parse(args); err != nil {
-		return usageError{err}
-	}
-	if fs.NArg() < 1 || fs.NArg() > 2 {
-		fs.Usage()
-		return usagef("name a VM, and a backup to restore")
-	}
-	_, store, err := c.open()
+	_, store, err := f.open()
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	vm := fs.Arg(0)
-	if fs.NArg() == 1 {
+	vm := f.Arg(0)
+	if f.NArg() == 1 {
 		return listRestorable(os.Stdout, store, vm)
 	}
-	leaf := fs.Arg(1)
+	leaf := f.Arg(1)
 	dn := store.Tree.Leaf(vm, leaf)
 	if *cancel {
 		if err := control.CancelRestore(store, dn, time.Now()); err != nil {

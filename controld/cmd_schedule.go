@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -21,22 +20,13 @@ type scheduleOptions struct {
 }
 
 func runSchedule(args []string) error {
-	fs := flag.NewFlagSet("schedule", flag.ContinueOnError)
-	var c common
-	c.register(fs)
+	f := newFlags("schedule", "usage: controld schedule [flags]")
 	var o scheduleOptions
-	fs.BoolVar(&o.json, "json", false, "print JSON instead of a table")
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: controld schedule [flags]")
-		fs.PrintDefaults()
+	f.BoolVar(&o.json, "json", false, "print JSON instead of a table")
+	if err := f.parse(args, 0, 0, "schedule takes no arguments"); err != nil {
+		return err
 	}
-	if err := fs.Parse(args); err != nil {
-		return usageError{err}
-	}
-	if fs.NArg() != 0 {
-		return usagef("schedule takes no arguments")
-	}
-	cfg, store, err := c.open()
+	cfg, store, err := f.open()
 	if err != nil {
 		return err
 	}

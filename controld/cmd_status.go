@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -17,14 +16,12 @@ func init() {
 }
 
 func runStatus(args []string) error {
-	fs := flag.NewFlagSet("status", flag.ContinueOnError)
-	var c common
-	c.register(fs)
-	asJSON := fs.Bool("json", false, "print JSON")
-	if err := fs.Parse(args); err != nil {
-		return usageError{err}
+	f := newFlags("status", "usage: controld status [flags]")
+	asJSON := f.Bool("json", false, "print JSON")
+	if err := f.parse(args, 0, 0, "status takes no arguments"); err != nil {
+		return err
 	}
-	_, store, err := c.open()
+	_, store, err := f.open()
 	if err != nil {
 		return err
 	}

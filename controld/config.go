@@ -114,6 +114,36 @@ type common struct {
 	config string
 }
 
+// flags is a command's flag set with the common flags registered.
+type flags struct {
+	*flag.FlagSet
+	common
+}
+
+// newFlags starts a command's flags; usage is its usage line(s).
+func newFlags(name, usage string) *flags {
+	f := &flags{FlagSet: flag.NewFlagSet(name, flag.ContinueOnError)}
+	f.common.register(f.FlagSet)
+	f.Usage = func() {
+		fmt.Fprintln(f.Output(), usage)
+		f.PrintDefaults()
+	}
+	return f
+}
+
+// parse reads args and wants between min and max arguments (max < 0: no
+// limit); what says what they are when the count is wrong.
+func (f *flags) parse(args []string, min, max int, what string) error {
+	if err := f.Parse(args); err != nil {
+		return usageError{err}
+	}
+	if n := f.NArg(); n < min || max >= 0 && n > max {
+		f.Usage()
+		return usagef("%s", what)
+	}
+	return nil
+}
+
 func (c *common) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.config, "config", envOr("CONTROLD_CONFIG", defaultConfig), "configuration file (env CONTROLD_CONFIG)")
 }
