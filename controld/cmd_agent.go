@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"os/signal"
-	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -13,25 +11,19 @@ import (
 )
 
 func init() {
-	register("agent", "run the control daemon", runAgent)
+	register(command{
+		name: "agent", summary: "run the control daemon", usage: "usage: controld agent [flags]",
+		argsWanted: "agent takes no arguments",
+		run:        runAgent,
+	})
 }
 
-func runAgent(args []string) error {
-	f := newFlags("agent", "usage: controld agent [flags]")
-	if err := f.parse(args, 0, 0, "agent takes no arguments"); err != nil {
-		return err
-	}
-	cfg, store, err := f.open()
-	if err != nil {
-		return err
-	}
-	defer store.Close()
+func runAgent(ctx context.Context, in *invocation) error {
+	cfg, store := in.cfg, in.store
 	log, err := newLogger(cfg.Log.Level, cfg.Log.Format)
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
 	log.WithFields(map[string]any{"ldap": cfg.LDAP.URL, "timezone": cfg.location().String()}).Info("controld starting")
 	limits, err := cfg.limits()
 	if err != nil {

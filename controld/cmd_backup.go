@@ -2,34 +2,33 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/stoneycloud/stoney-conductor/controld/control"
 	"github.com/stoneycloud/stoney-conductor/ldapschema"
 )
 
+var backupWait bool
+
 func init() {
-	register("backup", "back up VMs now, as one batch", runBackup)
+	register(command{
+		name: "backup", summary: "back up VMs now, as one batch", usage: "usage: controld backup [flags] VM...",
+		minArgs: 1, maxArgs: -1, argsWanted: "name at least one VM",
+		flags: func(f *flag.FlagSet) {
+			f.BoolVar(&backupWait, "wait", true, "follow the leaves until they are finished")
+		},
+		timeout: true,
+		run:     runBackup,
+	})
 }
 
-func runBackup(args []string) error {
-	f := newFlags("backup", "usage: controld backup [flags] VM...")
-	wait := f.Bool("wait", true, "follow the leaves until they are finished")
-	timeout := f.Duration("timeout", 0, "give up following after this long (0: never)")
-	if err := f.parse(args, 1, -1, "name at least one VM"); err != nil {
-		return err
-	}
-	_, store, err := f.open()
-	if err != nil {
-		return err
-	}
-	defer store.Close()
+func runBackup(ctx context.Context, in *invocation) error {
+	store := in.store
 
-	name, started := control.StartBackups(store, f.Args(), time.Now())
+	name, started := control.StartBackups(store, in.args, time.Now())
 	var dns []string
 	failed := 0
 	for _, s := range started {
@@ -41,21 +40,14 @@ func runBackup(args []string) error {
 		fmt.Printf("%s: leaf %s created\n", s.VM, name)
 		dns = append(dns, s.DN)
 	}
-	if !*wait || len(dns) == 0 {
+	if !backupWait || len(dns) == 0 {
 		if failed > 0 {
 			return fmt.Errorf("%d of %d backups not started", failed, len(started))
 		}
 		return nil
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	if *timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, *timeout)
-		defer cancel()
-	}
 	results := map[string]ldapschema.Leaf{}
-	err = control.Follow(ctx, store, dns, func(l ldapschema.Leaf) {
+	err := control.Follow(ctx, store, dns, func(l ldapschema.Leaf) {
 		fmt.Printf("%s %-36s %s %-14s rv=%d\n", time.Now().UTC().Format("15:04:05.000"), l.VM, l.Name, l.Mode, l.ReturnValue)
 		results[l.VM] = l
 	})

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,26 +15,16 @@ import (
 )
 
 func init() {
-	register("ls", "list a VM's backups", runLs)
+	register(command{
+		name: "ls", summary: "list a VM's backups", usage: "usage: controld ls [flags] VM",
+		minArgs: 1, maxArgs: 1, argsWanted: "name one VM",
+		json: true,
+		run:  runLs,
+	})
 }
 
-type lsOptions struct {
-	json bool
-}
-
-func runLs(args []string) error {
-	f := newFlags("ls", "usage: controld ls [flags] VM")
-	var o lsOptions
-	f.BoolVar(&o.json, "json", false, "print JSON instead of a table")
-	if err := f.parse(args, 1, 1, "name one VM"); err != nil {
-		return err
-	}
-	cfg, store, err := f.open()
-	if err != nil {
-		return err
-	}
-	defer store.Close()
-	backups, err := control.ListBackups(store, f.Arg(0))
+func runLs(_ context.Context, in *invocation) error {
+	backups, err := control.ListBackups(in.store, in.args[0])
 	switch {
 	case errors.Is(err, ldapschema.ErrUnsafeName):
 		return usageError{err}
@@ -42,10 +33,10 @@ func runLs(args []string) error {
 	case err != nil:
 		return backendError{err}
 	}
-	if o.json {
+	if in.json {
 		return printBackupsJSON(os.Stdout, backups)
 	}
-	return printBackups(os.Stdout, backups, cfg.location())
+	return printBackups(os.Stdout, backups, in.cfg.location())
 }
 
 // backupJSON is one leaf in `controld ls -json`.

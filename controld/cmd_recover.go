@@ -20,7 +20,7 @@ import (
 )
 
 func init() {
-	register("recover", "rebuild the backup catalog from the backup storage (run where it is mounted)", runRecover)
+	register(command{name: "recover", summary: "rebuild the backup catalog from the backup storage (run where it is mounted)", raw: runRecover})
 }
 
 const recoverUsage = `usage: controld recover [flags] [PATH...]

@@ -4,44 +4,44 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/stoneycloud/stoney-conductor/controld/control"
 	"github.com/stoneycloud/stoney-conductor/ldapschema"
 )
 
+var restoreYes, restoreCancel bool
+
 func init() {
-	register("restore", "restore a VM from one of its backups", runRestore)
+	register(command{
+		name: "restore", summary: "restore a VM from one of its backups",
+		usage: `usage: controld restore [flags] VM          list the VM's restorable backups
+       controld restore [flags] VM LEAF     restore the VM from backup LEAF
+       controld restore -cancel VM LEAF     cancel a restore that waits for a decision`,
+		minArgs: 1, maxArgs: 2, argsWanted: "name a VM, and a backup to restore",
+		flags: func(f *flag.FlagSet) {
+			f.BoolVar(&restoreYes, "yes", false, "go past the point of no return without asking (for scripts)")
+			f.BoolVar(&restoreCancel, "cancel", false, "cancel a restore of LEAF that waits for a decision")
+		},
+		timeout: true,
+		run:     runRestore,
+	})
 }
 
-func runRestore(args []string) error {
-	f := newFlags("restore", `usage: controld restore [flags] VM          list the VM's restorable backups
-       controld restore [flags] VM LEAF     restore the VM from backup LEAF
-       controld restore -cancel VM LEAF     cancel a restore that waits for a decision`)
-	yes := f.Bool("yes", false, "go past the point of no return without asking (for scripts)")
-	cancel := f.Bool("cancel", false, "cancel a restore of LEAF that waits for a decision")
-	timeout := f.Duration("timeout", 0, "give up following after this long (0: never)")
-	if err := f.parse(args, 1, 2, "name a VM, and a backup to restore"); err != nil {
-		return err
-	}
-	_, store, err := f.open()
-	if err != nil {
-		return err
-	}
-	defer store.Close()
-	vm := f.Arg(0)
-	if f.NArg() == 1 {
+func runRestore(ctx context.Context, in *invocation) error {
+	store := in.store
+	vm := in.args[0]
+	if len(in.args) == 1 {
 		return listRestorable(os.Stdout, store, vm)
 	}
-	leaf := f.Arg(1)
+	leaf := in.args[1]
 	dn := store.Tree.Leaf(vm, leaf)
-	if *cancel {
+	if restoreCancel {
 		if err := control.CancelRestore(store, dn, time.Now()); err != nil {
 			return err
 		}
@@ -49,16 +49,9 @@ func runRestore(args []string) error {
 		return nil
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	if *timeout > 0 {
-		var cf context.CancelFunc
-		ctx, cf = context.WithTimeout(ctx, *timeout)
-		defer cf()
-	}
 	fmt.Printf("%s: fetching the XML and directory entries of backup %s\n", vm, leaf)
 	var last string
-	err = control.Restore(ctx, store, vm, leaf, control.RestoreSteps{
+	err := control.Restore(ctx, store, vm, leaf, control.RestoreSteps{
 		Progress: func(l ldapschema.Leaf) {
 			if l.Mode != last {
 				fmt.Printf("%s %s %-22s rv=%d\n", time.Now().UTC().Format("15:04:05.000"), l.Name, l.Mode, l.ReturnValue)
@@ -70,7 +63,7 @@ func runRestore(args []string) error {
 			for _, d := range diff {
 				fmt.Println("  " + d)
 			}
-			if *yes {
+			if restoreYes {
 				return true, nil
 			}
 			return confirm(os.Stdin, os.Stdout, fmt.Sprintf("\nReplace %s by its backup %s? The running VM is stopped; this cannot be undone [y/N] ", vm, leaf))

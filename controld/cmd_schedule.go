@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -12,30 +13,21 @@ import (
 )
 
 func init() {
-	register("schedule", "list the next scheduled backup of every VM", runSchedule)
+	register(command{
+		name: "schedule", summary: "list the next scheduled backup of every VM", usage: "usage: controld schedule [flags]",
+		argsWanted: "schedule takes no arguments",
+		json:       true,
+		run:        runSchedule,
+	})
 }
 
-type scheduleOptions struct {
-	json bool
-}
-
-func runSchedule(args []string) error {
-	f := newFlags("schedule", "usage: controld schedule [flags]")
-	var o scheduleOptions
-	f.BoolVar(&o.json, "json", false, "print JSON instead of a table")
-	if err := f.parse(args, 0, 0, "schedule takes no arguments"); err != nil {
-		return err
-	}
-	cfg, store, err := f.open()
-	if err != nil {
-		return err
-	}
-	defer store.Close()
+func runSchedule(_ context.Context, in *invocation) error {
+	cfg, store := in.cfg, in.store
 	plans, err := control.ListSchedule(store, cfg.location(), time.Now())
 	if err != nil {
 		return backendError{err}
 	}
-	if o.json {
+	if in.json {
 		err = printScheduleJSON(os.Stdout, plans)
 	} else {
 		err = printSchedule(os.Stdout, plans)

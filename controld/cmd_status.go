@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -12,25 +13,21 @@ import (
 )
 
 func init() {
-	register("status", "running leaves and every VM's last result", runStatus)
+	register(command{
+		name: "status", summary: "running leaves and every VM's last result", usage: "usage: controld status [flags]",
+		argsWanted: "status takes no arguments",
+		json:       true,
+		run:        runStatus,
+	})
 }
 
-func runStatus(args []string) error {
-	f := newFlags("status", "usage: controld status [flags]")
-	asJSON := f.Bool("json", false, "print JSON")
-	if err := f.parse(args, 0, 0, "status takes no arguments"); err != nil {
-		return err
-	}
-	_, store, err := f.open()
-	if err != nil {
-		return err
-	}
-	defer store.Close()
+func runStatus(_ context.Context, in *invocation) error {
+	store := in.store
 	st, err := control.Status(store)
 	if err != nil {
 		return backendError{err}
 	}
-	if *asJSON {
+	if in.json {
 		enc := json.NewEncoder(os.Stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(st)

@@ -4,22 +4,86 @@
 package main
 
 import (
+	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"os"
+	"os/signal"
 	"sort"
+	"syscall"
+	"time"
+
+	"github.com/stoneycloud/stoney-conductor/ldapschema"
 )
 
-// command is one subcommand: it parses its own flags and calls into a package.
+// command is one subcommand, declared: its flags and arguments, then run,
+// which calls into a package. Parsing, the configuration, the directory and
+// interrupts are handled here, the same way for all.
 type command struct {
-	summary string
-	run     func(args []string) error
+	name, summary, usage string
+	// minArgs and maxArgs bound the arguments (maxArgs < 0: no limit);
+	// argsWanted says what they are when the count is wrong.
+	minArgs, maxArgs int
+	argsWanted       string
+	// flags defines the command's own flags.
+	flags func(*flag.FlagSet)
+	// timeout adds -timeout: give up following after this long.
+	timeout bool
+	// json adds -json: print JSON (invocation.json) instead of text.
+	json bool
+	// run does the work; ctx ends on SIGINT or SIGTERM (or the timeout).
+	run func(ctx context.Context, in *invocation) error
+	// raw commands parse their own arguments (recover, which tests drive
+	// in-process) and get none of the above.
+	raw func(args []string) error
+}
+
+// invocation is what a command runs with.
+type invocation struct {
+	args  []string
+	cfg   config
+	store *ldapschema.Store
+	json  bool
 }
 
 var commands = map[string]command{}
 
-func register(name, summary string, run func([]string) error) {
-	commands[name] = command{summary, run}
+func register(c command) { commands[c.name] = c }
+
+// invoke runs c on args.
+func (c command) invoke(args []string) error {
+	if c.raw != nil {
+		return c.raw(args)
+	}
+	f := newFlags(c.name, c.usage)
+	if c.flags != nil {
+		c.flags(f.FlagSet)
+	}
+	var asJSON bool
+	if c.json {
+		f.BoolVar(&asJSON, "json", false, "print JSON instead of text")
+	}
+	var timeout *time.Duration
+	if c.timeout {
+		timeout = f.Duration("timeout", 0, "give up following after this long (0: never)")
+	}
+	if err := f.parse(args, c.minArgs, c.maxArgs, c.argsWanted); err != nil {
+		return err
+	}
+	cfg, store, err := f.open()
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if timeout != nil && *timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, *timeout)
+		defer cancel()
+	}
+	return c.run(ctx, &invocation{args: f.Args(), cfg: cfg, store: store, json: asJSON})
 }
 
 // Exit codes, one switch for all commands.
@@ -50,7 +114,7 @@ func main() {
 		usage()
 		os.Exit(exitUsage)
 	}
-	err := cmd.run(os.Args[2:])
+	err := cmd.invoke(os.Args[2:])
 	var ue usageError
 	var be backendError
 	switch {
