@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	lv "libvirt.org/go/libvirt"
+
+	"github.com/stoneycloud/stoney-conductor/internal/format"
 )
 
 // Sentinels classify failures at this edge; callers map them to the
@@ -24,8 +26,8 @@ var (
 	ErrStateFile      = errors.New("cannot copy state file to retain")       // 24
 	ErrRestoreFailed  = errors.New("cannot restore machine")                 // 21
 	ErrMergeFailed    = errors.New("cannot merge disk images")               // 11
-	ErrCorruptImage   = errors.New("corrupt disk image found")               // 38
-	ErrMissingFile    = errors.New("missing necessary files")                // 37
+	ErrCorruptImage   = format.ErrCorruptImage                               // 38
+	ErrMissingFile    = format.ErrMissingFile                                // 37
 	ErrConnection     = errors.New("cannot connect to hypervisor")           // 17, transient
 	ErrInconsistent   = errors.New("domain and files are in no known state") // 18
 )

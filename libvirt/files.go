@@ -1,15 +1,11 @@
 package libvirt
 
 import (
-	"bytes"
 	"fmt"
-	"io"
 	"os"
-	"os/user"
-	"path/filepath"
-	"strconv"
 	"syscall"
 
+	"github.com/stoneycloud/stoney-conductor/internal/format"
 	"github.com/stoneycloud/stoney-conductor/internal/hostio"
 )
 
@@ -35,31 +31,6 @@ func device(path string) (uint64, error) {
 	return uint64(st.Dev), nil
 }
 
-// saveMagic starts a complete libvirt QEMU save image; while libvirt is still
-// writing one it starts with "LibvirtQemudPart".
-var saveMagic = []byte("LibvirtQemudSave")
-
-// isSaveImage reports whether path is a complete libvirt save image (not a
-// placeholder, not one cut short); tests and the crash harness ask by name.
-func isSaveImage(path string) bool {
-	p, err := hostio.Beneath(filepath.Dir(path), path)
-	return err == nil && saveImageAt(p)
-}
-
-// saveImageAt: p is a complete libvirt save image, read without following a link.
-func saveImageAt(p hostio.Path) bool {
-	f, err := hostio.Open(p)
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	b := make([]byte, len(saveMagic))
-	if _, err := io.ReadFull(f, b); err != nil {
-		return false
-	}
-	return bytes.Equal(b, saveMagic)
-}
-
 // owner is an Ownership resolved to ids; -1 keeps the current value.
 type owner struct {
 	uid, gid int
@@ -69,44 +40,14 @@ type owner struct {
 // resolveOwnership looks names (or numbers) up before anything is touched.
 func resolveOwnership(o Ownership) (owner, error) {
 	r := owner{uid: -1, gid: -1, perm: o.Perm}
-	if o.Owner != "" {
-		id, err := lookupID(o.Owner, func(n string) (string, error) {
-			u, err := user.Lookup(n)
-			if err != nil {
-				return "", err
-			}
-			return u.Uid, nil
-		})
-		if err != nil {
-			return r, wrap(ErrOwnership, err, "owner %q", o.Owner)
-		}
-		r.uid = id
+	var err error
+	if r.uid, err = format.LookupUser(o.Owner); err != nil {
+		return r, wrap(ErrOwnership, err, "owner %q", o.Owner)
 	}
-	if o.Group != "" {
-		id, err := lookupID(o.Group, func(n string) (string, error) {
-			g, err := user.LookupGroup(n)
-			if err != nil {
-				return "", err
-			}
-			return g.Gid, nil
-		})
-		if err != nil {
-			return r, wrap(ErrOwnership, err, "group %q", o.Group)
-		}
-		r.gid = id
+	if r.gid, err = format.LookupGroup(o.Group); err != nil {
+		return r, wrap(ErrOwnership, err, "group %q", o.Group)
 	}
 	return r, nil
-}
-
-func lookupID(name string, lookup func(string) (string, error)) (int, error) {
-	if n, err := strconv.Atoi(name); err == nil {
-		return n, nil
-	}
-	s, err := lookup(name)
-	if err != nil {
-		return 0, err
-	}
-	return strconv.Atoi(s)
 }
 
 // applyAt sets ownership, then permission, on p through the seam, without

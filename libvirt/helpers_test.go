@@ -1,6 +1,7 @@
 package libvirt
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -9,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stoneycloud/stoney-conductor/internal/format"
 	"github.com/stoneycloud/stoney-conductor/internal/hostio"
 	"github.com/stoneycloud/stoney-conductor/internal/testenv"
 )
@@ -148,7 +150,7 @@ func (v *testVM) onOwnDisks(t *testing.T, h *Hypervisor, wantRunning bool) {
 		t.Fatalf("%s: running=%v state %q, want running=%v", v.spec.Name, info.Running, info.State, wantRunning)
 	}
 	for _, d := range v.spec.Disks {
-		im, err := ImageInfo(d.Path)
+		im, err := format.ImageInfo(context.Background(), d.Path)
 		if err != nil {
 			t.Fatal(err)
 		}

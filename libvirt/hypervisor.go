@@ -9,14 +9,12 @@ import (
 
 	lv "libvirt.org/go/libvirt"
 
+	"github.com/stoneycloud/stoney-conductor/internal/format"
 	"github.com/stoneycloud/stoney-conductor/internal/hostio"
 )
 
 // Disk is a file-backed device='disk' of a domain.
-type Disk struct {
-	Target string // vda
-	Source string // image path
-}
+type Disk = format.Disk
 
 // DomainInfo describes a domain as libvirt sees it now.
 type DomainInfo struct {
@@ -45,8 +43,8 @@ type Hypervisor struct {
 	seam *hostio.Seam
 
 	// Test seams, nil in production.
-	failAt    func(step string) error   // injects a failure at a named step
-	stateSize func(d domainDesc) uint64 // overrides the state file estimate
+	failAt    func(step string) error      // injects a failure at a named step
+	stateSize func(d format.Domain) uint64 // overrides the state file estimate
 }
 
 // connRef counts the calls using a connection, so that one found broken
@@ -203,9 +201,9 @@ func (h *Hypervisor) Domain(name string) (DomainInfo, error) {
 }
 
 // describe returns the domain's info and parsed XML (xmlFlags for the XML).
-func (h *Hypervisor) describe(name string, xmlFlags lv.DomainXMLFlags) (DomainInfo, domainDesc, error) {
+func (h *Hypervisor) describe(name string, xmlFlags lv.DomainXMLFlags) (DomainInfo, format.Domain, error) {
 	var info DomainInfo
-	var desc domainDesc
+	var desc format.Domain
 	err := h.withDomain(name, func(_ *lv.Connect, d *lv.Domain) error {
 		st, _, err := d.GetState()
 		if err != nil {
@@ -219,7 +217,7 @@ func (h *Hypervisor) describe(name string, xmlFlags lv.DomainXMLFlags) (DomainIn
 		if err != nil {
 			return err
 		}
-		desc, err = parseDomainXML(x)
+		desc, err = format.ParseDomainXML(x)
 		if err != nil {
 			return err
 		}

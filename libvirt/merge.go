@@ -8,6 +8,8 @@ import (
 	"time"
 
 	lv "libvirt.org/go/libvirt"
+
+	"github.com/stoneycloud/stoney-conductor/internal/format"
 )
 
 // MergeRequest asks to merge each retained image back into its overlay.
@@ -60,10 +62,10 @@ func (h *Hypervisor) merge(ctx context.Context, req MergeRequest) error {
 	if err := sameDisks(want, desc.Disks); err != nil {
 		return err
 	}
-	images := make([]Image, len(req.Disks))
+	images := make([]format.Image, len(req.Disks))
 	var total int64
 	for i, d := range req.Disks {
-		im, err := imageInfo(ctx, d.Source)
+		im, err := format.ImageInfo(ctx, d.Source)
 		if err != nil {
 			return wrap(ErrMergeFailed, err, "%s", d.Target)
 		}
@@ -99,7 +101,7 @@ func (h *Hypervisor) merge(ctx context.Context, req MergeRequest) error {
 			})
 		} else {
 			err = h.op("qemu-img rebase "+d.Target, func() error {
-				return rebaseStandalone(ctx, d.Source, im.VirtualSize, func(share float64) {
+				return format.RebaseStandalone(ctx, d.Source, im.VirtualSize, func(share float64) {
 					report(int64(share * float64(im.VirtualSize)))
 				})
 			})
@@ -107,7 +109,7 @@ func (h *Hypervisor) merge(ctx context.Context, req MergeRequest) error {
 		if err != nil {
 			return wrap(ErrMergeFailed, err, "%s", d.Target)
 		}
-		im, err = imageInfo(ctx, d.Source)
+		im, err = format.ImageInfo(ctx, d.Source)
 		if err != nil {
 			return wrap(ErrMergeFailed, err, "%s", d.Target)
 		}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stoneycloud/stoney-conductor/internal/format"
 	"github.com/stoneycloud/stoney-conductor/internal/hostio"
 	"github.com/stoneycloud/stoney-conductor/internal/testenv"
 )
@@ -84,7 +85,7 @@ func TestMergeReportsProgressWhilePulling(t *testing.T) {
 	if len(*ops) != 1 || (*ops)[0] != "block pull vda" {
 		t.Fatalf("seam points %q, want the pull's start", *ops)
 	}
-	if im, err := ImageInfo(res.Disks[0].Source); err != nil || im.BackingFile != res.Disks[0].Retained {
+	if im, err := format.ImageInfo(context.Background(), res.Disks[0].Source); err != nil || im.BackingFile != res.Disks[0].Retained {
 		t.Fatalf("after a failed pull start: %+v %v", im, err)
 	}
 	v.guestReadsOriginal(t)
@@ -127,7 +128,7 @@ func TestMergeReportsProgressOffline(t *testing.T) {
 	if len(*ops) != 1 || (*ops)[0] != "qemu-img rebase vda" {
 		t.Fatalf("seam points %q", *ops)
 	}
-	if im, err := ImageInfo(res.Disks[0].Source); err != nil || im.BackingFile != res.Disks[0].Retained {
+	if im, err := format.ImageInfo(context.Background(), res.Disks[0].Source); err != nil || im.BackingFile != res.Disks[0].Retained {
 		t.Fatalf("after a failed rebase: %+v %v", im, err)
 	}
 

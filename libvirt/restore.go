@@ -9,8 +9,8 @@ import (
 	"time"
 
 	lv "libvirt.org/go/libvirt"
-	"libvirt.org/go/libvirtxml"
 
+	"github.com/stoneycloud/stoney-conductor/internal/format"
 	"github.com/stoneycloud/stoney-conductor/internal/hostio"
 )
 
@@ -182,7 +182,7 @@ func (h *Hypervisor) checkRestore(ctx context.Context, req RestoreRequest, park 
 	if err != nil {
 		return rec, wrap(ErrMissingFile, err, "XML file")
 	}
-	x, err := stripBackingStore(string(xb))
+	x, err := format.StripBackingStore(string(xb))
 	if err != nil {
 		return rec, wrap(ErrMissingFile, err, "XML file %s", req.XMLFile)
 	}
@@ -201,7 +201,7 @@ func (h *Hypervisor) checkRestore(ctx context.Context, req RestoreRequest, park 
 	if !hostio.IsRegular(req.StateFile) {
 		return rec, wrap(ErrMissingFile, nil, "state file %s", req.StateFile)
 	}
-	rec.WithState = saveImageAt(req.StateFile)
+	rec.WithState = format.IsSaveImageAt(req.StateFile)
 	if !park.IsZero() && hostio.Exists(park) {
 		return rec, fmt.Errorf("%w: a parked state of an earlier restore is at %s", ErrInconsistent, park)
 	}
@@ -216,10 +216,10 @@ func (h *Hypervisor) checkRestore(ctx context.Context, req RestoreRequest, park 
 		if err := hostio.CheckPath(d.Backup); err != nil {
 			return rec, wrap(ErrMissingFile, err, "backed-up image")
 		}
-		if err := CheckImage(d.Backup.String()); err != nil {
+		if err := format.CheckImage(ctx, d.Backup.String(), ""); err != nil {
 			return rec, err
 		}
-		im, err := ImageInfo(d.Backup.String())
+		im, err := format.ImageInfo(ctx, d.Backup.String())
 		if err != nil {
 			return rec, wrap(ErrCorruptImage, err, "%s", d.Backup)
 		}
@@ -268,7 +268,7 @@ func (h *Hypervisor) previousVM(ctx context.Context, name string) (PreviousVM, e
 		if err != nil {
 			return err
 		}
-		prev.SaveXML, err = stripBackingStore(live)
+		prev.SaveXML, err = format.StripBackingStore(live)
 		return err
 	})
 	if err != nil {
@@ -382,7 +382,7 @@ func (r *restoreRun) stopPrevious() error {
 		}
 	}
 	// Libvirt stops a domain it saves only once the save image is complete.
-	r.rec.Parked = !r.park.IsZero() && saveImageAt(r.park)
+	r.rec.Parked = !r.park.IsZero() && format.IsSaveImageAt(r.park)
 	if r.rec.Parked {
 		r.rec.ParkedAt = r.park.String()
 	}
@@ -682,40 +682,3 @@ func (h *Hypervisor) start(name string) error {
 		return d.Create()
 	})
 }
-
-// Summary is what an operator compares before a restore.
-type Summary struct {
-	Name      string
-	MemoryKiB uint64
-	VCPUs     int
-	Disks     []Disk // file-backed device='disk' disks
-}
-
-// SummarizeXML reads a domain XML's name, memory, vCPUs and disks.
-func SummarizeXML(s string) (Summary, error) {
-	d, err := parseDomainXML(s)
-	if err != nil {
-		return Summary{}, err
-	}
-	var dom libvirtxml.Domain
-	if err := dom.Unmarshal(s); err != nil {
-		return Summary{}, err
-	}
-	sum := Summary{Name: d.Name, MemoryKiB: d.MemoryKiB, Disks: d.Disks}
-	if dom.VCPU != nil {
-		sum.VCPUs = int(dom.VCPU.Value)
-	}
-	return sum, nil
-}
-
-// DomainXMLDisks lists the file-backed disks of a domain XML.
-func DomainXMLDisks(s string) ([]Disk, error) {
-	d, err := parseDomainXML(s)
-	if err != nil {
-		return nil, err
-	}
-	return d.Disks, nil
-}
-
-// IsSaveImage tells a real saved state from the placeholder of a shut-off VM.
-func IsSaveImage(path string) bool { return isSaveImage(path) }

@@ -12,6 +12,7 @@ import (
 
 	lv "libvirt.org/go/libvirt"
 
+	"github.com/stoneycloud/stoney-conductor/internal/format"
 	"github.com/stoneycloud/stoney-conductor/internal/hostio"
 	"github.com/stoneycloud/stoney-conductor/internal/testenv"
 )
@@ -405,7 +406,7 @@ func TestParkedStateSurvivesFailedPutBack(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), parked) {
 		t.Fatalf("a failed put-back must say where the parked state is: %v", err)
 	}
-	if !isSaveImage(parked) {
+	if !format.IsSaveImage(parked) {
 		t.Fatal("the parked state is gone after a failed put-back")
 	}
 	if rec := loadRecord(t, req); rec.Phase != RestorePuttingBack || rec.Phase.Settled() {

@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"libvirt.org/go/libvirtxml"
+
+	"github.com/stoneycloud/stoney-conductor/internal/format"
 )
 
 // checkSavedXML decides whether a domain XML saved with a backup may be
@@ -30,12 +32,12 @@ func checkSavedXML(x, domain string, disks []Disk, current string) error {
 	refuse := func(format string, args ...any) error {
 		return fmt.Errorf("%w: saved XML refused: %s", ErrDiskMismatch, fmt.Sprintf(format, args...))
 	}
-	desc, err := parseDomainXML(x)
+	desc, err := format.ParseDomainXML(x)
 	if err != nil {
 		return refuse("%v", err)
 	}
-	if desc.Name != domain {
-		return refuse("it names %q, not %q", desc.Name, domain)
+	if err := desc.CheckName(domain); err != nil {
+		return refuse("%v", err)
 	}
 	if len(desc.Other) > 0 {
 		return refuse("disks %v are not plain files", desc.Other)

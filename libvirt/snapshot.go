@@ -10,6 +10,7 @@ import (
 
 	lv "libvirt.org/go/libvirt"
 
+	"github.com/stoneycloud/stoney-conductor/internal/format"
 	"github.com/stoneycloud/stoney-conductor/internal/hostio"
 )
 
@@ -65,10 +66,6 @@ type SnapshotResult struct {
 	Downtime   time.Duration // from the save call until the domain runs again
 	Total      time.Duration
 }
-
-// statePlaceholder is the state file of a VM that was not running, as the
-// original system wrote it.
-const statePlaceholder = "Machine is not running, no state file\n"
 
 // Modes of the files Snapshot writes: the state file is the guest's RAM.
 const (
@@ -354,7 +351,7 @@ func (s *snap) fresh(ctx context.Context) (SnapshotResult, error) {
 				return s.res, fmt.Errorf("%w: %w", ErrInconsistent, err)
 			}
 		}
-		s.res.WasRunning = saveImageAt(s.statePath)
+		s.res.WasRunning = format.IsSaveImageAt(s.statePath)
 		return s.res, nil
 	}
 	// A state file no record names is not ours to resume.
@@ -365,7 +362,7 @@ func (s *snap) fresh(ctx context.Context) (SnapshotResult, error) {
 			}
 		}
 	}
-	saveXML, err := stripBackingStore(info.XML)
+	saveXML, err := format.StripBackingStore(info.XML)
 	if err != nil {
 		return s.res, err
 	}
@@ -430,7 +427,7 @@ func (s *snap) planDisks(ctx context.Context, disks []Disk) ([]diskRecord, bool,
 		if err := hostio.CheckPath(src); err != nil {
 			return nil, false, wrap(ErrDiskMismatch, err, "%s", d.Source)
 		}
-		im, err := imageInfo(ctx, d.Source)
+		im, err := format.ImageInfo(ctx, d.Source)
 		if err != nil {
 			return nil, false, wrap(ErrCorruptImage, err, "%s", d.Source)
 		}
@@ -453,7 +450,7 @@ func (s *snap) planDisks(ctx context.Context, disks []Disk) ([]diskRecord, bool,
 
 // estimateState is the size a save image of the domain needs: its RAM and
 // video RAM, plus room for device state and the embedded XML.
-func (h *Hypervisor) estimateState(d domainDesc) uint64 {
+func (h *Hypervisor) estimateState(d format.Domain) uint64 {
 	if h.stateSize != nil {
 		return h.stateSize(d)
 	}
@@ -464,7 +461,7 @@ func (h *Hypervisor) estimateState(d domainDesc) uint64 {
 const overlayRoom = 1 << 20
 
 // room checks the state file fits and decides where it goes.
-func (s *snap) room(desc domainDesc) error {
+func (s *snap) room(desc format.Domain) error {
 	need := s.h.estimateState(desc)
 	free, err := freeBytes(s.req.RetainDir.String())
 	if err != nil {
@@ -512,7 +509,7 @@ func (s *snap) resume(ctx context.Context) (SnapshotResult, error) {
 			return s.restart(ctx)
 		}
 		return s.running(ctx)
-	case rec.Phase == phSaving && !saveImageAt(s.stateFile()):
+	case rec.Phase == phSaving && !format.IsSaveImageAt(s.stateFile()):
 		// Running when the save began, shut off now, no memory to resume:
 		// the save was cut short (libvirtd died with it). Boot it.
 		berr := s.backAfterSave(ctx)
@@ -606,7 +603,7 @@ func (s *snap) running(ctx context.Context) (SnapshotResult, error) {
 		})
 	})
 	s.res.Save = time.Since(t0)
-	if err == nil && !saveImageAt(stateFile) {
+	if err == nil && !format.IsSaveImageAt(stateFile) {
 		err = errors.New("no complete save image written")
 	}
 	if err != nil {
@@ -659,7 +656,7 @@ func (s *snap) saveFailed(ctx context.Context, cause error) error {
 // its memory lost with the save (e.g. libvirtd died with it). A VM is never
 // left stopped because its backup failed.
 func (s *snap) backAfterSave(ctx context.Context) error {
-	if saveImageAt(s.stateFile()) {
+	if format.IsSaveImageAt(s.stateFile()) {
 		return s.h.op("restore "+s.req.Domain+" from "+s.stateFile().String(), func() error {
 			return s.h.restore(ctx, s.req.Domain, s.stateFile().String(), s.rec.SaveXML)
 		})
@@ -856,7 +853,7 @@ func (s *snap) swapDisks(ctx context.Context) error {
 			}
 			err := s.h.op("create overlay "+d.Source, func() error {
 				// Not the caller's ctx: a half-written overlay helps no one.
-				return createOverlay(context.WithoutCancel(ctx), ret.String(), d.Format, src.String())
+				return format.CreateOverlay(context.WithoutCancel(ctx), ret.String(), d.Format, src.String())
 			})
 			if err != nil {
 				return wrap(ErrCreateOverlay, err, "%s", d.Source)
@@ -911,7 +908,7 @@ func (h *Hypervisor) verifyOverlays(domain string, disks []RetainedDisk) error {
 	if err := h.fail("verify"); err != nil {
 		return wrap(ErrRestoreFailed, err, "%s", domain)
 	}
-	var desc domainDesc
+	var desc format.Domain
 	err := h.withDomain(domain, func(_ *lv.Connect, d *lv.Domain) error {
 		active, err := d.IsActive()
 		if err != nil {
@@ -924,7 +921,7 @@ func (h *Hypervisor) verifyOverlays(domain string, disks []RetainedDisk) error {
 		if err != nil {
 			return err
 		}
-		desc, err = parseDomainXML(x)
+		desc, err = format.ParseDomainXML(x)
 		return err
 	})
 	if err != nil {
@@ -1078,7 +1075,7 @@ func (s *snap) shutOff(ctx context.Context) (SnapshotResult, error) {
 		}
 	}
 	if !s.rec.at(phXML) {
-		if err := s.h.seam.WriteFile(s.statePath, []byte(statePlaceholder), stateMode); err != nil {
+		if err := s.h.seam.WriteFile(s.statePath, []byte(format.Placeholder), stateMode); err != nil {
 			return s.res, s.undoShutOff(wrap(ErrStateFile, err, "%s", s.statePath))
 		}
 		if err := s.swapDisks(ctx); err != nil {

@@ -13,6 +13,7 @@ import (
 
 	lv "libvirt.org/go/libvirt"
 
+	"github.com/stoneycloud/stoney-conductor/internal/format"
 	"github.com/stoneycloud/stoney-conductor/internal/hostio"
 	"github.com/stoneycloud/stoney-conductor/internal/testenv"
 )
@@ -51,7 +52,7 @@ func TestSnapshotMergeRunning(t *testing.T) {
 
 	// Files: a real state image (moved off the RAM disk), the XML without
 	// backingStore, the overlay with its permission.
-	if !isSaveImage(res.StateFile) || res.StateFile != filepath.Join(v.retain, "run1.state") {
+	if !format.IsSaveImage(res.StateFile) || res.StateFile != filepath.Join(v.retain, "run1.state") {
 		t.Fatalf("state file %s is not a save image", res.StateFile)
 	}
 	if fi, _ := os.Stat(res.StateFile); fi.Size() < 100<<20 || fi.Mode().Perm() != 0o600 {
@@ -64,18 +65,18 @@ func TestSnapshotMergeRunning(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d, err := parseDomainXML(string(x)); err != nil || strings.Contains(string(x), "backingStore") ||
+	if d, err := format.ParseDomainXML(string(x)); err != nil || strings.Contains(string(x), "backingStore") ||
 		len(d.Disks) != 1 || d.Disks[0].Source != src {
 		t.Fatalf("saved XML: %v\n%s", err, x)
 	}
-	im, err := ImageInfo(src)
+	im, err := format.ImageInfo(context.Background(), src)
 	if err != nil || im.BackingFile != retained {
 		t.Fatalf("overlay %+v %v", im, err)
 	}
 	if fi, _ := os.Stat(src); fi.Mode().Perm() != 0o640 {
 		t.Fatalf("overlay mode %v", fi.Mode())
 	}
-	if eq, err := CompareImages(before, retained); err != nil || !eq {
+	if eq, err := format.CompareImages(context.Background(), before, retained); err != nil || !eq {
 		t.Fatalf("retained image differs from the disk before the snapshot: %v %v", eq, err)
 	}
 
@@ -89,10 +90,10 @@ func TestSnapshotMergeRunning(t *testing.T) {
 	// A write after the snapshot goes to the overlay, not the backup.
 	v.guestWrites(t, "vda", 0xcd, 20<<20, 1<<20)
 	v.guestWrites(t, "vda", 0xce, 4<<20, 64<<10) // inside the old pattern
-	if eq, err := CompareImages(before, retained); err != nil || !eq {
+	if eq, err := format.CompareImages(context.Background(), before, retained); err != nil || !eq {
 		t.Fatalf("a guest write reached the retained image: %v %v", eq, err)
 	}
-	if err := CheckImage(retained); err != nil {
+	if err := format.CheckImage(context.Background(), retained, ""); err != nil {
 		t.Fatal(err)
 	}
 
@@ -101,7 +102,7 @@ func TestSnapshotMergeRunning(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("merge %v", mres.Duration)
-	if im, err := ImageInfo(src); err != nil || im.BackingFile != "" {
+	if im, err := format.ImageInfo(context.Background(), src); err != nil || im.BackingFile != "" {
 		t.Fatalf("after merge: %+v %v", im, err)
 	}
 	if !v.running(t, h) {
@@ -119,7 +120,7 @@ func TestSnapshotMergeRunning(t *testing.T) {
 	if _, err := h.Merge(ctx, MergeRequest{Domain: "run1", Disks: res.Disks}); err != nil {
 		t.Fatalf("second merge: %v", err)
 	}
-	if err := CheckImage(src); err != nil {
+	if err := format.CheckImage(context.Background(), src, ""); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -134,7 +135,7 @@ func TestSnapshotMergeTwoDisks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res.Disks) != 2 || !isSaveImage(res.StateFile) {
+	if len(res.Disks) != 2 || !format.IsSaveImage(res.StateFile) {
 		t.Fatalf("%+v", res)
 	}
 	v.guestReadsOriginal(t)
@@ -146,7 +147,7 @@ func TestSnapshotMergeTwoDisks(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, d := range res.Disks {
-		if im, err := ImageInfo(d.Source); err != nil || im.BackingFile != "" {
+		if im, err := format.ImageInfo(context.Background(), d.Source); err != nil || im.BackingFile != "" {
 			t.Fatalf("%s after merge: %+v %v", d.Target, im, err)
 		}
 		if err := os.Remove(d.Retained); err != nil {
@@ -278,7 +279,7 @@ func TestSnapshotNoSpace(t *testing.T) {
 func TestSnapshotSaveFails(t *testing.T) {
 	t.Parallel()
 	h := ownH(t)
-	h.stateSize = func(domainDesc) uint64 { return 1 << 20 } // wrong on purpose
+	h.stateSize = func(format.Domain) uint64 { return 1 << 20 } // wrong on purpose
 	v := newVM(t, "enospc", "", 64, true, 0x99)
 	_, err := h.Snapshot(context.Background(), v.request(tinyRAM))
 	if !errors.Is(err, ErrSaveFailed) {
@@ -403,10 +404,10 @@ func TestSnapshotCrashedAtEveryOperationEndsRunningOnAValidChain(t *testing.T) {
 			if !v.running(t, h) {
 				t.Fatalf("%s (%s): VM not running", f, op)
 			}
-			if im, err := ImageInfo(src); err != nil || im.BackingFile != res.Disks[0].Retained {
+			if im, err := format.ImageInfo(context.Background(), src); err != nil || im.BackingFile != res.Disks[0].Retained {
 				t.Fatalf("%s (%s): %s is not an overlay of its retained image: %+v %v", f, op, src, im, err)
 			}
-			if err := CheckImage(res.Disks[0].Retained); err != nil {
+			if err := format.CheckImage(context.Background(), res.Disks[0].Retained, ""); err != nil {
 				t.Fatalf("%s (%s): %v", f, op, err)
 			}
 			if hostio.Exists(v.record(nil).Path) || hostio.Exists(hostio.In(ramDisk).MustJoin("crashes.state")) {
@@ -445,7 +446,7 @@ func TestShutDownGuestIsNeverResumedFromAnOldState(t *testing.T) {
 	if v.running(t, h) {
 		t.Fatal("a VM its owner shut down was started from an old state")
 	}
-	if !res.WasRunning || !isSaveImage(res.StateFile) {
+	if !res.WasRunning || !format.IsSaveImage(res.StateFile) {
 		t.Fatalf("the backup lost its state: %+v", res)
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"gopkg.in/yaml.v3"
 
+	"github.com/stoneycloud/stoney-conductor/internal/format"
 	"github.com/stoneycloud/stoney-conductor/internal/hostio"
 	"github.com/stoneycloud/stoney-conductor/internal/metrics"
 	"github.com/stoneycloud/stoney-conductor/ldapschema"
@@ -111,7 +112,7 @@ func run(cfgPath string) int {
 		return 2
 	}
 	hv.SetSeam(seam)
-	libvirt.SetImageTimeouts(libvirt.ImageTimeouts{Query: cfg.QemuImg.QueryTimeout,
+	format.SetImageTimeouts(format.ImageTimeouts{Query: cfg.QemuImg.QueryTimeout,
 		Check: cfg.QemuImg.CheckTimeout, Data: cfg.QemuImg.DataTimeout})
 	if cfg.StateDir == "" {
 		cfg.StateDir = node.DefaultStateDir

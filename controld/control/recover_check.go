@@ -5,9 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"sort"
 
+	"github.com/stoneycloud/stoney-conductor/internal/format"
 	"github.com/stoneycloud/stoney-conductor/ldapschema"
 )
 
@@ -81,7 +81,7 @@ func CheckBackups(ctx context.Context, store *ldapschema.Store, scan *ScanReport
 			continue
 		}
 		r.Checked++
-		if problems, dir := recoverCheckLeaf(ctx, l, dirs, byDir, images); len(problems) > 0 {
+		if problems, dir := recoverCheckLeaf(ctx, dirs, byDir, images); len(problems) > 0 {
 			lc.Dir, lc.Problems = dir, problems
 			r.LeavesWithoutFiles = append(r.LeavesWithoutFiles, lc)
 		}
@@ -89,16 +89,9 @@ func CheckBackups(ctx context.Context, store *ldapschema.Store, scan *ScanReport
 	return r, nil
 }
 
-// recoverLeafDir is where the node keeps a leaf's files.
-type recoverLeafDir struct{ root, kind, pool string }
-
-func (d recoverLeafDir) path(vm, leaf string) string {
-	return filepath.Join(d.root, d.kind, d.pool, vm, leaf)
-}
-
 // leafDirs returns where the node would have put the leaf's files: one
-// candidate per storage pool directory of the VM's disks.
-func (c *recoverCatalog) leafDirs(l ldapschema.Leaf) ([]recoverLeafDir, error) {
+// candidate layout per storage pool directory of the VM's disks.
+func (c *recoverCatalog) leafDirs(l ldapschema.Leaf) ([]format.Layout, error) {
 	e := c.vms[l.VM]
 	if e == nil {
 		return nil, errors.New("the VM entry cannot be read")
@@ -132,29 +125,29 @@ func (c *recoverCatalog) leafDirs(l ldapschema.Leaf) ([]recoverLeafDir, error) {
 	if len(pools) == 0 {
 		pools[vm.Pool] = true
 	}
-	var out []recoverLeafDir
+	var out []format.Layout
 	for _, p := range recoverSorted(pools) {
-		out = append(out, recoverLeafDir{cfg.RootDir, vm.StorageKind(), p})
+		out = append(out, format.Layout{BackupRoot: cfg.RootDir, Kind: vm.StorageKind(), Pool: p, VM: l.VM, Leaf: l.Name})
 	}
 	return out, nil
 }
 
 // recoverCheckLeaf returns what is wrong with the files of l, and where.
-func recoverCheckLeaf(ctx context.Context, l ldapschema.Leaf, dirs []recoverLeafDir, byDir map[string]*Iteration, images ImageChecker) ([]string, string) {
+func recoverCheckLeaf(ctx context.Context, dirs []format.Layout, byDir map[string]*Iteration, images ImageChecker) ([]string, string) {
 	for _, d := range dirs {
-		p := d.path(l.VM, l.Name)
+		p := d.BackupDir()
 		it := byDir[p]
 		if it == nil {
 			if st, err := os.Stat(p); err != nil || !st.IsDir() {
 				continue
 			}
-			it = ScanIteration(ctx, d.root, d.kind, d.pool, l.VM, l.Name, images) // below a root not scanned
+			it = ScanIteration(ctx, d.BackupRoot, d.Kind, d.Pool, d.VM, d.Leaf, images) // below a root not scanned
 		}
 		return it.Problems, p
 	}
-	p := dirs[0].path(l.VM, l.Name)
-	if _, err := os.Stat(dirs[0].root); err != nil {
-		return []string{fmt.Sprintf("files gone: the backup root %s is not there (not mounted here?)", dirs[0].root)}, p
+	p := dirs[0].BackupDir()
+	if _, err := os.Stat(dirs[0].BackupRoot); err != nil {
+		return []string{fmt.Sprintf("files gone: the backup root %s is not there (not mounted here?)", dirs[0].BackupRoot)}, p
 	}
 	return []string{"files gone: " + p + " does not exist"}, p
 }

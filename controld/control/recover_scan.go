@@ -1,27 +1,22 @@
 package control
 
 import (
-	"bytes"
 	"context"
-	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
-	"time"
 
 	"github.com/go-ldap/ldap/v3"
-	"libvirt.org/go/libvirtxml"
 
+	"github.com/stoneycloud/stoney-conductor/internal/format"
 	"github.com/stoneycloud/stoney-conductor/ldapschema"
 )
 
-// The scanner reads what the node daemons left on the backup storage:
+// The scanner reads what the node daemons left on the backup storage, in
+// the backup location of format.Layout:
 //
 //	<root>/<vm-persistent|vm-templates>/<storage pool>/<vm>/<leaf>/
 //	    <vm>.state.<leaf>  <vm>.xml.<leaf>  <vm>.ldif.<leaf>  <disk file>.<leaf>...
@@ -33,114 +28,17 @@ import (
 type ImageChecker interface {
 	// CheckImage returns nil for a complete, healthy image of the given
 	// format ("" for any), else why not.
-	CheckImage(ctx context.Context, path, format string) error
+	CheckImage(ctx context.Context, path, imageFormat string) error
 }
 
-// QemuImgChecker checks images with qemu-img, which must be installed where
-// the backup storage is mounted. It is not the libvirt package's check on
-// purpose: controld does not link libvirt.
-type QemuImgChecker struct {
-	Timeout time.Duration // per image; default 10 minutes
-}
+// QemuImgChecker checks images with format.CheckImage, the check the node
+// makes before it restores one; qemu-img must be installed where the backup
+// storage is mounted.
+type QemuImgChecker struct{}
 
-// CheckImage runs `qemu-img info`, `check` and `map`: corruption and check
-// errors are reported, and so is a data cluster that lies beyond the end of
-// the file. A copy cut short passes `qemu-img check` when only data clusters
-// are missing, and comparing the size with check's image-end-offset would
-// refuse good images: QEMU writes data clusters whole but its last metadata
-// cluster only as far as it is used.
-func (q QemuImgChecker) CheckImage(ctx context.Context, path, format string) error {
-	timeout := q.Timeout
-	if timeout <= 0 {
-		timeout = 10 * time.Minute
-	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	st, err := os.Stat(path)
-	if err != nil {
-		return err
-	}
-	out, _, err := recoverQemuImg(ctx, "info", "-U", "--output=json", path)
-	if err != nil {
-		return fmt.Errorf("not a readable image: %w", err)
-	}
-	var info struct {
-		Format         string `json:"format"`
-		FormatSpecific struct {
-			Data struct {
-				Corrupt bool `json:"corrupt"`
-			} `json:"data"`
-		} `json:"format-specific"`
-	}
-	if err := json.Unmarshal(out, &info); err != nil {
-		return fmt.Errorf("qemu-img info: %w", err)
-	}
-	if format != "" && info.Format != format {
-		return fmt.Errorf("a %s image, the domain XML says %s", info.Format, format)
-	}
-	if info.FormatSpecific.Data.Corrupt {
-		return errors.New("the image is marked corrupt")
-	}
-	if info.Format == "raw" {
-		return nil // nothing to check beyond reading it
-	}
-	// A cut copy first: check would only count the corruptions it causes.
-	var extents []struct {
-		Length int64  `json:"length"`
-		Depth  int    `json:"depth"`
-		Data   bool   `json:"data"`
-		Offset *int64 `json:"offset"`
-	}
-	out, _, mapErr := recoverQemuImg(ctx, "map", "-U", "-f", info.Format, "--output=json", path)
-	if mapErr == nil {
-		mapErr = json.Unmarshal(out, &extents)
-	}
-	for _, e := range extents {
-		if e.Depth == 0 && e.Data && e.Offset != nil && *e.Offset+e.Length > st.Size() {
-			return fmt.Errorf("truncated: data up to byte %d, the file has %d", *e.Offset+e.Length, st.Size())
-		}
-	}
-	out, code, err := recoverQemuImg(ctx, "check", "-U", "-f", info.Format, "--output=json", path)
-	// 2: corruptions, 3: leaks only; both still print the JSON report.
-	if err != nil && code != 2 && code != 3 {
-		return fmt.Errorf("qemu-img check: %w", err)
-	}
-	var c struct {
-		CheckErrors int `json:"check-errors"`
-		Corruptions int `json:"corruptions"`
-	}
-	if err := json.Unmarshal(out, &c); err != nil {
-		return fmt.Errorf("qemu-img check: %w", err)
-	}
-	if c.Corruptions > 0 || c.CheckErrors > 0 {
-		return fmt.Errorf("corrupt: %d corruptions, %d check errors", c.Corruptions, c.CheckErrors)
-	}
-	if mapErr != nil {
-		return fmt.Errorf("qemu-img map: %w", mapErr)
-	}
-	return nil
-}
-
-// recoverQemuImg runs qemu-img (never through a shell) and returns its stdout
-// and exit code; the error carries the first line of stderr.
-func recoverQemuImg(ctx context.Context, args ...string) ([]byte, int, error) {
-	var out, errb bytes.Buffer
-	cmd := exec.CommandContext(ctx, "qemu-img", args...)
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	if err == nil {
-		return out.Bytes(), 0, nil
-	}
-	code := -1
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		code = ee.ExitCode()
-	}
-	msg, _, _ := strings.Cut(strings.TrimSpace(errb.String()), "\n")
-	if msg != "" {
-		err = fmt.Errorf("%w: %s", err, msg)
-	}
-	return out.Bytes(), code, err
+// CheckImage returns nil for a complete, healthy image of the given format.
+func (QemuImgChecker) CheckImage(ctx context.Context, path, imageFormat string) error {
+	return format.CheckImage(ctx, path, imageFormat)
 }
 
 // ScanOptions configure ScanBackups.
@@ -330,18 +228,14 @@ func (r *ScanReport) scanRoot(ctx context.Context, root string, o ScanOptions) {
 	}
 }
 
-// recoverPlaceholder is what a node writes as the state of a VM that was not
-// running at backup time.
-const recoverPlaceholder = "Machine is not running, no state file"
-
 // ScanIteration reads and checks the files of one iteration directory.
 func ScanIteration(ctx context.Context, root, kind, pool, vm, leaf string, images ImageChecker) *Iteration {
 	if images == nil {
 		images = QemuImgChecker{}
 	}
-	it := &Iteration{Root: root, Kind: kind, StoragePool: pool, VM: vm, Leaf: leaf,
-		Dir: filepath.Join(root, kind, pool, vm, leaf)}
-	name := func(base string) string { return base + "." + leaf }
+	l := format.Layout{BackupRoot: root, Kind: kind, Pool: pool, VM: vm, Leaf: leaf}
+	it := &Iteration{Root: root, Kind: kind, StoragePool: pool, VM: vm, Leaf: leaf, Dir: l.BackupDir()}
+	name := l.BackupName
 	expected := map[string]bool{}
 	file := func(base string) (string, int64, bool) {
 		n := name(base)
@@ -364,24 +258,26 @@ func ScanIteration(ctx context.Context, root, kind, pool, vm, leaf string, image
 		return p, st.Size(), true
 	}
 
-	if p, _, ok := file(vm + ".state"); ok {
-		kind, err := recoverStateKind(p)
+	if p, _, ok := file(l.StateName()); ok {
+		kind, err := format.ReadState(p)
 		if err != nil {
-			it.problem("%s: %v", name(vm+".state"), err)
+			it.problem("%s: %v", name(l.StateName()), err)
 		}
-		it.State = kind
+		it.State = string(kind)
 	}
-	if p, _, ok := file(vm + ".ldif"); ok {
-		it.readLDIF(p, name(vm+".ldif"))
+	if p, _, ok := file(l.LDIFName()); ok {
+		it.readLDIF(p, name(l.LDIFName()))
 	}
-	if p, _, ok := file(vm + ".xml"); ok {
+	if p, _, ok := file(l.XMLName()); ok {
 		disks, err := recoverXMLDisks(p, vm)
 		if err != nil {
-			it.problem("%s: %v", name(vm+".xml"), err)
+			it.problem("%s: %v", name(l.XMLName()), err)
 		}
 		for _, d := range disks {
-			base := filepath.Base(d.Source)
-			if err := ldapschema.SafeName(base); err != nil || !filepath.IsAbs(d.Source) {
+			// Cleaned: the saved XML may spell a path the node accepted
+			// (it compares cleaned paths) in another way.
+			base, err := format.DiskFileName(filepath.Clean(d.Source))
+			if err != nil {
 				it.problem("disk %s: unusable image path %q", d.Target, d.Source)
 				continue
 			}
@@ -481,86 +377,16 @@ func recoverXMLDisks(path, vm string) ([]IterationDisk, error) {
 	if err != nil {
 		return nil, err
 	}
-	var dom libvirtxml.Domain
-	if err := dom.Unmarshal(string(b)); err != nil {
-		return nil, fmt.Errorf("not a domain XML: %v", err)
+	dom, err := format.ParseDomainXML(string(b))
+	if err != nil {
+		return nil, err
 	}
-	if dom.Name != vm {
-		return nil, fmt.Errorf("names domain %q, not %q", dom.Name, vm)
+	if err := dom.CheckName(vm); err != nil {
+		return nil, err
 	}
 	var out []IterationDisk
-	if dom.Devices == nil {
-		return nil, nil
-	}
-	for _, d := range dom.Devices.Disks {
-		if d.Device != "" && d.Device != "disk" {
-			continue // cdrom, floppy: not backed up
-		}
-		target := ""
-		if d.Target != nil {
-			target = d.Target.Dev
-		}
-		if d.Source == nil || d.Source.File == nil || d.Source.File.File == "" {
-			continue // not a file: the node does not back it up either
-		}
-		format := ""
-		if d.Driver != nil {
-			format = d.Driver.Type
-		}
-		out = append(out, IterationDisk{Target: target, Source: d.Source.File.File, Format: format})
+	for _, d := range dom.Disks {
+		out = append(out, IterationDisk{Target: d.Target, Source: d.Source, Format: dom.Formats[d.Target]})
 	}
 	return out, nil
-}
-
-// libvirt's QEMU save image: a header, data_len bytes of XML (and padding),
-// then QEMU's migration stream, which starts with "QEVM" when uncompressed.
-const (
-	recoverSaveMagic  = "LibvirtQemudSave"
-	recoverSaveHeader = 16 + 19*4
-	recoverQEVM       = "QEVM"
-)
-
-// recoverStateKind tells a saved state ("saved") from the placeholder of a VM that
-// was not running ("placeholder"); a save image cut short is an error.
-func recoverStateKind(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return "", err
-	}
-	head := make([]byte, recoverSaveHeader)
-	n, err := io.ReadFull(f, head)
-	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
-		return "", err
-	}
-	head = head[:n]
-	if strings.TrimSpace(string(head)) == recoverPlaceholder && st.Size() <= int64(len(recoverPlaceholder))+2 {
-		return "placeholder", nil
-	}
-	if !bytes.HasPrefix(head, []byte(recoverSaveMagic)) {
-		return "", errors.New("neither a saved VM state nor the placeholder of a VM that was not running")
-	}
-	if n < recoverSaveHeader {
-		return "", errors.New("saved state cut short in its header")
-	}
-	var order binary.ByteOrder = binary.LittleEndian
-	if v := order.Uint32(head[16:]); v > 0xffff {
-		order = binary.BigEndian // written on a host of the other byte order
-	}
-	dataLen, compressed := int64(order.Uint32(head[20:])), order.Uint32(head[28:])
-	stream := int64(recoverSaveHeader) + dataLen
-	if st.Size() <= stream {
-		return "", fmt.Errorf("saved state cut short: %d bytes, its header promises more than %d", st.Size(), stream)
-	}
-	if compressed == 0 {
-		magic := make([]byte, len(recoverQEVM))
-		if _, err := f.ReadAt(magic, stream); err != nil || string(magic) != recoverQEVM {
-			return "", errors.New("saved state holds no QEMU machine state after its header")
-		}
-	}
-	return "saved", nil
 }

@@ -1,6 +1,7 @@
 package crashtest
 
 import (
+	"context"
 	"fmt"
 	"io/fs"
 	"os"
@@ -9,8 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/stoneycloud/stoney-conductor/internal/format"
 	"github.com/stoneycloud/stoney-conductor/internal/testenv"
-	"github.com/stoneycloud/stoney-conductor/libvirt"
 )
 
 // settle is how long the invariants may take to hold once the leaf is
@@ -45,7 +46,7 @@ func (w *world) vmProblems(v *testVM) []string {
 		out = append(out, fmt.Sprintf("%s has no disk %s", v.name, t))
 	}
 	for _, d := range v.disks {
-		chain, err := libvirt.ImageChain(d.Path)
+		chain, err := format.ImageChain(context.Background(), d.Path)
 		if err != nil {
 			out = append(out, fmt.Sprintf("%s: %v", d.Path, err))
 			continue
@@ -97,17 +98,17 @@ func (w *world) backupProblems(v *testVM, leaf string) []string {
 	if len(out) > 0 {
 		return out
 	}
-	if state := filepath.Join(dir, names[0]); v.running && !libvirt.IsSaveImage(state) {
+	if state := filepath.Join(dir, names[0]); v.running && !format.IsSaveImage(state) {
 		out = append(out, fmt.Sprintf("backup state %s is not a complete save image", names[0]))
 	}
 	for _, d := range v.disks {
 		img := filepath.Join(dir, filepath.Base(d.Path)+"."+leaf)
-		if info, err := libvirt.ImageInfo(img); err != nil {
+		if info, err := format.ImageInfo(context.Background(), img); err != nil {
 			out = append(out, fmt.Sprintf("%s: %v", filepath.Base(img), err))
 		} else if info.BackingFile != "" {
 			out = append(out, fmt.Sprintf("backed-up image %s has backing file %s", filepath.Base(img), info.BackingFile))
 		}
-		eq, err := libvirt.CompareImages(v.saved[d.Path], img)
+		eq, err := format.CompareImages(context.Background(), v.saved[d.Path], img)
 		if err != nil || !eq {
 			out = append(out, fmt.Sprintf("backed-up image %s differs from the disk as it was (err %v)", filepath.Base(img), err))
 		}

@@ -2,6 +2,7 @@ package crashtest
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io/fs"
 	"os/exec"
@@ -12,9 +13,9 @@ import (
 
 	"github.com/stoneycloud/stoney-conductor/controld/control"
 	"github.com/stoneycloud/stoney-conductor/fsm"
+	"github.com/stoneycloud/stoney-conductor/internal/format"
 	"github.com/stoneycloud/stoney-conductor/internal/testenv"
 	"github.com/stoneycloud/stoney-conductor/ldapschema"
-	"github.com/stoneycloud/stoney-conductor/libvirt"
 )
 
 // The invariants after an operation point. The checks of the daemon-level
@@ -54,7 +55,7 @@ func leafEnd(final ldapschema.Leaf) (outcome string, problem string) {
 func diskProblems(v *testVM) []string {
 	var out []string
 	for _, d := range v.disks {
-		if err := libvirt.CheckImage(d.Path); err != nil {
+		if err := format.CheckImage(context.Background(), d.Path, ""); err != nil {
 			out = append(out, fmt.Sprintf("disk %s: %v", filepath.Base(d.Path), err))
 		}
 	}

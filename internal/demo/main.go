@@ -11,6 +11,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"flag"
 	"fmt"
 	"io"
@@ -22,6 +23,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/stoneycloud/stoney-conductor/internal/format"
 	"github.com/stoneycloud/stoney-conductor/internal/testenv"
 	"github.com/stoneycloud/stoney-conductor/ldapschema"
 	"github.com/stoneycloud/stoney-conductor/libvirt"
@@ -194,11 +196,11 @@ func run(bin string, keep bool) error {
 		}
 		for _, d := range v.disks {
 			img := filepath.Join(dir, filepath.Base(d.Path)+"."+l.Name)
-			eq, err := libvirt.CompareImages(filepath.Join(before, filepath.Base(d.Path)), img)
+			eq, err := format.CompareImages(context.Background(), filepath.Join(before, filepath.Base(d.Path)), img)
 			if err != nil || !eq {
 				return fmt.Errorf("%s differs from the disk as it was (%v)", img, err)
 			}
-			info, err := libvirt.ImageInfo(d.Path)
+			info, err := format.ImageInfo(context.Background(), d.Path)
 			if err != nil {
 				return err
 			}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/stoneycloud/stoney-conductor/controld/control"
 	"github.com/stoneycloud/stoney-conductor/fsm"
+	"github.com/stoneycloud/stoney-conductor/internal/format"
 	"github.com/stoneycloud/stoney-conductor/internal/testenv"
 	"github.com/stoneycloud/stoney-conductor/ldapschema"
 	"github.com/stoneycloud/stoney-conductor/libvirt"
@@ -86,7 +87,7 @@ func TestBackupBatch(t *testing.T) {
 			}
 		}
 		for _, d := range v.disks {
-			eq, err := libvirt.CompareImages(filepath.Join(before, filepath.Base(d.Path)), filepath.Join(dir, filepath.Base(d.Path)+"."+name))
+			eq, err := format.CompareImages(context.Background(), filepath.Join(before, filepath.Base(d.Path)), filepath.Join(dir, filepath.Base(d.Path)+"."+name))
 			if err != nil || !eq {
 				t.Fatalf("%s: backed-up image differs from the disk as it was (err %v)", d.Path, err)
 			}

@@ -12,6 +12,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/stoneycloud/stoney-conductor/controld/control"
+	"github.com/stoneycloud/stoney-conductor/internal/format"
 	"github.com/stoneycloud/stoney-conductor/internal/testenv"
 	"github.com/stoneycloud/stoney-conductor/ldapschema"
 	"github.com/stoneycloud/stoney-conductor/libvirt"
@@ -241,7 +242,7 @@ func (v *vm) running(t testing.TB) bool {
 // noBacking checks that a live image depends on nothing.
 func noBacking(t testing.TB, path string) {
 	t.Helper()
-	info, err := libvirt.ImageInfo(path)
+	info, err := format.ImageInfo(context.Background(), path)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/stoneycloud/stoney-conductor/internal/format"
 	"github.com/stoneycloud/stoney-conductor/internal/hostio"
 	"github.com/stoneycloud/stoney-conductor/ldapschema"
 	"github.com/stoneycloud/stoney-conductor/libvirt"
@@ -26,7 +27,7 @@ func (a *Agent) survey(vm ldapschema.VM) logrus.Fields {
 	default:
 		f["domain"] = info.State
 		for _, d := range info.Disks {
-			chain, err := libvirt.ImageChain(d.Source)
+			chain, err := format.ImageChain(context.Background(), d.Source)
 			if err != nil {
 				f["disk "+d.Target] = err.Error()
 				continue
@@ -151,7 +152,7 @@ func (j *job) openRecords() ([]string, error) {
 // retainedInUse says whether a live disk's backing chain reaches into dir.
 func (j *job) retainedInUse(dir string) (bool, error) {
 	for _, d := range j.disks {
-		chain, err := libvirt.ImageChain(d.Source)
+		chain, err := format.ImageChain(context.Background(), d.Source)
 		if err != nil {
 			if errors.Is(err, os.ErrNotExist) {
 				continue

@@ -8,6 +8,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/stoneycloud/stoney-conductor/internal/format"
 	"github.com/stoneycloud/stoney-conductor/ldapschema"
 )
 
@@ -16,7 +17,7 @@ import (
 // nor deletes what it points to.
 func TestPlantedSymlinkIsNotFollowed(t *testing.T) {
 	root, victim := t.TempDir(), t.TempDir()
-	l := Layout{RetainRoot: filepath.Join(root, "retain"), BackupRoot: filepath.Join(root, "backup"),
+	l := format.Layout{RetainRoot: filepath.Join(root, "retain"), BackupRoot: filepath.Join(root, "backup"),
 		Kind: "vm-persistent", Pool: "pool", VM: "vm", Leaf: "20240101T000000Z"}
 	keep := filepath.Join(victim, l.Leaf, "keep")
 	if err := os.MkdirAll(filepath.Dir(keep), 0o700); err != nil {
@@ -48,21 +49,5 @@ func TestPlantedSymlinkIsNotFollowed(t *testing.T) {
 	}
 	if fi, err := os.Lstat(filepath.Join(l.BackupRoot, l.Kind, l.Pool, l.VM)); err != nil || fi.Mode()&os.ModeSymlink == 0 {
 		t.Fatalf("the link itself: %v %v", fi, err)
-	}
-}
-
-// A disk file named like one of the backup's own files would be retained
-// beside it and overwritten: the layout refuses it.
-func TestDiskNamedLikeBackupFilesIsRefusedByTheLayout(t *testing.T) {
-	l := Layout{VM: "vm-001", Leaf: "20240101T000000Z"}
-	for _, n := range []string{"vm-001.xml", "vm-001.state", "vm-001.ldif", "vm-001.xml.tmp", "vm-001.state.partial", "vm-001.ldif.tmp"} {
-		if err := l.CheckDiskName(n); err == nil {
-			t.Errorf("%s accepted", n)
-		}
-	}
-	for _, n := range []string{"vm-001.qcow2", "vm-001-vdb.qcow2", "vm-002.xml"} {
-		if err := l.CheckDiskName(n); err != nil {
-			t.Errorf("%s refused: %v", n, err)
-		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/stoneycloud/stoney-conductor/controld/control"
 	"github.com/stoneycloud/stoney-conductor/fsm"
+	"github.com/stoneycloud/stoney-conductor/internal/format"
 	"github.com/stoneycloud/stoney-conductor/internal/testenv"
 	"github.com/stoneycloud/stoney-conductor/ldapschema"
 	"github.com/stoneycloud/stoney-conductor/libvirt"
@@ -128,7 +129,7 @@ func TestLongMergeProgressesPastItsDeadline(t *testing.T) {
 	if err := testenv.VerifyGuestPattern(lvd.URI, lvd.LogDir, spec.Name, "vda", 0x3e, testenv.PatternOffset, testenv.PatternLength); err != nil {
 		t.Fatal(err)
 	}
-	if info, err := libvirt.ImageInfo(disks[0].Path); err != nil || info.BackingFile != "" {
+	if info, err := format.ImageInfo(ctx, disks[0].Path); err != nil || info.BackingFile != "" {
 		t.Fatalf("live disk after the backup: %+v %v", info, err)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/go-ldap/ldap/v3"
 
 	"github.com/stoneycloud/stoney-conductor/fsm"
+	"github.com/stoneycloud/stoney-conductor/internal/format"
 	"github.com/stoneycloud/stoney-conductor/internal/hostio"
 	"github.com/stoneycloud/stoney-conductor/ldapschema"
 	"github.com/stoneycloud/stoney-conductor/libvirt"
@@ -153,7 +154,7 @@ func (a *Agent) unretainLargeFiles(ctx context.Context, j *job) ([]string, error
 		return nil, err
 	}
 	for _, p := range paths[1:] {
-		if err := libvirt.CheckImage(p); err != nil {
+		if err := format.CheckImage(ctx, p, ""); err != nil {
 			return nil, fail(ldapschema.RCCorruptImage, err)
 		}
 	}
@@ -166,12 +167,13 @@ func (a *Agent) savedDisks(j *job) ([]libvirt.Disk, error) {
 	if err != nil {
 		return nil, err
 	}
-	disks, err := libvirt.DomainXMLDisks(x)
+	dom, err := format.ParseDomainXML(x)
 	if err != nil {
 		return nil, fail(ldapschema.RCCannotReadXML, err)
 	}
+	disks := dom.Disks
 	for _, d := range disks {
-		if _, err := DiskFileName(d.Source); err != nil {
+		if _, err := format.DiskFileName(d.Source); err != nil {
 			return nil, fail(ldapschema.RCUnsupportedParameter, err)
 		}
 	}
@@ -343,7 +345,7 @@ func (a *Agent) restoreDiff(j *job, savedXML, savedLDIF string) ([]string, error
 	}
 	out := plan.Differences
 	// The domain as libvirt has it now against the saved XML.
-	sv, err := libvirt.SummarizeXML(savedXML)
+	sv, err := format.ParseDomainXML(savedXML)
 	if err != nil {
 		return nil, fail(ldapschema.RCCannotReadXML, err)
 	}
@@ -354,7 +356,7 @@ func (a *Agent) restoreDiff(j *job, savedXML, savedLDIF string) ([]string, error
 	case err != nil:
 		return nil, err
 	default:
-		nv, err := libvirt.SummarizeXML(info.XML)
+		nv, err := format.ParseDomainXML(info.XML)
 		if err != nil {
 			return nil, fail(ldapschema.RCCannotReadXML, err)
 		}

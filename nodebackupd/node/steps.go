@@ -5,10 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/user"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -16,6 +14,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/stoneycloud/stoney-conductor/fsm"
+	"github.com/stoneycloud/stoney-conductor/internal/format"
 	"github.com/stoneycloud/stoney-conductor/internal/hostio"
 	"github.com/stoneycloud/stoney-conductor/ldapschema"
 	"github.com/stoneycloud/stoney-conductor/libvirt"
@@ -26,7 +25,7 @@ type job struct {
 	vm      ldapschema.VM
 	leaf    ldapschema.Leaf
 	cfg     ldapschema.BackupConfig
-	layout  Layout
+	layout  format.Layout
 	disks   []libvirt.Disk
 	log     logrus.FieldLogger
 	report  ldapschema.Report // what the step adds to its answer besides its times
@@ -81,7 +80,7 @@ func (a *Agent) prepare(vm ldapschema.VM, leaf ldapschema.Leaf, log logrus.Field
 		if !d.IsDisk() {
 			continue // cdrom, floppy: not backed up
 		}
-		base, err := DiskFileName(d.SourceFile)
+		base, err := format.DiskFileName(d.SourceFile)
 		if err != nil {
 			return nil, fail(ldapschema.RCUnsupportedParameter, err)
 		}
@@ -101,7 +100,7 @@ func (a *Agent) prepare(vm ldapschema.VM, leaf ldapschema.Leaf, log logrus.Field
 	if storagePool == "" {
 		storagePool = vm.Pool
 	}
-	layout := Layout{
+	layout := format.Layout{
 		RetainRoot: cfg.RetainDir, BackupRoot: cfg.RootDir,
 		Kind: vm.StorageKind(), Pool: storagePool, VM: vm.Name, Leaf: leaf.Name,
 	}
@@ -157,7 +156,7 @@ func (j *job) mkdirOwnedAt(p hostio.Path) error {
 	if perm == 0 {
 		perm = 0o770
 	}
-	uid, gid, err := lookupOwner(j.cfg.DirOwner, j.cfg.DirGroup)
+	uid, gid, err := format.LookupOwner(j.cfg.DirOwner, j.cfg.DirGroup)
 	if err != nil {
 		return fail(ldapschema.RCCannotChownDirectory, err)
 	}
@@ -177,26 +176,6 @@ func (j *job) mkdirOwnedAt(p hostio.Path) error {
 		}
 	}
 	return nil
-}
-
-// lookupOwner resolves owner and group names ("" keeps that part: -1).
-func lookupOwner(owner, group string) (uid, gid int, err error) {
-	uid, gid = -1, -1
-	if owner != "" {
-		u, err := user.Lookup(owner)
-		if err != nil {
-			return uid, gid, err
-		}
-		uid, _ = strconv.Atoi(u.Uid)
-	}
-	if group != "" {
-		g, err := user.LookupGroup(group)
-		if err != nil {
-			return uid, gid, err
-		}
-		gid, _ = strconv.Atoi(g.Gid)
-	}
-	return uid, gid, nil
 }
 
 // privateMode is the mode of the backup's XML and LDIF files: the configured
@@ -298,7 +277,7 @@ func (j *job) retained() []libvirt.RetainedDisk {
 	for _, d := range j.disks {
 		out = append(out, libvirt.RetainedDisk{
 			Target: d.Target, Source: d.Source,
-			Retained: filepath.Join(j.layout.RetainDir(), filepath.Base(d.Source)),
+			Retained: j.layout.RetainedDisk(d.Source),
 		})
 	}
 	return out
@@ -325,7 +304,7 @@ func (a *Agent) retain(ctx context.Context, j *job) ([]string, error) {
 	}
 	for _, d := range j.retained() {
 		// Never move an image a live disk still reads from.
-		info, err := libvirt.ImageInfo(d.Source)
+		info, err := format.ImageInfo(ctx, d.Source)
 		if err != nil {
 			return nil, fail(ldapschema.RCCannotCopyImage, err)
 		}
@@ -346,7 +325,7 @@ func (a *Agent) retain(ctx context.Context, j *job) ([]string, error) {
 	if err := j.mkdirOwnedAt(dst); err != nil {
 		return nil, err
 	}
-	uid, gid, err := lookupOwner(j.cfg.Owner, j.cfg.Group)
+	uid, gid, err := format.LookupOwner(j.cfg.Owner, j.cfg.Group)
 	if err != nil {
 		return nil, fail(ldapschema.RCCannotChownImage, err)
 	}

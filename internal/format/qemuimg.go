@@ -1,4 +1,4 @@
-package libvirt
+package format
 
 import (
 	"bytes"
@@ -111,6 +111,41 @@ func parseCheck(b []byte) (checkResult, error) {
 	}
 	return c, nil
 }
+
+// extent is one line of `qemu-img map --output=json`.
+type extent struct {
+	Length int64  `json:"length"`
+	Depth  int    `json:"depth"`
+	Data   bool   `json:"data"`
+	Offset *int64 `json:"offset"`
+}
+
+// parseMap parses `qemu-img map --output=json IMAGE`.
+func parseMap(b []byte) ([]extent, error) {
+	var es []extent
+	if err := json.Unmarshal(b, &es); err != nil {
+		return nil, fmt.Errorf("parse qemu-img map: %w", err)
+	}
+	return es, nil
+}
+
+// dataEnd is the end of the last data the image itself holds: a complete
+// file reaches at least that far.
+func dataEnd(es []extent) int64 {
+	var end int64
+	for _, e := range es {
+		if e.Depth == 0 && e.Data && e.Offset != nil {
+			end = max(end, *e.Offset+e.Length)
+		}
+	}
+	return end
+}
+
+// Classes of the image calls' failures, for errors.Is.
+var (
+	ErrCorruptImage = errors.New("corrupt disk image found")
+	ErrMissingFile  = errors.New("missing necessary files")
+)
 
 // ErrImageTimeout: a qemu-img call did not end within its timeout (a hung
 // mount, e.g. NFS). The call was killed; the step fails instead of holding
@@ -266,18 +301,23 @@ func (e *qemuImgError) exitCode() int {
 
 func missing(path string) error {
 	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
-		return wrap(ErrMissingFile, err, "%s", path)
+		return fmt.Errorf("%w: %s: %w", ErrMissingFile, path, err)
 	}
 	return nil
 }
 
-// ImageInfo describes the image at path. It reads with -U (shared), so the
-// image may be in use by a running VM. A missing file is ErrMissingFile.
-func ImageInfo(path string) (Image, error) {
-	return imageInfo(context.Background(), path)
+// corrupt is an ErrCorruptImage about path.
+func corrupt(path string, cause error, format string, args ...any) error {
+	msg := fmt.Sprintf(format, args...)
+	if cause == nil {
+		return fmt.Errorf("%w: %s: %s", ErrCorruptImage, path, msg)
+	}
+	return fmt.Errorf("%w: %s: %s: %w", ErrCorruptImage, path, msg, cause)
 }
 
-func imageInfo(ctx context.Context, path string) (Image, error) {
+// ImageInfo describes the image at path. It reads with -U (shared), so the
+// image may be in use by a running VM. A missing file is ErrMissingFile.
+func ImageInfo(ctx context.Context, path string) (Image, error) {
 	if err := missing(path); err != nil {
 		return Image{}, err
 	}
@@ -289,11 +329,7 @@ func imageInfo(ctx context.Context, path string) (Image, error) {
 }
 
 // ImageChain returns the image at path and its backing files, in order.
-func ImageChain(path string) ([]Image, error) {
-	return imageChain(context.Background(), path)
-}
-
-func imageChain(ctx context.Context, path string) ([]Image, error) {
+func ImageChain(ctx context.Context, path string) ([]Image, error) {
 	if err := missing(path); err != nil {
 		return nil, err
 	}
@@ -304,26 +340,79 @@ func imageChain(ctx context.Context, path string) ([]Image, error) {
 	return parseImageChain(out)
 }
 
-// CheckImage runs `qemu-img check`; corruption is ErrCorruptImage. Leaked
-// clusters only waste space and are not an error.
-func CheckImage(path string) error {
-	if err := missing(path); err != nil {
-		return err
+// CheckImage tells whether the image at path is complete and healthy, of
+// the given format ("" for any); a damaged one is ErrCorruptImage, a
+// missing one ErrMissingFile, and a call that overran its time
+// ErrImageTimeout (no verdict on the image). Leaked clusters only waste
+// space and are not an error.
+//
+// A raw image is only read, and only when the caller expects raw:
+// qemu-img cannot check one, and a qcow2 whose header is damaged probes as
+// raw too.
+//
+// A copy cut short passes `qemu-img check` when only data clusters are
+// missing, so `qemu-img map` is asked first whether any data lies beyond
+// the end of the file. Comparing the size with check's image-end-offset
+// instead would refuse good images: QEMU writes data clusters whole but its
+// last metadata cluster only as far as it is used.
+func CheckImage(ctx context.Context, path, format string) error {
+	st, err := os.Stat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("%w: %s: %w", ErrMissingFile, path, err)
 	}
-	out, err := qemuImg(context.Background(), imageTimeouts().Check, "check", "-U", "--output=json", path)
+	if err != nil {
+		return corrupt(path, err, "unreadable")
+	}
+	im, err := ImageInfo(ctx, path)
 	if errors.Is(err, ErrImageTimeout) {
-		return fmt.Errorf("check %s: %w", path, err) // not known to be corrupt
+		return fmt.Errorf("check %s: %w", path, err)
+	}
+	if err != nil {
+		return corrupt(path, err, "not a readable image")
+	}
+	if format != "" && im.Format != format {
+		return corrupt(path, nil, "a %s image, the domain XML says %s", im.Format, format)
+	}
+	if im.Corrupt {
+		return corrupt(path, nil, "the image is marked corrupt")
+	}
+	if im.Format == "raw" {
+		if format == "raw" {
+			return nil // nothing to check beyond reading it
+		}
+		return corrupt(path, nil, "reads as a raw image, which cannot be checked (a damaged header reads so too)")
+	}
+	// A cut copy first: check would only count the corruptions it causes.
+	out, mapErr := qemuImg(ctx, imageTimeouts().Check, "map", "-U", "-f", im.Format, "--output=json", path)
+	if errors.Is(mapErr, ErrImageTimeout) {
+		return fmt.Errorf("check %s: %w", path, mapErr)
+	}
+	if mapErr == nil {
+		var es []extent
+		if es, mapErr = parseMap(out); mapErr == nil {
+			if end := dataEnd(es); end > st.Size() {
+				return corrupt(path, nil, "truncated: data up to byte %d, the file has %d", end, st.Size())
+			}
+		}
+	}
+	out, err = qemuImg(ctx, imageTimeouts().Check, "check", "-U", "-f", im.Format, "--output=json", path)
+	if errors.Is(err, ErrImageTimeout) {
+		return fmt.Errorf("check %s: %w", path, err)
 	}
 	var qe *qemuImgError
+	// 2: corruptions, 3: leaks only; both still print the JSON report.
 	if err != nil && !(errors.As(err, &qe) && (qe.exitCode() == 2 || qe.exitCode() == 3)) {
-		return wrap(ErrCorruptImage, err, "check %s", path)
+		return corrupt(path, err, "check")
 	}
-	c, perr := parseCheck(out)
-	if perr != nil {
-		return wrap(ErrCorruptImage, perr, "check %s", path)
+	c, err := parseCheck(out)
+	if err != nil {
+		return corrupt(path, err, "check")
 	}
 	if c.Corruptions > 0 || c.CheckErrors > 0 {
-		return wrap(ErrCorruptImage, nil, "%s: %d corruptions, %d check errors", path, c.Corruptions, c.CheckErrors)
+		return corrupt(path, nil, "%d corruptions, %d check errors", c.Corruptions, c.CheckErrors)
+	}
+	if mapErr != nil {
+		return corrupt(path, mapErr, "map")
 	}
 	return nil
 }
@@ -331,16 +420,16 @@ func CheckImage(path string) error {
 // CompareImages reports whether the guest-visible contents of a and b are
 // the same (`qemu-img compare`; formats are read from the headers first, so
 // nothing is probed as raw).
-func CompareImages(a, b string) (equal bool, err error) {
-	ia, err := ImageInfo(a)
+func CompareImages(ctx context.Context, a, b string) (equal bool, err error) {
+	ia, err := ImageInfo(ctx, a)
 	if err != nil {
 		return false, err
 	}
-	ib, err := ImageInfo(b)
+	ib, err := ImageInfo(ctx, b)
 	if err != nil {
 		return false, err
 	}
-	_, err = qemuImg(context.Background(), imageTimeouts().dataTimeout(max(ia.VirtualSize, ib.VirtualSize)),
+	_, err = qemuImg(ctx, imageTimeouts().dataTimeout(max(ia.VirtualSize, ib.VirtualSize)),
 		"compare", "-U", "-f", ia.Format, "-F", ib.Format, a, b)
 	if err == nil {
 		return true, nil
@@ -352,17 +441,17 @@ func CompareImages(a, b string) (equal bool, err error) {
 	return false, err
 }
 
-// createOverlay creates an empty qcow2 at path backed by backing.
-func createOverlay(ctx context.Context, backing, backingFormat, path string) error {
+// CreateOverlay creates an empty qcow2 at path backed by backing.
+func CreateOverlay(ctx context.Context, backing, backingFormat, path string) error {
 	_, err := qemuImg(ctx, imageTimeouts().Query, "create", "-q", "-f", "qcow2", "-F", backingFormat, "-b", backing, path)
 	return err
 }
 
-// rebaseStandalone copies into path every cluster it takes from its backing
+// RebaseStandalone copies into path every cluster it takes from its backing
 // chain and drops the backing file: the offline merge of a shut-off VM.
 // progress, if not nil, is told the share done (0 to 1) as qemu-img reports
 // it. The call may last as long as going through size bytes takes.
-func rebaseStandalone(ctx context.Context, path string, size int64, progress func(share float64)) error {
+func RebaseStandalone(ctx context.Context, path string, size int64, progress func(share float64)) error {
 	pr := &progressReader{report: progress}
 	return runQemuImg(ctx, imageTimeouts().dataTimeout(size), pr, "rebase", "-p", "-f", "qcow2", "-b", "", path)
 }

@@ -1,4 +1,4 @@
-package node
+package format
 
 import (
 	"fmt"
@@ -14,6 +14,8 @@ import (
 //
 //	<retain root>/<kind>/<pool>/<vm>/<leaf>/<vm>.state, <vm>.xml, <vm>.ldif, <disk file>
 //	<backup root>/<kind>/<pool>/<vm>/<leaf>/<same names>.<leaf>
+//
+// Recovery, which only reads the backup location, leaves RetainRoot empty.
 type Layout struct {
 	RetainRoot, BackupRoot string
 	Kind                   string // vm-persistent or vm-templates
@@ -85,6 +87,18 @@ func (l Layout) CheckDiskName(base string) error {
 
 // BackupName is the name a retained file gets in the backup directory.
 func (l Layout) BackupName(name string) string { return name + "." + l.Leaf }
+
+// RetainedDisk is where this iteration keeps the disk whose image is source
+// while it is retained: the image's own file name in RetainDir.
+func (l Layout) RetainedDisk(source string) string {
+	return filepath.Join(l.RetainDir(), filepath.Base(source))
+}
+
+// BackupDisk is where this iteration keeps the disk whose image is source
+// in the backup location.
+func (l Layout) BackupDisk(source string) string {
+	return filepath.Join(l.BackupDir(), l.BackupName(filepath.Base(source)))
+}
 
 // DiskFileName is the file name of a disk image, checked to stay inside a directory.
 func DiskFileName(source string) (string, error) {
