@@ -109,7 +109,7 @@ func TestLoginAndOverview(t *testing.T) {
 		t.Fatalf("after a wrong password the page reads:\n%s", msg)
 	}
 	login(t, ctx, operator, password)
-	page := waitText(t, ctx, "#live", 10*time.Second, contains(vmIdle))
+	waitText(t, ctx, "#live", 10*time.Second, contains(vmIdle))
 	for _, vm := range []string{vmBusy, vmIdle} {
 		row := text(t, ctx, fmt.Sprintf(`tr[data-vm=%q]`, vm))
 		if !strings.Contains(row, host) || !strings.Contains(row, "0 success") || !strings.Contains(row, "vmpool-1") {
@@ -124,7 +124,19 @@ func TestLoginAndOverview(t *testing.T) {
 	// Search narrows the list, on the server.
 	do(t, ctx, chromedp.SendKeys(chromedp.CSS("#q"), "idle"))
 	waitText(t, ctx, "#live", 10*time.Second, func(s string) bool { return !strings.Contains(s, vmBusy) && strings.Contains(s, vmIdle) })
-	_ = page
+
+	// The schedule: every VM's plan, as controld schedule gives it.
+	plans, err := control.ListSchedule(env.admin, time.Local, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	do(t, ctx, chromedp.Click(chromedp.CSS(`nav a[href="/schedule"]`)))
+	sched := waitText(t, ctx, "main", 10*time.Second, contains("Next runs"))
+	for _, p := range plans {
+		if !strings.Contains(sched, p.VM) || !strings.Contains(sched, string(p.Status)) {
+			t.Errorf("the schedule page does not show %s (%s):\n%s", p.VM, p.Status, sched)
+		}
+	}
 }
 
 // "Back up now" on a running VM: the leaf's modes appear live until
