@@ -116,6 +116,11 @@ func TestLoginAndOverview(t *testing.T) {
 			t.Errorf("%s: the overview's row reads %q", vm, row)
 		}
 	}
+	old := text(t, ctx, fmt.Sprintf(`tr[data-vm=%q]`, vmOld))
+	meaning := ldapschema.ReturnCode(ldapschema.RCNoSpace).String()
+	if !strings.Contains(strings.ToLower(old), "overdue") || !strings.Contains(old, "3d") || !strings.Contains(old, meaning) {
+		t.Errorf("%s: want overdue, 3 days old, last result %q; the row reads %q", vmOld, meaning, old)
+	}
 	if !strings.Contains(text(t, ctx, "header"), "uid=operator") {
 		t.Errorf("the header does not name who is logged in:\n%s", text(t, ctx, "header"))
 	}

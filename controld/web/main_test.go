@@ -38,6 +38,7 @@ const (
 	peopleOU  = "ou=people,"
 	vmBusy    = "web-busy" // running: backed up, restored, cancelled through the page
 	vmIdle    = "web-idle" // shut off: what the read-only user and the CSRF checks try
+	vmOld     = "web-old"  // directory only: a good backup 3 days old, a failed one since
 	vmPattern = 0xab
 )
 
@@ -228,6 +229,7 @@ func addVMs() error {
 		}
 	}
 	cfg := testenv.LocalConfig(backup, retain, ramdisk)
+	cfg.CronActive = true // daily at 03:00; nobody runs the scheduler here
 	for _, v := range []struct {
 		name    string
 		running bool
@@ -243,6 +245,23 @@ func addVMs() error {
 		}
 		if v.running {
 			env.busy = spec
+		}
+	}
+	// A VM whose last good backup is older than its schedule allows, and
+	// whose last run failed: what the overview marks.
+	if err := testenv.VMEntries(env.admin, host, "vmpool-2", vmOld, nil, &cfg); err != nil {
+		return err
+	}
+	for _, l := range []struct {
+		age time.Duration
+		rc  string
+	}{{72 * time.Hour, "0"}, {26 * time.Hour, fmt.Sprint(int(ldapschema.RCNoSpace))}} {
+		name := ldapschema.FormatTime(time.Now().Add(-l.age))
+		if err := env.admin.Add(ldapschema.NewLeafAddRequest(env.admin.Tree, vmOld, name, "finished", name)); err != nil {
+			return err
+		}
+		if err := env.admin.Update(env.admin.Tree.Leaf(vmOld, name), "", map[string][]string{ldapschema.AttrReturnValue: {l.rc}}); err != nil {
+			return err
 		}
 	}
 	return nil
