@@ -37,13 +37,17 @@ func do(t *testing.T, ctx context.Context, steps ...chromedp.Action[chromedp.Voi
 	}
 }
 
-// text is what a person reads in the element (innerText), "" if there is none.
+// text is what a person reads in the element (innerText), "" if there is
+// none, or while the page is being replaced by the next.
 func text(t *testing.T, ctx context.Context, css string) string {
 	t.Helper()
-	s, err := chromedp.Run(ctx, chromedp.Evaluate[string](fmt.Sprintf(
+	c, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	s, err := chromedp.Run(c, chromedp.Evaluate[string](fmt.Sprintf(
 		`(function(){var e=document.querySelector(%q); return e ? e.innerText : ""})()`, css)))
 	if err != nil {
-		t.Fatal(err)
+		t.Logf("reading %s: %v", css, err)
+		return ""
 	}
 	return s
 }
@@ -66,6 +70,17 @@ func waitText(t *testing.T, ctx context.Context, css string, limit time.Duration
 
 func contains(sub string) func(string) bool {
 	return func(s string) bool { return strings.Contains(s, sub) }
+}
+
+// click presses a button or link the way a person does, found and pressed
+// in one step: a live update may replace the element between two steps.
+func click(t *testing.T, ctx context.Context, css string) {
+	t.Helper()
+	ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](fmt.Sprintf(
+		`(function(){var e=document.querySelector(%q); if (!e || e.disabled) return false; e.click(); return true})()`, css)))
+	if err != nil || !ok {
+		t.Fatalf("%s: nothing to press (%v)", css, err)
+	}
 }
 
 func login(t *testing.T, ctx context.Context, name, pw string) {
@@ -135,7 +150,7 @@ func TestLoginAndOverview(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	do(t, ctx, chromedp.Click(chromedp.CSS(`nav a[href="/schedule"]`)))
+	click(t, ctx, `nav a[href="/schedule"]`)
 	sched := waitText(t, ctx, "main", 10*time.Second, contains("Next runs"))
 	for _, p := range plans {
 		if !strings.Contains(sched, p.VM) || !strings.Contains(sched, string(p.Status)) {
@@ -155,7 +170,7 @@ func TestBackupNowAndRestore(t *testing.T) {
 	waitText(t, ctx, "#live", 10*time.Second, contains(env.leaf))
 
 	before := len(leaves(t, vmBusy))
-	do(t, ctx, chromedp.Click(chromedp.CSS("#backup-now")))
+	click(t, ctx, "#backup-now")
 	flash := waitText(t, ctx, "main", 10*time.Second, contains("started"))
 	ls := leaves(t, vmBusy)
 	if len(ls) != before+1 {
@@ -209,7 +224,7 @@ func TestBackupNowAndRestore(t *testing.T) {
 
 	startRestore := func() string {
 		t.Helper()
-		do(t, ctx, chromedp.Click(chromedp.CSS("#restore-"+newLeaf)))
+		click(t, ctx, "#restore-"+newLeaf)
 		diff := waitText(t, ctx, "#live", 2*time.Minute, contains("What the restore changes"))
 		if !strings.Contains(diff, "sstDisplayName") || !strings.Contains(diff, "renamed since") {
 			t.Fatalf("the differences do not show the new name:\n%s", diff)
@@ -228,12 +243,22 @@ func TestBackupNowAndRestore(t *testing.T) {
 	}
 
 	startRestore()
-	do(t, ctx, chromedp.Click(chromedp.CSS("#restore-cancel")))
+	// A second restore forced past the disabled button is refused by the
+	// server, by the same rule, and the page says why.
+	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](fmt.Sprintf(
+		`(function(){var b=document.querySelector("#restore-%s"); b.disabled=false; b.click(); return true})()`, env.leaf))); err != nil {
+		t.Fatal(err)
+	}
+	msg := waitText(t, ctx, "main", 10*time.Second, contains("Restore refused"))
+	if !strings.Contains(msg, "being backed up or restored") || !strings.Contains(msg, "What the restore changes") {
+		t.Fatalf("a second restore: the page reads\n%s", msg)
+	}
+	click(t, ctx, "#restore-cancel")
 	waitText(t, ctx, leafRow(newLeaf), 2*time.Minute, contains("last restore: cancelled"))
 	guestReads(0x11)
 
 	startRestore()
-	do(t, ctx, chromedp.Click(chromedp.CSS("#restore-confirm")))
+	click(t, ctx, "#restore-confirm")
 	row := waitText(t, ctx, leafRow(newLeaf), 4*time.Minute, contains("last restore: done"))
 	if !strings.Contains(row, "finished") {
 		t.Fatalf("after the restore the row reads %q", row)
@@ -250,17 +275,74 @@ func TestReadOnlyUserRefused(t *testing.T) {
 	do(t, ctx, chromedp.Navigate(env.url+"/vm/"+vmIdle))
 	waitText(t, ctx, "#live", 10*time.Second, contains(env.leaf))
 	before := len(leaves(t, vmIdle))
-	do(t, ctx, chromedp.Click(chromedp.CSS("#backup-now")))
+	click(t, ctx, "#backup-now")
 	msg := waitText(t, ctx, "main", 10*time.Second, contains("refused"))
 	if !strings.Contains(msg, "insufficient access rights") {
 		t.Fatalf("the page does not show the directory's refusal:\n%s", msg)
 	}
-	do(t, ctx, chromedp.Click(chromedp.CSS("#restore-"+env.leaf)))
+	click(t, ctx, "#restore-"+env.leaf)
 	msg = waitText(t, ctx, "main", 10*time.Second, contains("Restore refused"))
 	if !strings.Contains(msg, "insufficient access rights") {
 		t.Fatalf("the page does not show the directory's refusal of the restore:\n%s", msg)
 	}
 	if ls := leaves(t, vmIdle); len(ls) != before || ls[len(ls)-1].Mode != "finished" {
 		t.Fatalf("the refused actions changed the leaves: %+v", ls)
+	}
+
+	// Log out: back to the form, and the pages are closed to this browser.
+	click(t, ctx, `form.logout button`)
+	waitText(t, ctx, "main", 10*time.Second, contains("Log in"))
+	do(t, ctx, chromedp.Navigate(env.url+"/vm/"+vmIdle))
+	if page := waitText(t, ctx, "main", 10*time.Second, contains("Log in")); strings.Contains(page, env.leaf) {
+		t.Fatalf("after logging out the VM's page is shown:\n%s", page)
+	}
+}
+
+// A long copy's progress, as a node publishes it, appears live as a bar with
+// its rate and time left, and goes when the step ends. The leaf belongs to
+// a VM of a host without a node, so nothing but this test writes it.
+func TestProgressLive(t *testing.T) {
+	const vm = "web-copy"
+	cfg := testenv.LocalConfig("/nowhere/backup", "/nowhere/retain", "")
+	if err := testenv.VMEntries(env.admin, "web-far", "vmpool-2", vm, nil, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	ctx := tab(t)
+	login(t, ctx, operator, password)
+	waitText(t, ctx, "#live", 10*time.Second, contains(vm))
+	do(t, ctx, chromedp.Navigate(env.url+"/vm/"+vm))
+	waitText(t, ctx, "#live", 10*time.Second, contains("No backup yet"))
+	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`window.stayed = true`)); err != nil {
+		t.Fatal(err)
+	}
+
+	name := ldapschema.FormatTime(time.Now())
+	dn := env.admin.Tree.Leaf(vm, name)
+	if err := env.admin.Add(ldapschema.NewLeafAddRequest(env.admin.Tree, vm, name, "retaining", name)); err != nil {
+		t.Fatal(err)
+	}
+	bar := func(text string, percent int) {
+		t.Helper()
+		if err := env.admin.Update(dn, "", map[string][]string{ldapschema.AttrExecutionTime: {"snapshot: 1.5", "progress: " + text}}); err != nil {
+			t.Fatal(err)
+		}
+		waitText(t, ctx, leafRow(name), 10*time.Second, contains(text))
+		got, err := chromedp.Run(ctx, chromedp.Evaluate[int](fmt.Sprintf(`document.querySelector(%q).value`, leafRow(name)+" progress")))
+		if err != nil || got != percent {
+			t.Fatalf("progress bar at %d (%v), want %d", got, err, percent)
+		}
+	}
+	bar("retain 120.0 MiB of 480.0 MiB, 85.3 MiB/s, 4s left", 25)
+	bar("retain 360.0 MiB of 480.0 MiB, 86.1 MiB/s, 1s left", 75)
+	if err := env.admin.Update(dn, "", map[string][]string{ldapschema.AttrMode: {"finished"}, ldapschema.AttrReturnValue: {"0"},
+		ldapschema.AttrExecutionTime: {"snapshot: 1.5", "retain: 5.6", "retainBytes: 503316480"}}); err != nil {
+		t.Fatal(err)
+	}
+	row := waitText(t, ctx, leafRow(name), 10*time.Second, contains("finished"))
+	if strings.Contains(row, "MiB/s") || !strings.Contains(row, "480.0 MiB") {
+		t.Fatalf("the finished row reads %q", row)
+	}
+	if stayed, _ := chromedp.Run(ctx, chromedp.Evaluate[bool](`window.stayed === true`)); !stayed {
+		t.Fatal("the page reloaded instead of following live")
 	}
 }
