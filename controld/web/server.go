@@ -38,6 +38,7 @@ type Server struct {
 	mux      *http.ServeMux
 	sessions *sessions
 	throttle *throttle
+	tls      *tls.Config // nil: plain HTTP
 }
 
 // New checks the options and prepares the handlers.
@@ -60,6 +61,13 @@ func New(o Options) (*Server, error) {
 		o.Log = l
 	}
 	s := &Server{o: o, sessions: newSessions(o.IdleTimeout, o.Now), throttle: newThrottle(o.Now)}
+	if o.TLS() {
+		cert, err := tls.LoadX509KeyPair(o.CertFile, o.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("web: certificate: %w", err)
+		}
+		s.tls = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
 	var err error
 	if s.pages, err = parsePages(); err != nil {
 		return nil, err
@@ -137,14 +145,9 @@ func (s *Server) Serve(ctx context.Context) error {
 func (s *Server) ServeListener(ctx context.Context, ln net.Listener) error {
 	hs := &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
 		BaseContext: func(net.Listener) context.Context { return ctx }}
-	if s.o.TLS() {
-		cert, err := tls.LoadX509KeyPair(s.o.CertFile, s.o.KeyFile)
-		if err != nil {
-			ln.Close()
-			return fmt.Errorf("web: certificate: %w", err)
-		}
-		hs.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-		ln = tls.NewListener(ln, hs.TLSConfig)
+	if s.tls != nil {
+		hs.TLSConfig = s.tls
+		ln = tls.NewListener(ln, s.tls)
 	}
 	go s.sweep(ctx)
 	go func() {
