@@ -289,6 +289,21 @@ func TestReadOnlyUserRefused(t *testing.T) {
 		t.Fatalf("the refused actions changed the leaves: %+v", ls)
 	}
 
+	// On a phone's screen the page does not widen beyond it (the tables
+	// scroll in their own region), and from the keyboard the first stop is
+	// the way past the menu.
+	do(t, ctx, chromedp.EmulateViewport(390, 844), chromedp.Navigate(env.url+"/"))
+	waitText(t, ctx, "#live", 10*time.Second, contains(vmIdle))
+	fits, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`document.documentElement.scrollWidth <= window.innerWidth`))
+	if err != nil || !fits {
+		t.Errorf("the overview is wider than a phone's screen (%v)", err)
+	}
+	do(t, ctx, chromedp.KeyEvent("\t"))
+	if first := text(t, ctx, ":focus"); first != "Skip to content" {
+		t.Errorf("the first Tab stop reads %q", first)
+	}
+	do(t, ctx, chromedp.EmulateReset())
+
 	// Log out: back to the form, and the pages are closed to this browser.
 	click(t, ctx, `form.logout button`)
 	waitText(t, ctx, "main", 10*time.Second, contains("Log in"))
