@@ -46,8 +46,9 @@ func runAgent(args []string) error {
 		Store: store, Log: log, Workers: cfg.Workers,
 		Nightly: cfg.nightly(), MaxConcurrentPerHost: cfg.MaxConcurrentPerHost,
 		Limits: limits, NodeTimeout: cfg.NodeTimeout, LeaseTTL: cfg.LeaseTTL,
-		OnWrite:      func(w fsm.Write) { m.Write(string(w.To), w.ReturnValue) },
-		OnWatchError: func(error) { m.WatchReconnect() },
+		OnWrite:          func(w fsm.Write) { m.Write(string(w.To), w.ReturnValue) },
+		OnWatchError:     func(error) { m.WatchReconnect() },
+		OnReconcileError: func(kind string) { m.ReconcileError(kind) },
 	})
 	m = metrics.NewControl(reg, ctl.Cache(), store.Tree)
 	m.Nightly(reg, func() map[string]uint64 {

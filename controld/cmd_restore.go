@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -66,44 +67,32 @@ func runRestore(args []string) error {
 		ctx, cf = context.WithTimeout(ctx, *timeout)
 		defer cf()
 	}
-	if _, err := control.StartRestore(store, vm, leaf, time.Now()); err != nil {
-		return err
-	}
 	fmt.Printf("%s: fetching the XML and directory entries of backup %s\n", vm, leaf)
-	l, err := followUntil(ctx, store, dn, "unretainedSmallFiles", "finished")
-	if err != nil {
-		return err
-	}
-	if l.Mode != "unretainedSmallFiles" || l.ReturnValue != 0 {
-		return fmt.Errorf("fetching the small files failed with %d (%s)", l.ReturnValue, ldapschema.ReturnCode(l.ReturnValue))
-	}
-	e, err := store.Get(dn, "*")
-	if err != nil {
-		return err
-	}
-	fmt.Println("\nWhat the restore changes:")
-	for _, d := range control.RestoreDiff(l, e) {
-		fmt.Println("  " + d)
-	}
-	if !*yes {
-		ok, err := confirm(os.Stdin, os.Stdout, fmt.Sprintf("\nReplace %s by its backup %s? The running VM is stopped; this cannot be undone [y/N] ", vm, leaf))
-		if err != nil || !ok {
-			if cerr := control.CancelRestore(store, dn, time.Now()); cerr != nil {
-				return fmt.Errorf("cancelling: %w", cerr)
+	var last string
+	err = control.Restore(ctx, store, vm, leaf, control.RestoreSteps{
+		Progress: func(l ldapschema.Leaf) {
+			if l.Mode != last {
+				fmt.Printf("%s %s %-22s rv=%d\n", time.Now().UTC().Format("15:04:05.000"), l.Name, l.Mode, l.ReturnValue)
 			}
-			fmt.Println("cancelled; the VM is untouched")
-			return err
-		}
+			last = l.Mode
+		},
+		Decide: func(diff []string) (bool, error) {
+			fmt.Println("\nWhat the restore changes:")
+			for _, d := range diff {
+				fmt.Println("  " + d)
+			}
+			if *yes {
+				return true, nil
+			}
+			return confirm(os.Stdin, os.Stdout, fmt.Sprintf("\nReplace %s by its backup %s? The running VM is stopped; this cannot be undone [y/N] ", vm, leaf))
+		},
+	})
+	if errors.Is(err, control.ErrRestoreCancelled) {
+		fmt.Println("cancelled; the VM is untouched")
+		return nil
 	}
-	if err := control.ContinueRestore(store, dn); err != nil {
-		return err
-	}
-	l, err = followUntil(ctx, store, dn, "finished")
 	if err != nil {
 		return err
-	}
-	if l.ReturnValue != 0 {
-		return fmt.Errorf("restore failed with %d (%s)", l.ReturnValue, ldapschema.ReturnCode(l.ReturnValue))
 	}
 	fmt.Printf("%s restored from %s\n", vm, leaf)
 	return nil
@@ -125,37 +114,6 @@ func listRestorable(w io.Writer, store *ldapschema.Store, vm string) error {
 		return fmt.Errorf("%s has no finished, successful backup", vm)
 	}
 	return nil
-}
-
-// followUntil prints the leaf's mode changes until it reaches one of modes.
-func followUntil(ctx context.Context, store *ldapschema.Store, dn string, modes ...string) (ldapschema.Leaf, error) {
-	want := map[string]bool{}
-	for _, m := range modes {
-		want[m] = true
-	}
-	var last ldapschema.Leaf
-	fctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	err := store.Watch(fctx, ldapschema.WatchOptions{
-		Base: dn, Filter: "(objectClass=" + ldapschema.ClassProvisioning + ")", Attrs: []string{"*"},
-	}, func(ev ldapschema.Event) {
-		if ev.Kind != ldapschema.EventPut {
-			return
-		}
-		l, err := ldapschema.ParseLeaf(store.Tree, ev.Entry)
-		if err != nil || l.Mode == last.Mode {
-			return
-		}
-		last = l
-		fmt.Printf("%s %s %-22s rv=%d\n", time.Now().UTC().Format("15:04:05.000"), l.Name, l.Mode, l.ReturnValue)
-		if want[l.Mode] {
-			cancel()
-		}
-	})
-	if ctx.Err() != nil {
-		return last, ctx.Err()
-	}
-	return last, err
 }
 
 func confirm(in io.Reader, out io.Writer, question string) (bool, error) {

@@ -42,7 +42,7 @@ func TestRefusedRestoreKeepsBackupRestorable(t *testing.T) {
 		var ws []Write
 		switch {
 		case m.IsDone():
-			ws = Reconcile([]Leaf{l}, "20121002T010000Z")
+			ws = Reconcile([]Leaf{l}, Facts{Now: mustTime("20121002T010000Z"), Slots: NoCap})
 		default:
 			if l.Mode.IsRequest() {
 				l.State = Pending

@@ -39,14 +39,15 @@ func Overdue(l Leaf, now, since time.Time, limits Limits, rc int) (Write, bool) 
 }
 
 // Fail is the control side ending a leaf that cannot go on (a deadline, a
-// host that stopped renewing its lease): a backup fails with rc; a restore
-// step records its failure and leaves the backup's own outcome as it was.
+// host that stopped renewing its lease): a backup fails with rc and the
+// reason as its Note (the node left no word of its own); a restore step
+// records its failure and leaves the backup's own outcome as it was.
 func Fail(l Leaf, rc int, stamp, reason string) Write {
 	if l.Mode.isRestoreStep() {
 		return closeRestore(l, RestoreFailed, rc, stamp, reason)
 	}
 	return Write{
 		Key: l.Key, From: l.Mode, To: Finished, State: stamp, ReturnValue: intp(rc),
-		Backup: intp(rc), Reason: reason,
+		Backup: intp(rc), Reason: reason, Note: reason,
 	}
 }

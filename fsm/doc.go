@@ -12,8 +12,12 @@
 // The control side's loop, for each batch of leaves (same Name, same Host):
 //
 //	for _, batch := range fsm.Batches(readLeaves()) {
-//		for _, w := range fsm.Reconcile(batch, fsm.FormatTime(now)) {
+//		facts := fsm.Facts{Now: now, Limits: limits, HostGone: gone(host), Slots: free(host)}
+//		for _, w := range fsm.Reconcile(batch, facts) {
 //			applyCAS(w) // a lost race is not an error: the re-read decides
+//		}
+//		if at, ok := fsm.Wake(batch, facts); ok {
+//			lookAgainAt(at)
 //		}
 //	}
 //
@@ -28,10 +32,12 @@
 // Callers must follow these rules; the workflow is only safe with all of them.
 //
 //  1. Every Write is applied as a compare-and-swap on sstProvisioningMode:
-//     only if the mode is still Write.From. In LDAP that is one modify that
-//     deletes the old value and adds the new one (the delete fails with
-//     noSuchAttribute if another writer got there first); a Remove is a
-//     delete carrying an assertion control on the mode.
+//     only if the mode is still Write.From (and the State still
+//     Write.IfState, where set). In LDAP that is one modify, or for a Remove
+//     one delete, carrying an assertion control on the mode (RFC 4528): it
+//     fails with assertionFailed if another writer got there first.
+//     ldapschema (workflow.go) is the one translator from a Write to that
+//     operation and from an entry to a Leaf.
 //  2. The node writes the "-ing" mode (Claim) before it touches the VM. If the
 //     swap fails it does nothing: someone else claimed or closed the leaf.
 //  3. The node writes the "-ed" mode, the State stamp and the ReturnValue in
@@ -50,8 +56,12 @@
 //  9. Operators' hand edits are checked with Check(Operator, ...) and swapped
 //     like any other write; StartRestore, ContinueRestore and CancelRestore
 //     build the restore's.
-//  10. Stamps and now are the caller's (FormatTime); Overdue measures from
-//     when the mode was written (modifyTimestamp), not from State.
+//  10. Stamps and now are the caller's (Facts.Now, FormatTime). Deadlines
+//     (Limits) count from Leaf.Since, when the caller saw the leaf enter its
+//     mode by its own clock, never from State; Reconcile gives up on a leaf
+//     past its deadline, or on every waiting leaf of a host that stopped
+//     renewing its lease (Facts.HostGone), with Fail, and Wake says when to
+//     look again.
 //  11. "Is this VM busy?" has one answer, Busy: every backup and restore mode,
 //     not finished and not the delete modes. A backup starts only when
 //     BackupMayStart agrees; a restore starts, and the node runs each restore
@@ -62,4 +72,15 @@
 //     the backup's value is also kept in Write.Backup, a record restores do
 //     not touch. Callers store both records with every Write that has them
 //     (ldapschema says where) and read them back into Leaf.
+//  13. A host's cap counts the leaves that HoldsSlot, across its batches;
+//     the caller passes the free slots (Facts.Slots) and Reconcile hands them
+//     out in VM order. Initialized leaves waiting for a slot do not hold their
+//     batch's merges back. A snapshot request the caller wrote and has not
+//     read back yet counts as written.
+//  14. Retention is Expire: of a VM's leaves, keep the n newest good backups
+//     and failed leaves only while newer than the oldest kept; never delete a
+//     leaf being restored or whose backup's outcome is unknown.
+//
+// The transcripts in testdata/ show each rule at work, one file a rule or
+// two (deadlines.txt, host_cap.txt, retention.txt, busy.txt, ...).
 package fsm

@@ -2,7 +2,6 @@ package fsm
 
 import (
 	"errors"
-	"fmt"
 	"math/rand"
 	"reflect"
 	"sync"
@@ -152,7 +151,7 @@ func TestClaimAndComplete(t *testing.T) {
 		t.Error("claimed a claim")
 	}
 	w, ok := Claim(Leaf{Key: "k", Mode: Retain, State: Pending})
-	want := Write{Key: "k", From: Retain, To: Retaining, Reason: "claimed"}
+	want := Write{Key: "k", From: Retain, To: Retaining, IfState: Pending, Reason: "claimed"}
 	if !ok || !reflect.DeepEqual(w, want) {
 		t.Errorf("Claim = %+v, %v", w, ok)
 	}
@@ -235,9 +234,10 @@ func TestConverges(t *testing.T) {
 			}
 			state := snapshot()
 			checkInvariants(t, plan, state)
-			stamp := fmt.Sprintf("20121002T01%04dZ", round)
-			ws := Reconcile(state, stamp)
-			if again := Reconcile(state, stamp); !reflect.DeepEqual(ws, again) {
+			f := Facts{Now: mustTime("20121002T010000Z").Add(time.Duration(round) * time.Second), Slots: NoCap}
+			stamp := FormatTime(f.Now)
+			ws := Reconcile(state, f)
+			if again := Reconcile(state, f); !reflect.DeepEqual(ws, again) {
 				t.Fatalf("plan %09b: not deterministic", plan)
 			}
 			waiting := false
@@ -330,6 +330,34 @@ func TestOverdueLimitsOnlyWaitingModes(t *testing.T) {
 			}
 		} else if *w.ReturnValue != 1 || *w.Backup != 1 {
 			t.Errorf("Overdue(%s) = %v", m, w)
+		}
+	}
+}
+
+// TestTableMachines reads the table a second way, through the looplab
+// machine of each side, and checks that Check agrees on every pair of modes.
+func TestTableMachines(t *testing.T) {
+	all := append([]Mode{Absent}, Modes()...)
+	for _, side := range []Side{Control, Node, Operator} {
+		m := machines[side]
+		if m == nil {
+			t.Fatalf("no machine for %s", side)
+		}
+		n := 0
+		for _, from := range all {
+			for _, to := range all {
+				m.SetState(stateName(from))
+				can := m.Can(stateName(to))
+				if ok := Check(side, from, to) == nil; ok != can {
+					t.Errorf("%s %s -> %s: Check says %v, looplab %v", side, from, to, ok, can)
+				}
+				if can {
+					n++
+				}
+			}
+		}
+		if n == 0 {
+			t.Errorf("%s may write nothing", side)
 		}
 	}
 }

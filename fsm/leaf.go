@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"errors"
 	"fmt"
 	"sort"
 	"strconv"
@@ -8,17 +9,39 @@ import (
 	"time"
 )
 
-// Pending is the State of a request the node has not answered yet.
+// Pending is the State of a request the node has not answered yet
+// (sstProvisioningState "0"); an answered step's State is a stamp.
 const Pending = "0"
 
-// TimeLayout is the form of leaf names and State stamps: UTC, ISO 8601 basic.
+// TimeLayout is the form of leaf names (ou=20121002T010000Z) and State
+// stamps: ISO 8601 basic format, always UTC.
 const TimeLayout = "20060102T150405Z"
 
-// FormatTime formats t (in UTC) as a leaf name or State stamp.
+// FormatTime renders t in UTC as TimeLayout. Sub-second parts are dropped.
 func FormatTime(t time.Time) string { return t.UTC().Format(TimeLayout) }
 
-// ParseTime reads a leaf name or State stamp.
-func ParseTime(s string) (time.Time, error) { return time.Parse(TimeLayout, s) }
+// ErrBadTime is wrapped by ParseTime's errors.
+var ErrBadTime = errors.New("not a time of the form YYYYMMDDThhmmssZ")
+
+// ParseTime reads a TimeLayout value strictly: exactly 16 characters, digits
+// where digits belong and a real calendar date. The result is in UTC.
+func ParseTime(s string) (time.Time, error) {
+	if len(s) != len(TimeLayout) {
+		return time.Time{}, fmt.Errorf("fsm: time %q: %w", s, ErrBadTime)
+	}
+	for i := 0; i < len(s); i++ {
+		c, l := s[i], TimeLayout[i]
+		digit := l >= '0' && l <= '9'
+		if digit && (c < '0' || c > '9') || !digit && c != l {
+			return time.Time{}, fmt.Errorf("fsm: time %q: %w", s, ErrBadTime)
+		}
+	}
+	t, err := time.Parse(TimeLayout, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("fsm: time %q: %w: %v", s, ErrBadTime, err)
+	}
+	return t.UTC(), nil
+}
 
 // Leaf is one backup iteration of one VM as read from the directory.
 type Leaf struct {
@@ -39,6 +62,9 @@ type Leaf struct {
 	Backup *int
 	// LastRestore is the record of the leaf's last restore, or nil.
 	LastRestore *RestoreOutcome
+	// Since is when the control side saw the leaf enter its mode, by its own
+	// clock; deadlines count from it (rule 10). Zero where no deadline applies.
+	Since time.Time
 }
 
 // ReturnWrongState is the return value the control side writes when an answer
@@ -68,7 +94,15 @@ type Write struct {
 	// nil leaves them as they are.
 	Backup      *int
 	LastRestore *RestoreOutcome
-	Reason      string
+	// IfState narrows the compare-and-swap to a leaf whose State is still
+	// IfState (a claim takes only a pending request); "" is any State.
+	IfState string
+	// Reason says why, for logs and transcripts.
+	Reason string
+	// Note is what the leaf itself should tell its reader about a failure
+	// the control side decided (a deadline, a vanished host): the node left
+	// no word. ldapschema says where it is kept.
+	Note string
 }
 
 // Check checks w against the table for side.
@@ -93,8 +127,14 @@ func (w Write) String() string {
 	if w.LastRestore != nil {
 		fmt.Fprintf(&b, " restore=[%s]", w.LastRestore)
 	}
+	if w.IfState != "" {
+		fmt.Fprintf(&b, " if-state=%s", w.IfState)
+	}
 	if w.Reason != "" {
 		fmt.Fprintf(&b, " (%s)", w.Reason)
+	}
+	if w.Note != "" && w.Note != w.Reason {
+		fmt.Fprintf(&b, " note=%q", w.Note)
 	}
 	return b.String()
 }
@@ -142,6 +182,9 @@ func StartRestore(l Leaf, vmLeaves []Leaf, stamp string) (Write, error) {
 	if rc, ok := l.BackupOutcome(); ok && l.Backup == nil {
 		w.Backup = intp(rc)
 	}
+	// Only the finished leaf that was read: a restore closed and started
+	// again meanwhile has another State, and its outcome must be seen first.
+	w.IfState = l.State
 	return w, nil
 }
 

@@ -11,10 +11,11 @@ func Claim(l Leaf) (w Write, ok bool) {
 		return Write{}, false
 	}
 	return Write{
-		Key:    l.Key,
-		From:   l.Mode,
-		To:     l.Mode.Running(),
-		Reason: "claimed",
+		Key:     l.Key,
+		From:    l.Mode,
+		To:      l.Mode.Running(),
+		IfState: Pending,
+		Reason:  "claimed",
 	}, true
 }
 

@@ -92,7 +92,8 @@ type sim struct {
 	t      *testing.T
 	pos    string
 	leaves map[string]*Leaf
-	last   []Write // the writes of the last dry reconcile, for `apply`
+	last   []Write   // the writes of the last dry reconcile, for `apply`
+	now    time.Time // the last stamp= seen: when applied writes change a mode
 }
 
 type args map[string]string
@@ -142,6 +143,46 @@ func (s *sim) when(v string) time.Time {
 		s.fatalf("%v", err)
 	}
 	return tm
+}
+
+// limits reads mode:duration,... ("" is none).
+func (s *sim) limits(v string) Limits {
+	if v == "" {
+		return nil
+	}
+	limits := Limits{}
+	for _, kv := range strings.Split(v, ",") {
+		m, d, _ := strings.Cut(kv, ":")
+		dur, err := time.ParseDuration(d)
+		if err != nil {
+			s.fatalf("%v", err)
+		}
+		limits[s.mode(m)] = dur
+	}
+	return limits
+}
+
+// holding counts host's leaves that hold one of its slots, as controld
+// counts them for Facts.Slots.
+func (s *sim) holding(host string) int {
+	n := 0
+	for _, l := range s.leaves {
+		if l.Host == host && HoldsSlot(l.Mode) {
+			n++
+		}
+	}
+	return n
+}
+
+// ofVM is vm's leaves, in sorted order.
+func (s *sim) ofVM(vm string) []Leaf {
+	var out []Leaf
+	for _, l := range s.sorted() {
+		if l.VM == vm {
+			out = append(out, l)
+		}
+	}
+	return out
 }
 
 func key(vm, name string) string { return vm + "/" + name }
@@ -199,6 +240,9 @@ func (s *sim) apply(w Write, tmpl Leaf) string {
 	if cur != w.From {
 		return fmt.Sprintf("conflict: %s is %s, not %s", w.Key, cur, w.From)
 	}
+	if l := s.leaves[w.Key]; w.IfState != "" && l != nil && l.State != w.IfState {
+		return fmt.Sprintf("conflict: %s has state %s, not %s", w.Key, l.State, w.IfState)
+	}
 	if w.Remove {
 		delete(s.leaves, w.Key)
 		return ""
@@ -207,6 +251,9 @@ func (s *sim) apply(w Write, tmpl Leaf) string {
 	if l == nil {
 		l = &tmpl
 		s.leaves[w.Key] = l
+	}
+	if l.Mode != w.To {
+		l.Since = s.now
 	}
 	l.Mode = w.To
 	if w.State != "" {
@@ -244,6 +291,9 @@ func (s *sim) run(cmd string) string {
 		a[k] = v
 	}
 	_, dry := a["dry"]
+	if st, ok := a["stamp"]; ok {
+		s.now = s.when(st)
+	}
 	var out []string
 	switch fields[0] {
 	case "leaf":
@@ -256,6 +306,7 @@ func (s *sim) run(cmd string) string {
 			l.State = Pending
 		}
 		l.State = a.or("state", l.State)
+		l.Since = s.when(a.or("since", name))
 		if rv := a.or("rv", "0"); rv == "none" {
 			l.ReturnMissing = true
 		} else {
@@ -285,16 +336,27 @@ func (s *sim) run(cmd string) string {
 		}
 
 	case "reconcile":
+		// reconcile stamp=T [limits=mode:dur,...] [rc=N] [gone=host,...] [cap=N]
 		stamp := a.need(s, "stamp")
+		f := Facts{Now: s.when(stamp), Limits: s.limits(a.or("limits", "")),
+			TimeoutCode: s.num(a.or("rc", "1")), Slots: NoCap}
+		gone := map[string]bool{}
+		for _, h := range strings.Split(a.or("gone", ""), ",") {
+			gone[h] = h != ""
+		}
 		s.last = nil
 		for _, batch := range Batches(s.sorted()) {
-			ws := Reconcile(batch, stamp)
+			f.HostGone = gone[batch[0].Host]
+			if c, ok := a["cap"]; ok {
+				f.Slots = s.num(c) - s.holding(batch[0].Host)
+			}
+			ws := Reconcile(batch, f)
 			// Level-triggered: the same leaves in any order give the same writes.
 			rev := append([]Leaf(nil), batch...)
 			for i, j := 0, len(rev)-1; i < j; i, j = i+1, j-1 {
 				rev[i], rev[j] = rev[j], rev[i]
 			}
-			if again := Reconcile(rev, stamp); !reflect.DeepEqual(ws, again) {
+			if again := Reconcile(rev, f); !reflect.DeepEqual(ws, again) {
 				s.t.Errorf("%s: Reconcile is not deterministic:\n%v\n%v", s.pos, ws, again)
 			}
 			for _, w := range ws {
@@ -304,9 +366,26 @@ func (s *sim) run(cmd string) string {
 				s.last = append(s.last, w)
 				s.emit(&out, w, Leaf{}, dry)
 			}
+			if at, ok := Wake(batch, f); ok && !dry {
+				out = append(out, fmt.Sprintf("wake %s %s at %s", batch[0].Host, batch[0].Name, FormatTime(at)))
+			}
 		}
 		if len(out) == 0 {
 			out = append(out, "no writes")
+		}
+
+	case "retain":
+		// retain vm=V n=N stamp=T: retention's writes for one VM, applied.
+		vm := a.need(s, "vm")
+		same := s.ofVM(vm)
+		for _, w := range Expire(same, s.num(a.need(s, "n")), a.need(s, "stamp")) {
+			if err := w.Check(Control); err != nil {
+				s.t.Errorf("%s: Expire wrote an edge the table refuses: %v", s.pos, err)
+			}
+			s.emit(&out, w, Leaf{}, dry)
+		}
+		if len(out) == 0 {
+			out = append(out, "nothing expired")
 		}
 
 	case "apply":
@@ -359,12 +438,7 @@ func (s *sim) run(cmd string) string {
 
 	case "start-restore":
 		l := s.leaf(a, a.need(s, "vm"))
-		var same []Leaf
-		for _, o := range s.sorted() {
-			if o.VM == l.VM {
-				same = append(same, o)
-			}
-		}
+		same := s.ofVM(l.VM)
 		w, err := StartRestore(l, same, a.need(s, "stamp"))
 		if err != nil {
 			out = append(out, "error: "+err.Error())
@@ -403,12 +477,7 @@ func (s *sim) run(cmd string) string {
 
 	case "may-backup":
 		vm := a.need(s, "vm")
-		var same []Leaf
-		for _, o := range s.sorted() {
-			if o.VM == vm {
-				same = append(same, o)
-			}
-		}
+		same := s.ofVM(vm)
 		if err := BackupMayStart(same); err != nil {
 			out = append(out, "no: "+err.Error())
 		} else {
@@ -428,15 +497,7 @@ func (s *sim) run(cmd string) string {
 
 	case "overdue":
 		l := s.leaf(a, a.need(s, "vm"))
-		limits := Limits{}
-		for _, kv := range strings.Split(a.need(s, "limits"), ",") {
-			m, d, _ := strings.Cut(kv, ":")
-			dur, err := time.ParseDuration(d)
-			if err != nil {
-				s.fatalf("%v", err)
-			}
-			limits[s.mode(m)] = dur
-		}
+		limits := s.limits(a.need(s, "limits"))
 		since, now := s.when(a.need(s, "since")), s.when(a.need(s, "now"))
 		if at, ok := Deadline(l, since, limits); ok {
 			out = append(out, "deadline "+FormatTime(at))

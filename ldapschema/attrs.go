@@ -92,9 +92,6 @@ const (
 
 // Attribute values with a fixed meaning on the wire.
 const (
-	// StatePending is sstProvisioningState while a request waits for its answer;
-	// once answered the state is a UTC timestamp (TimeLayout).
-	StatePending = "0"
 	// LDAP Boolean syntax is upper case.
 	ValueTrue  = "TRUE"
 	ValueFalse = "FALSE"

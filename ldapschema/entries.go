@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/go-ldap/ldap/v3"
+
+	"github.com/stoneycloud/stoney-conductor/fsm"
 )
 
 // Sentinels for what is wrong with directory content. Callers map them to
@@ -35,9 +37,11 @@ type Leaf struct {
 	Name string // the ou, a TimeLayout time (when the backup was planned)
 
 	Mode          string // sstProvisioningMode
-	State         string // StatePending or a TimeLayout time
+	State         string // fsm.Pending or a TimeLayout time
 	ExecutionDate int64
 	ReturnValue   int
+	// ReturnMissing: the entry has no sstProvisioningReturnValue (fsm.Leaf's).
+	ReturnMissing bool
 	ExecutionTime []string // e.g. "snapshot: 5.108"
 
 	// Backup and LastRestore are the leaf's records (records.go), nil if absent.
@@ -74,17 +78,19 @@ func ParseLeaf(t Tree, e *ldap.Entry) (Leaf, error) {
 		return Leaf{}, err
 	}
 	l.ReturnValue = int(rv)
+	_, has := entryValue(e, AttrReturnValue)
+	l.ReturnMissing = !has
 	return l, nil
 }
 
 // Time is when the backup was planned, from the leaf's name.
 func (l Leaf) Time() time.Time {
-	t, _ := ParseTime(l.Name) // checked by ParseLeaf
+	t, _ := fsm.ParseTime(l.Name) // checked by ParseLeaf
 	return t
 }
 
 // Pending reports whether the leaf's mode is a request not yet answered.
-func (l Leaf) Pending() bool { return l.State == StatePending }
+func (l Leaf) Pending() bool { return l.State == fsm.Pending }
 
 // Code is the leaf's return value as a ReturnCode.
 func (l Leaf) Code() ReturnCode { return ReturnCode(l.ReturnValue) }

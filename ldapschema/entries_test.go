@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/go-ldap/ldap/v3"
+
+	"github.com/stoneycloud/stoney-conductor/fsm"
 )
 
 // designEntries reads the design's Step 00/01 fixture: config, then leaf.
@@ -66,13 +68,13 @@ func TestLeafFromDesign(t *testing.T) {
 	if !reflect.DeepEqual(l, want) {
 		t.Fatalf("ParseLeaf =\n%+v\nwant\n%+v", l, want)
 	}
-	if l.Pending() || l.Code() != RCSuccess || FormatTime(l.Time()) != "20121002T010000Z" {
+	if l.Pending() || l.Code() != RCSuccess || fsm.FormatTime(l.Time()) != "20121002T010000Z" {
 		t.Errorf("Pending %v, Code %v, Time %v", l.Pending(), l.Code(), l.Time())
 	}
 }
 
 func TestLeafRoundTrip(t *testing.T) {
-	req := NewLeafAddRequest(testTree, "kvm-005", "20121002T010000Z", "initialize", StatePending)
+	req := NewLeafAddRequest(testTree, "kvm-005", "20121002T010000Z", "initialize", fsm.Pending)
 	if req.DN != testTree.Leaf("kvm-005", "20121002T010000Z") {
 		t.Fatalf("DN = %q", req.DN)
 	}

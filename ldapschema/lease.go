@@ -140,7 +140,7 @@ func (l *Lease) Acquire(now time.Time) (bool, LeaseRecord, error) {
 	old := e.GetAttributeValue(AttrDescription)
 	assert := "(!(" + AttrDescription + "=*))"
 	if old != "" {
-		assert = "(" + AttrDescription + "=" + ldap.EscapeFilter(old) + ")"
+		assert = equalityFilter(AttrDescription, old)
 	}
 	err = l.Store.Update(l.DN, assert, map[string][]string{AttrDescription: {next}})
 	if errors.Is(err, ErrConflict) {
@@ -159,7 +159,7 @@ func (l *Lease) Release() error {
 	if l.held == "" {
 		return nil
 	}
-	err := l.Store.Update(l.DN, "("+AttrDescription+"="+ldap.EscapeFilter(l.held)+")",
+	err := l.Store.Update(l.DN, equalityFilter(AttrDescription, l.held),
 		map[string][]string{AttrDescription: nil})
 	l.held = ""
 	if errors.Is(err, ErrConflict) {

@@ -97,3 +97,29 @@ func ParseRestoreRecord(desc []string) *RestoreRecord {
 func (r RestoreRecord) String() string {
 	return strings.TrimPrefix(FormatRestoreRecord(r), LastRestorePrefix)
 }
+
+// RestoreDiffPrefix starts the description values in which the node
+// publishes what a restore would change (after unretainSmallFiles), for the
+// operator to decide on: first how many, then one value a difference.
+const RestoreDiffPrefix = "restore: "
+
+// FormatRestoreDiff renders a restore's differences as description values.
+func FormatRestoreDiff(diff []string) []string {
+	out := []string{fmt.Sprintf("%s%d difference(s)", RestoreDiffPrefix, len(diff))}
+	for _, d := range diff {
+		out = append(out, RestoreDiffPrefix+d)
+	}
+	return out
+}
+
+// ParseRestoreDiff returns the published differences, the count first, as
+// FormatRestoreDiff wrote them; nil if none are published.
+func ParseRestoreDiff(desc []string) []string {
+	var out []string
+	for _, v := range desc {
+		if d, ok := strings.CutPrefix(v, RestoreDiffPrefix); ok {
+			out = append(out, d)
+		}
+	}
+	return out
+}

@@ -403,10 +403,7 @@ type ModeChange struct {
 
 // ChangeMode applies c atomically; ErrConflict if the leaf is no longer in c.From.
 func (s *Store) ChangeMode(c ModeChange) error {
-	assert := "(" + AttrMode + "=" + ldap.EscapeFilter(c.From) + ")"
-	if c.FromState != "" {
-		assert = "(&" + assert + "(" + AttrState + "=" + ldap.EscapeFilter(c.FromState) + "))"
-	}
+	assert := modeAssertion(c.From, c.FromState)
 	rep := map[string][]string{AttrMode: {c.To}}
 	if c.State != "" {
 		rep[AttrState] = []string{c.State}

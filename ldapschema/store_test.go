@@ -12,6 +12,7 @@ import (
 
 	"github.com/go-ldap/ldap/v3"
 
+	"github.com/stoneycloud/stoney-conductor/fsm"
 	"github.com/stoneycloud/stoney-conductor/internal/testenv"
 	"github.com/stoneycloud/stoney-conductor/ldapschema"
 )
@@ -62,7 +63,7 @@ func TestChangeModeRace(t *testing.T) {
 	s := startSlapd(t)
 	st := dial(t, s, s.URL)
 	for round := 0; round < 20; round++ {
-		dn := addLeaf(t, st, "vm-race", ldapschema.FormatTime(time.Date(2024, 1, 1, 0, 0, round, 0, time.UTC)), "snapshot")
+		dn := addLeaf(t, st, "vm-race", fsm.FormatTime(time.Date(2024, 1, 1, 0, 0, round, 0, time.UTC)), "snapshot")
 		var wg sync.WaitGroup
 		var mu sync.Mutex
 		wins, conflicts := 0, 0

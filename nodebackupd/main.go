@@ -140,7 +140,7 @@ func run(cfgPath string) int {
 	}
 	agent := node.New(node.Options{Node: cfg.Node, Store: store, Hypervisor: hv, Log: log, Workers: cfg.Workers, LeaseTTL: cfg.LeaseTTL,
 		StateDir: cfg.StateDir, Seam: seam,
-		OnStep: m.Step, OnWatchError: func(error) { m.WatchReconnect() }})
+		OnStep: m.Step, OnWatchError: func(error) { m.WatchReconnect() }, OnReconcileError: m.ReconcileError})
 	if err := agent.Run(ctx); err != nil {
 		log.WithError(err).Error("stopped")
 		return 1

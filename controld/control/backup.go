@@ -29,7 +29,7 @@ var ErrUnknownVM = errors.New("no such VM in the directory")
 // initialize, as the seed's Step 01. All get the same name, so the VMs of one
 // host form one batch: all snapshotted first, then merged and retained in turn.
 func StartBackups(store *ldapschema.Store, vms []string, now time.Time) (string, []Started) {
-	name := ldapschema.FormatTime(now)
+	name := fsm.FormatTime(now)
 	out := make([]Started, 0, len(vms))
 	for _, vm := range vms {
 		dn, err := startBackup(store, vm, name)
@@ -54,16 +54,17 @@ func startBackup(store *ldapschema.Store, vm, name string) (string, error) {
 	} else if active != "" {
 		return "", fmt.Errorf("%s: %w (%s)", vm, ErrBusy, active)
 	}
-	if err := EnsureBackupEntry(store, vm); err != nil {
+	w, err := fsm.Transition(fsm.Operator, fsm.Leaf{Key: tree.Leaf(vm, name), VM: vm, Name: name}, fsm.Initialize, name)
+	if err != nil {
 		return "", err
 	}
-	if err := store.Add(ldapschema.NewLeafAddRequest(tree, vm, name, string(fsm.Initialize), name)); err != nil {
+	if err := store.Write(w, nil, nil); err != nil {
 		if errors.Is(err, ldapschema.ErrConflict) {
 			return "", fmt.Errorf("%s: a leaf %s exists already", vm, name)
 		}
 		return "", err
 	}
-	return tree.Leaf(vm, name), nil
+	return w.Key, nil
 }
 
 // ActiveLeaf returns the DN of a leaf of vm that holds the VM (fsm.Busy), or "".
@@ -84,27 +85,14 @@ func ActiveLeaf(store *ldapschema.Store, vm string) (string, error) {
 	return "", nil
 }
 
-// EnsureBackupEntry creates the VM's ou=backup container when it is missing
-// (the config may come from the pool or the global entry).
-func EnsureBackupEntry(store *ldapschema.Store, vm string) error {
-	dn := store.Tree.VMBackup(vm)
-	if _, err := store.Get(dn, "1.1"); err == nil {
-		return nil
-	} else if !errors.Is(err, ldapschema.ErrNotFound) {
-		return err
-	}
-	req := ldap.NewAddRequest(dn, nil)
-	req.Attribute(ldapschema.AttrObjectClass, []string{"top", ldapschema.ClassOrganizationalUnit})
-	req.Attribute(ldapschema.AttrOU, []string{"backup"})
-	if err := store.Add(req); err != nil && !errors.Is(err, ldapschema.ErrConflict) {
-		return err
-	}
-	return nil
-}
-
 // Follow reports every change of the given leaves until each is finished (or
 // gone), or ctx is done. fn runs on the watch goroutine.
 func Follow(ctx context.Context, store *ldapschema.Store, dns []string, fn func(ldapschema.Leaf)) error {
+	return FollowUntil(ctx, store, dns, func(l ldapschema.Leaf) bool { return l.Mode == string(fsm.Finished) }, fn)
+}
+
+// FollowUntil is Follow until done says a leaf got where its reader waits.
+func FollowUntil(ctx context.Context, store *ldapschema.Store, dns []string, done func(ldapschema.Leaf) bool, fn func(ldapschema.Leaf)) error {
 	want := map[string]bool{}
 	for _, dn := range dns {
 		want[ldapschema.NormalizeDN(dn)] = true
@@ -138,7 +126,7 @@ func Follow(ctx context.Context, store *ldapschema.Store, dns []string, fn func(
 				last[n] = sig
 				fn(l)
 			}
-			if l.Mode == string(fsm.Finished) {
+			if done(l) {
 				delete(want, n)
 			}
 		}

@@ -3,8 +3,6 @@ package control
 import (
 	"context"
 	"errors"
-	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -12,6 +10,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/stoneycloud/stoney-conductor/fsm"
+	"github.com/stoneycloud/stoney-conductor/internal/daemon"
 	"github.com/stoneycloud/stoney-conductor/internal/workqueue"
 	"github.com/stoneycloud/stoney-conductor/ldapschema"
 )
@@ -27,6 +26,9 @@ type Options struct {
 	OnWrite func(w fsm.Write)
 	// OnWatchError is told about every broken watch session (metrics).
 	OnWatchError func(error)
+	// OnReconcileError is told the kind (daemon.KindError, KindPanic,
+	// KindTerminal) of every failed reconcile (metrics); each is logged too.
+	OnReconcileError func(kind string)
 	// Nightly, when set, turns on backups on the directory's schedules,
 	// catch-up of missed runs and retention (see NightlyOptions).
 	Nightly *NightlyOptions
@@ -48,8 +50,9 @@ type Options struct {
 type Controller struct {
 	o     Options
 	tree  ldapschema.Tree
-	cache *ldapschema.Cache
-	queue *workqueue.Queue
+	rt    *daemon.Runtime[queueKey]
+	cache *ldapschema.Cache          // rt's
+	queue *workqueue.Queue[queueKey] // rt's
 	idx   *index
 	sched *Scheduler        // nil unless Options.Nightly
 	limit *hostLimit        // nil unless Options.MaxConcurrentPerHost
@@ -86,12 +89,7 @@ func New(o Options) *Controller {
 	if o.Holder == "" {
 		o.Holder = defaultHolder()
 	}
-	c := &Controller{
-		o:     o,
-		tree:  o.Store.Tree,
-		cache: ldapschema.NewCache(),
-		queue: workqueue.New(workqueue.Options{}),
-	}
+	c := &Controller{o: o, tree: o.Store.Tree}
 	c.idx = newIndex(c.tree)
 	c.seen = map[string]seenRec{}
 	if !o.NoLease {
@@ -103,11 +101,25 @@ func New(o Options) *Controller {
 	if o.MaxConcurrentPerHost > 0 {
 		c.limit = newHostLimit(o.MaxConcurrentPerHost)
 	}
+	background := []func(context.Context){c.watchNodes}
+	if c.sched != nil {
+		background = append(background, c.sched.run)
+	}
+	c.rt = daemon.New(daemon.Options[queueKey]{
+		Store: o.Store, Log: o.Log, Now: o.Now,
+		Lease: c.lease, LeaseLost: ErrLeaseLost,
+		Watch:        ldapschema.WatchOptions{Base: c.tree.Virtualization(), Filter: WatchFilter, Attrs: WatchAttrs},
+		OnWatchError: o.OnWatchError,
+		Keys:         c.onEvent, Reconcile: c.reconcile, Workers: o.Workers,
+		OnReconcileError: o.OnReconcileError,
+		Background:       background,
+	})
+	c.cache, c.queue = c.rt.Cache(), c.rt.Queue()
 	return c
 }
 
 // Cache exposes what the controller sees of the directory. Its entries carry
-// string values only (see compact).
+// string values only.
 func (c *Controller) Cache() *ldapschema.Cache { return c.cache }
 
 // WatchFilter selects the leaves, the VM entries (which host runs a VM, in
@@ -125,51 +137,14 @@ var WatchAttrs = append([]string{
 	ldapschema.AttrVirtualMachine, ldapschema.AttrNode, ldapschema.AttrVirtualMachinePool,
 }, BackupConfigAttrs...)
 
-// Run watches the directory and reconciles until ctx is done.
-func (c *Controller) Run(ctx context.Context) error {
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	if c.lease != nil {
-		if err := c.lease.Wait(ctx, c.o.Now, c.leaseLog); err != nil {
-			return err
-		}
-		defer c.lease.Release()
-		go c.lease.Keep(ctx, c.o.Now, c.leaseLog, func() { cancel(ErrLeaseLost) })
-	}
-	go c.watchNodes(ctx)
-	c.cache.OnEvent(c.onEvent)
-	if c.sched != nil {
-		go c.sched.run(ctx)
-	}
-	go func() {
-		err := c.o.Store.Watch(ctx, ldapschema.WatchOptions{
-			Base:   c.tree.Virtualization(),
-			Filter: WatchFilter,
-			Attrs:  WatchAttrs,
-			OnError: func(err error) {
-				c.o.Log.WithError(err).Warn("directory watch broken, resuming")
-				if c.o.OnWatchError != nil {
-					c.o.OnWatchError(err)
-				}
-			},
-		}, func(ev ldapschema.Event) { c.cache.Apply(compact(ev)) })
-		if err != nil {
-			c.o.Log.WithError(err).Error("watch ended")
-		}
-	}()
-	go func() {
-		<-ctx.Done()
-		c.queue.ShutDown()
-	}()
-	c.queue.Run(ctx, c.o.Workers, c.reconcile)
-	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
-		return err
-	}
-	return nil
-}
+// Run takes controld's lease (unless NoLease), then watches the directory
+// and reconciles until ctx is done or the lease is lost (ErrLeaseLost).
+func (c *Controller) Run(ctx context.Context) error { return c.rt.Run(ctx) }
 
-func (c *Controller) onEvent(ev ldapschema.Event) {
-	var keys []string
+// onEvent returns the batches an event touched; the nightly side queues
+// retention and the per-host cap's batches itself.
+func (c *Controller) onEvent(ev ldapschema.Event) []queueKey {
+	var keys []queueKey
 	switch ev.Kind {
 	case ldapschema.EventPut:
 		keys = c.idx.put(ev.Entry)
@@ -178,20 +153,27 @@ func (c *Controller) onEvent(ev ldapschema.Event) {
 	case ldapschema.EventSynced:
 		keys = c.idx.keys()
 	}
-	for _, k := range keys {
-		c.queue.Add(k)
-	}
 	c.afterEvent(ev, keys)
+	return keys
 }
 
 // reconcile decides for one batch (the leaves of one name on one host) from the
-// leaves as the cache holds them now, and applies the writes as compare-and-swaps.
-func (c *Controller) reconcile(ctx context.Context, key string) error {
-	if vm, ok := retentionVM(key); ok {
-		return c.retain(vm)
+// leaves as the cache holds them now and the facts controld knows (its
+// clock, the node leases, the host's free slots), and applies fsm's writes
+// as compare-and-swaps.
+func (c *Controller) reconcile(ctx context.Context, key queueKey) error {
+	if key.retention {
+		return c.retain(key.vm)
 	}
 	if c.sched != nil && c.sched.held(key) {
 		return nil // the scheduler is still creating this batch and queues it when done
+	}
+	host := key.host
+	f := fsm.Facts{Now: c.o.Now(), Limits: c.o.Limits, TimeoutCode: int(TimeoutCode),
+		HostGone: c.alive.isDead(host), Slots: fsm.NoCap}
+	if c.limit != nil {
+		defer c.limit.lock(host)()
+		f.Slots = c.limit.free(c, host)
 	}
 	var batch []fsm.Leaf
 	for _, dn := range c.idx.members(key) {
@@ -199,213 +181,96 @@ func (c *Controller) reconcile(ctx context.Context, key string) error {
 		if !ok {
 			continue
 		}
-		l, ok := c.fsmLeaf(e, key)
-		if ok {
-			batch = append(batch, l)
+		l, ok := c.leafOf(e, host)
+		if !ok {
+			continue
 		}
+		if c.limit != nil {
+			c.limit.expect(host, &l)
+		}
+		batch = append(batch, l)
 	}
-	batch = c.overdue(key, batch)
 	if len(batch) == 0 {
 		return nil
 	}
-	host, _ := splitKey(key)
-	if c.limit != nil {
-		defer c.limit.lock(host)()
-		batch = c.limit.admit(c, host, batch)
-	}
-	stamp := ldapschema.FormatTime(c.o.Now())
 	var retry error
-	for _, w := range fsm.Reconcile(batch, stamp) {
+	for _, w := range fsm.Reconcile(batch, f) {
 		err := c.apply(w)
 		if err == nil && c.limit != nil && w.To == fsm.Snapshot {
 			c.limit.admitted(host, w.Key)
 		}
 		if err != nil {
 			if errors.Is(err, ldapschema.ErrConflict) || errors.Is(err, ldapschema.ErrNotFound) {
-				// Rule 3: the leaf changed under us; the watch brings the new state.
+				// Rule 7: the leaf changed under us; the watch brings the new state.
 				continue
 			}
 			retry = err
 		}
 	}
+	if at, ok := fsm.Wake(batch, f); ok {
+		c.queue.AddAfter(key, at.Sub(f.Now)+time.Second)
+	}
 	return retry
 }
 
-// changeOf is w as one modify, keeping the leaf's other execution times.
-func (c *Controller) changeOf(w fsm.Write) ldapschema.ModeChange {
-	var exec []string
-	if e, ok := c.cache.Get(w.Key); ok {
-		exec = e.GetAttributeValues(ldapschema.AttrExecutionTime)
-	}
-	return modeChange(w, exec)
-}
-
+// apply writes w through ldapschema, the one translator, against the leaf
+// as the cache holds it.
 func (c *Controller) apply(w fsm.Write) error {
 	log := c.o.Log.WithFields(logrus.Fields{"leaf": w.Key, "from": string(w.From), "to": string(w.To)})
-	var err error
-	if w.Remove {
-		err = c.o.Store.DeleteIf(w.Key, "("+ldapschema.AttrMode+"="+ldap.EscapeFilter(string(w.From))+")")
-		if err == nil {
-			log.Info("leaf removed")
-		}
-	} else {
-		err = c.o.Store.ChangeMode(c.changeOf(w))
-		if err == nil {
-			f := log
-			if w.ReturnValue != nil {
-				f = f.WithField("rc", *w.ReturnValue)
-			}
-			f.Info("mode written")
-		}
-	}
-	if err == nil && c.o.OnWrite != nil {
-		c.o.OnWrite(w)
-	}
-	return err
-}
-
-// fsmLeaf converts a cached leaf entry; leaves with an unknown mode are left alone.
-func (c *Controller) fsmLeaf(e *ldap.Entry, key string) (fsm.Leaf, bool) {
-	mode, err := fsm.ParseMode(e.GetAttributeValue(ldapschema.AttrMode))
+	read, _ := c.cache.Get(w.Key)
+	err := c.o.Store.Write(w, ldapschema.ExecutionTimes(read), nil)
 	if err != nil {
-		c.o.Log.WithField("leaf", e.DN).WithError(err).Debug("leaf with unknown mode ignored")
-		return fsm.Leaf{}, false
+		return err
 	}
-	host, name := splitKey(key)
-	vm, _ := leafVM(c.tree, e.DN)
-	rv, missing := 0, true
-	if v := e.GetAttributeValue(ldapschema.AttrReturnValue); v != "" {
-		rv, missing = atoiOr(v, int(ldapschema.RCUndefined)), false
+	switch {
+	case w.Remove:
+		log.Info("leaf removed")
+	case w.Note != "":
+		log.WithField("reason", w.Reason).Warn("leaf failed by controld")
+	case w.ReturnValue != nil:
+		log.WithField("rc", *w.ReturnValue).Info("mode written")
+	default:
+		log.Info("mode written")
 	}
-	return fsm.Leaf{
-		Key: e.DN, VM: vm, Name: name, Host: host, Mode: mode,
-		State: e.GetAttributeValue(ldapschema.AttrState), ReturnValue: rv, ReturnMissing: missing,
-		Backup:      ldapschema.ParseBackupRecord(e.GetAttributeValues(ldapschema.AttrExecutionTime)),
-		LastRestore: ldapschema.ParseRestoreRecord(e.GetAttributeValues(ldapschema.AttrDescription)).Outcome(),
-	}, true
-}
-
-// index groups leaves into batches: same leaf name, VMs on the same host.
-type index struct {
-	tree ldapschema.Tree
-	mu   sync.Mutex
-	// leaf DN (normalized) → its DN, VM and batch key
-	leaves  map[string]leafRef
-	batches map[string]map[string]string // key → normalized DN → DN
-	vmHost  map[string]string            // VM → host
-	vmLeafs map[string]map[string]bool   // VM → normalized leaf DNs
-}
-
-type leafRef struct{ dn, vm, name, key string }
-
-func newIndex(tree ldapschema.Tree) *index {
-	return &index{
-		tree: tree, leaves: map[string]leafRef{}, batches: map[string]map[string]string{},
-		vmHost: map[string]string{}, vmLeafs: map[string]map[string]bool{},
-	}
-}
-
-func batchKey(host, name string) string { return host + "\x00" + name }
-
-func splitKey(k string) (host, name string) {
-	host, name, _ = strings.Cut(k, "\x00")
-	return host, name
-}
-
-// put records an entry and returns the batch keys to reconcile.
-func (x *index) put(e *ldap.Entry) []string {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	if isLeaf(e) {
-		vm, name := leafVM(x.tree, e.DN)
-		n := ldapschema.NormalizeDN(e.DN)
-		key := batchKey(x.vmHost[vm], name)
-		var keys []string
-		if old, ok := x.leaves[n]; ok && old.key != key {
-			x.unlink(n, old)
-			keys = append(keys, old.key)
-		}
-		x.link(n, leafRef{dn: e.DN, vm: vm, name: name, key: key})
-		return append(keys, key)
-	}
-	vm := e.GetAttributeValue(ldapschema.AttrVirtualMachine)
-	host := e.GetAttributeValue(ldapschema.AttrNode)
-	if vm == "" || x.vmHost[vm] == host {
-		if vm != "" {
-			x.vmHost[vm] = host
-		}
-		return nil
-	}
-	x.vmHost[vm] = host
-	// The VM moved: its leaves change batch.
-	var keys []string
-	for n := range x.vmLeafs[vm] {
-		ref := x.leaves[n]
-		x.unlink(n, ref)
-		keys = append(keys, ref.key)
-		ref.key = batchKey(host, ref.name)
-		x.link(n, ref)
-		keys = append(keys, ref.key)
-	}
-	return keys
-}
-
-func (x *index) link(n string, ref leafRef) {
-	x.leaves[n] = ref
-	if x.batches[ref.key] == nil {
-		x.batches[ref.key] = map[string]string{}
-	}
-	x.batches[ref.key][n] = ref.dn
-	if x.vmLeafs[ref.vm] == nil {
-		x.vmLeafs[ref.vm] = map[string]bool{}
-	}
-	x.vmLeafs[ref.vm][n] = true
-}
-
-func (x *index) unlink(n string, ref leafRef) {
-	delete(x.leaves, n)
-	if b := x.batches[ref.key]; b != nil {
-		delete(b, n)
-		if len(b) == 0 {
-			delete(x.batches, ref.key)
-		}
-	}
-	if v := x.vmLeafs[ref.vm]; v != nil {
-		delete(v, n)
-		if len(v) == 0 {
-			delete(x.vmLeafs, ref.vm)
-		}
-	}
-}
-
-func (x *index) remove(dn string) []string {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	n := ldapschema.NormalizeDN(dn)
-	if ref, ok := x.leaves[n]; ok {
-		x.unlink(n, ref)
-		return []string{ref.key}
+	if c.o.OnWrite != nil {
+		c.o.OnWrite(w)
 	}
 	return nil
 }
 
-func (x *index) members(key string) []string {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	out := make([]string, 0, len(x.batches[key]))
-	for _, dn := range x.batches[key] {
-		out = append(out, dn)
+// leafOf reads a cached leaf entry for fsm, with Since by controld's clock;
+// leaves with an unknown mode are left alone.
+func (c *Controller) leafOf(e *ldap.Entry, host string) (fsm.Leaf, bool) {
+	l, err := ldapschema.WorkflowLeaf(c.tree, e, host)
+	if err != nil {
+		c.o.Log.WithField("leaf", e.DN).WithError(err).Debug("leaf with unknown mode ignored")
+		return fsm.Leaf{}, false
 	}
-	sort.Strings(out)
-	return out
+	l.Since = c.modified(e.DN)
+	return l, true
 }
 
-func (x *index) keys() []string {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	out := make([]string, 0, len(x.batches))
-	for k := range x.batches {
-		out = append(out, k)
+// afterEvent is the nightly side of the controller's event handling: plans,
+// the per-host cap and retention follow the watch. keys are the batches the
+// event touched.
+func (c *Controller) afterEvent(ev ldapschema.Event, keys []queueKey) {
+	if c.limit != nil {
+		c.limit.onEvent(c, ev, keys)
 	}
-	return out
+	if c.sched == nil {
+		return
+	}
+	c.sched.onEvent(ev)
+	switch ev.Kind {
+	case ldapschema.EventPut:
+		if isLeaf(ev.Entry) && ev.Entry.GetAttributeValue(ldapschema.AttrMode) == string(fsm.Finished) {
+			if vm, _ := leafVM(c.tree, ev.DN); vm != "" {
+				c.queue.Add(retentionKey(vm))
+			}
+		}
+	case ldapschema.EventSynced:
+		for _, vm := range c.idx.vmsWithLeaves() {
+			c.queue.Add(retentionKey(vm))
+		}
+	}
 }

@@ -6,7 +6,6 @@ import (
 
 	"github.com/go-ldap/ldap/v3"
 
-	"github.com/stoneycloud/stoney-conductor/fsm"
 	"github.com/stoneycloud/stoney-conductor/ldapschema"
 )
 
@@ -25,19 +24,4 @@ func atoiOr(s string, def int) int {
 		return def
 	}
 	return n
-}
-
-// modeChange translates w into one compare-and-swap modify; exec is the
-// leaf's sstProvisioningExecutionTime as read, for the backup record to join.
-func modeChange(w fsm.Write, exec []string) ldapschema.ModeChange {
-	c := ldapschema.ModeChange{DN: w.Key, From: string(w.From), To: string(w.To), State: w.State, ReturnValue: w.ReturnValue}
-	if w.Backup != nil {
-		c.ExecutionTime = ldapschema.SetExecutionValue(exec, ldapschema.FormatBackupRecord(*w.Backup))
-	}
-	if o := w.LastRestore; o != nil {
-		// Replaces the differences the node published: that restore is over.
-		c.Extra = map[string][]string{ldapschema.AttrDescription: {ldapschema.FormatRestoreRecord(
-			ldapschema.RestoreRecord{Result: string(o.Result), Code: o.Code, Step: string(o.Step), At: o.At})}}
-	}
-	return c
 }

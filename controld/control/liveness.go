@@ -88,7 +88,7 @@ func (c *Controller) watchNodes(ctx context.Context) {
 			for _, h := range c.alive.set(dead) {
 				c.o.Log.WithField("node", h).Warn("node stopped renewing its lease; failing its waiting leaves")
 				for _, k := range c.idx.keys() {
-					if host, _ := splitKey(k); host == h {
+					if k.host == h {
 						c.queue.Add(k)
 					}
 				}
@@ -108,54 +108,6 @@ func leaseHost(dn string) string {
 		return ""
 	}
 	return parsed.RDNs[0].Attributes[0].Value
-}
-
-// overdue fails the batch's leaves that waited too long, or whose host is
-// dead, and schedules a look at the next deadline. It returns the leaves it
-// left for fsm.Reconcile.
-func (c *Controller) overdue(key string, batch []fsm.Leaf) []fsm.Leaf {
-	host, _ := splitKey(key)
-	now := c.o.Now()
-	dead := c.alive.isDead(host)
-	var keep []fsm.Leaf
-	var next time.Time
-	for _, l := range batch {
-		if !l.Mode.IsRequest() && !l.Mode.IsRunning() {
-			keep = append(keep, l)
-			continue
-		}
-		since := c.modified(l.Key)
-		w, ok := fsm.Overdue(l, now, since, c.o.Limits, int(TimeoutCode))
-		if ok {
-			w.Reason = "deadline: " + w.Reason
-		} else if dead {
-			w = fsm.Fail(l, int(TimeoutCode), ldapschema.FormatTime(now),
-				fmt.Sprintf("node %s stopped renewing its lease while the leaf was %s", host, l.Mode))
-		} else {
-			keep = append(keep, l)
-			if at, ok := fsm.Deadline(l, since, c.o.Limits); ok && (next.IsZero() || at.Before(next)) {
-				next = at
-			}
-			continue
-		}
-		change := c.changeOf(w)
-		if w.LastRestore == nil {
-			change.Extra = map[string][]string{ldapschema.AttrDescription: {"failed: " + w.Reason}}
-		}
-		err := c.o.Store.ChangeMode(change)
-		if err == nil {
-			c.o.Log.WithField("leaf", l.Key).WithField("reason", w.Reason).Warn("leaf failed by controld")
-			if c.o.OnWrite != nil {
-				c.o.OnWrite(w)
-			}
-		} else if !errors.Is(err, ldapschema.ErrConflict) && !errors.Is(err, ldapschema.ErrNotFound) {
-			keep = append(keep, l) // try again later
-		}
-	}
-	if !next.IsZero() {
-		c.queue.AddAfter(key, next.Sub(now)+time.Second)
-	}
-	return keep
 }
 
 // modified is when controld first saw the leaf as it is now (same mode, same
@@ -182,19 +134,6 @@ func (c *Controller) modified(dn string) time.Time {
 type seenRec struct {
 	sig string
 	at  time.Time
-}
-
-// leaseLog writes the lease's events to the controller's log.
-func (c *Controller) leaseLog(msg, holder string, until time.Time, err error) {
-	f := c.o.Log.WithField("lease", c.lease.DN)
-	if holder != "" {
-		f = f.WithField("holder", holder).WithField("until", until)
-	}
-	if err != nil {
-		f.WithError(err).Warn(msg)
-		return
-	}
-	f.Info(msg)
 }
 
 func defaultHolder() string {

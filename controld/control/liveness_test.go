@@ -49,13 +49,13 @@ func addVMWithLeaves(t *testing.T, st *ldapschema.Store, vm, host string, n int,
 	if err := st.Add(ldapschema.NewVMAddRequest(st.Tree, ldapschema.VM{Name: vm, Node: host})); err != nil {
 		t.Fatal(err)
 	}
-	if err := EnsureBackupEntry(st, vm); err != nil {
+	if err := st.EnsureBackupEntry(vm); err != nil {
 		t.Fatal(err)
 	}
 	var dns []string
 	base := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 	for i := 0; i < n; i++ {
-		name := ldapschema.FormatTime(base.Add(time.Duration(i) * time.Second))
+		name := fsm.FormatTime(base.Add(time.Duration(i) * time.Second))
 		if err := st.Add(ldapschema.NewLeafAddRequest(st.Tree, vm, name, mode, name)); err != nil {
 			t.Fatal(err)
 		}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/go-ldap/ldap/v3"
 
+	"github.com/stoneycloud/stoney-conductor/fsm"
 	"github.com/stoneycloud/stoney-conductor/ldapschema"
 )
 
@@ -71,7 +72,7 @@ func backupOf(e *ldap.Entry) Backup {
 	if dn, err := ldap.ParseDN(e.DN); err == nil && len(dn.RDNs) > 0 && len(dn.RDNs[0].Attributes) == 1 {
 		b.Leaf = dn.RDNs[0].Attributes[0].Value
 	}
-	if t, err := ldapschema.ParseTime(b.Leaf); err == nil {
+	if t, err := fsm.ParseTime(b.Leaf); err == nil {
 		b.Planned = t
 	}
 	b.Mode = e.GetAttributeValue(ldapschema.AttrMode)

@@ -153,7 +153,7 @@ func BenchmarkNightly10k(b *testing.B) {
 			b.Fatal(err)
 		}
 		name := LeafName(due.Add(time.Minute))
-		stamp := ldapschema.FormatTime(time.Now())
+		stamp := fsm.FormatTime(time.Now())
 		floorStart := time.Now()
 		for _, vm := range vms {
 			if err := conn.Add(ldapschema.NewLeafAddRequest(s.Tree, vm, name, string(fsm.Initialize), stamp)); err != nil {

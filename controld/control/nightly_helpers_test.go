@@ -142,7 +142,7 @@ func (w *world) update(dn string, attrs map[string][]string) {
 // addLeaf writes a leaf as if an earlier run had left it.
 func (w *world) addLeaf(vm, name, mode string, rv int) string {
 	w.t.Helper()
-	if err := EnsureBackupEntry(w.store, vm); err != nil {
+	if err := w.store.EnsureBackupEntry(vm); err != nil {
 		w.t.Fatal(err)
 	}
 	req := ldapschema.NewLeafAddRequest(w.store.Tree, vm, name, mode, name)
@@ -398,7 +398,7 @@ func (n *fakeNode) onEvent(ev ldapschema.Event) {
 	n.modes[e.DN] = e.GetAttributeValue(ldapschema.AttrMode)
 	count := map[string]int{}
 	for dn, m := range n.modes {
-		if working(fsm.Mode(m)) {
+		if fsm.HoldsSlot(fsm.Mode(m)) {
 			vm, _ := leafVM(n.store.Tree, dn)
 			count[n.vmHost[vm]]++
 		}
@@ -436,7 +436,7 @@ func (n *fakeNode) onEvent(ev ldapschema.Event) {
 			rv = int(ldapschema.RCCannotRemoveFile)
 		}
 	}
-	stamp := ldapschema.FormatTime(time.Now())
+	stamp := fsm.FormatTime(time.Now())
 	if err := n.store.ChangeMode(ldapschema.ModeChange{DN: e.DN, From: string(mode.Running()), To: string(mode.Done()),
 		State: stamp, ReturnValue: &rv, ExecutionTime: times}); err != nil {
 		n.t.Errorf("fake node: answer %s: %v", e.DN, err)

@@ -650,7 +650,7 @@ func recoverImportVM(store *ldapschema.Store, p *VMPlan, now time.Time) ImportRe
 				return err
 			}
 		}
-		stamp := RecoveredPrefix + ldapschema.FormatTime(now)
+		stamp := RecoveredPrefix + fsm.FormatTime(now)
 		for _, it := range p.New() {
 			req := ldapschema.NewLeafAddRequest(tree, p.VM, it.Leaf, string(fsm.Finished), it.Leaf)
 			req.Attribute(ldapschema.AttrExecutionTime, []string{stamp, "retainBytes: " + strconv.FormatInt(it.Bytes, 10)})

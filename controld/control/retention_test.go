@@ -8,38 +8,6 @@ import (
 	"github.com/stoneycloud/stoney-conductor/fsm"
 )
 
-func TestExpired(t *testing.T) {
-	good := func(n string) RetentionLeaf { return RetentionLeaf{Name: n, Mode: fsm.Finished} }
-	bad := func(n string) RetentionLeaf { return RetentionLeaf{Name: n, Mode: fsm.Finished, Failed: true} }
-	in := func(n string, m fsm.Mode) RetentionLeaf { return RetentionLeaf{Name: n, Mode: m} }
-	cases := []struct {
-		name   string
-		leaves []RetentionLeaf
-		n      int
-		want   string
-	}{
-		{"fewer than n", []RetentionLeaf{good("d1"), good("d2")}, 3, ""},
-		{"the oldest beyond n go", []RetentionLeaf{good("d3"), good("d1"), good("d4"), good("d2")}, 3, "d1"},
-		{"one iteration", []RetentionLeaf{good("d1"), good("d2"), good("d3")}, 1, "d1 d2"},
-		{"newer failures never push the newest good one out",
-			[]RetentionLeaf{good("d1"), bad("d2"), bad("d3"), bad("d4")}, 1, "d2 d3"},
-		{"failures within the kept window stay",
-			[]RetentionLeaf{good("d1"), good("d2"), bad("d3"), good("d4")}, 3, ""},
-		{"failures older than the oldest kept good one go",
-			[]RetentionLeaf{bad("d1"), good("d2"), good("d3"), bad("d4"), good("d5")}, 2, "d1 d2"},
-		{"only the n newest failures stay",
-			[]RetentionLeaf{good("d1"), bad("d2"), bad("d3"), bad("d4"), bad("d5")}, 2, "d2 d3"},
-		{"leaves at work are neither counted nor deleted",
-			[]RetentionLeaf{in("d1", fsm.UnretainingLargeFiles), good("d2"), in("d3", fsm.Deleting), good("d4"), in("d5", fsm.Snapshotting)}, 1, "d2"},
-		{"no iterations known", []RetentionLeaf{good("d1"), good("d2")}, 0, ""},
-	}
-	for _, tc := range cases {
-		if got := strings.Join(Expired(tc.leaves, tc.n), " "); got != tc.want {
-			t.Errorf("%s: expired %q, want %q", tc.name, got, tc.want)
-		}
-	}
-}
-
 // With three iterations, the fourth night's run leaves three leaves and three
 // directories of files: the oldest goes through delete, deleting, deleted and
 // is removed.
@@ -153,43 +121,5 @@ func TestRetentionSparesExcluded(t *testing.T) {
 		if strings.Contains(wr.Key, "sstVirtualMachine=v,") && wr.To != wr.From {
 			t.Fatalf("retention wrote to the excluded VM: %v", wr)
 		}
-	}
-}
-
-// TestRetentionCountsBackupAfterFailedRestore: with one iteration, a backup
-// whose restore was refused (22) while a backup ran stays the good backup
-// retention keeps when the next night fails; the failed night goes later.
-func TestRetentionCountsBackupAfterFailedRestore(t *testing.T) {
-	// The leaf as the node answered the refused restore, as controld reads it.
-	refused := fsm.Leaf{Key: "d1", VM: "v", Name: "d1", Mode: fsm.UnretainedSmallFiles, State: "20240602T010000Z", ReturnValue: 22}
-	zero := 0
-	refused.Backup = &zero // recorded when its backup finished
-	ws := fsm.Reconcile([]fsm.Leaf{refused}, "20240602T010001Z")
-	if len(ws) != 1 {
-		t.Fatalf("writes %v", ws)
-	}
-	closed := refused
-	closed.Mode, closed.ReturnValue, closed.LastRestore = ws[0].To, *ws[0].ReturnValue, ws[0].LastRestore
-	if closed.ReturnValue != 0 {
-		t.Errorf("the refused restore left return value %d on the backup's leaf", closed.ReturnValue)
-	}
-	night := fsm.Leaf{Key: "d2", VM: "v", Name: "d2", Mode: fsm.Finished, ReturnValue: 5}
-	if got := strings.Join(Expired([]RetentionLeaf{retentionLeaf(closed), retentionLeaf(night)}, 1), " "); got != "" {
-		t.Errorf("after a failed night retention deletes %q; the refused restore's backup must stay", got)
-	}
-	if !fsm.Restorable(closed) {
-		t.Errorf("%v is no longer restorable", closed)
-	}
-	// A good night later: the old good one goes, as usual.
-	next := fsm.Leaf{Key: "d3", VM: "v", Name: "d3", Mode: fsm.Finished}
-	if got := strings.Join(Expired([]RetentionLeaf{retentionLeaf(closed), retentionLeaf(night), retentionLeaf(next)}, 1), " "); got != "d1 d2" {
-		t.Errorf("expired %q, want d1 d2", got)
-	}
-	// A leaf whose restore failed before any record existed is neither
-	// counted nor deleted.
-	unknown := fsm.Leaf{Key: "d0", VM: "v", Name: "d0", Mode: fsm.Finished, ReturnValue: 21,
-		LastRestore: &fsm.RestoreOutcome{Result: fsm.RestoreFailed, Code: 21, Step: fsm.Restore}}
-	if got := strings.Join(Expired([]RetentionLeaf{retentionLeaf(unknown), retentionLeaf(night)}, 1), " "); got != "" {
-		t.Errorf("expired %q, want nothing", got)
 	}
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/robfig/cron/v3"
 
+	"github.com/stoneycloud/stoney-conductor/fsm"
 	"github.com/stoneycloud/stoney-conductor/ldapschema"
 )
 
@@ -239,4 +240,4 @@ func (s *Schedule) instant(c time.Time) time.Time {
 }
 
 // LeafName is the name of the leaf for a planned time: the time in UTC.
-func LeafName(planned time.Time) string { return ldapschema.FormatTime(planned) }
+func LeafName(planned time.Time) string { return fsm.FormatTime(planned) }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/stoneycloud/stoney-conductor/fsm"
 	"github.com/stoneycloud/stoney-conductor/internal/workqueue"
 	"github.com/stoneycloud/stoney-conductor/ldapschema"
 )
@@ -62,16 +63,19 @@ type NightlyStats struct {
 // watch, and creates the leaves when they fall due: all VMs due at one time
 // get the same leaf name, so the VMs of one host form one batch.
 type Scheduler struct {
-	c   *Controller
-	o   NightlyOptions
-	log logrus.FieldLogger
+	o       NightlyOptions
+	log     logrus.FieldLogger
+	store   *ldapschema.Store
+	leaves  leafIndex       // what the controller's index knows of each VM's leaves
+	enqueue func(queueKey)  // hands a batch or a VM's retention to the controller
+	onWrite func(fsm.Write) // Options.OnWrite, for the leaves it creates
 
 	mu     sync.Mutex
 	view   *view
 	plans  map[string]*planState
 	queue  planHeap
 	synced bool
-	holds  map[string]int // batch keys being created; reconcile waits
+	holds  map[queueKey]int // batch keys being created; reconcile waits
 	wake   chan struct{}
 	ready  chan struct{} // closed once the first plans are computed
 
@@ -99,6 +103,14 @@ func (p *planState) due() time.Time {
 	return p.Next
 }
 
+// leafIndex is what the scheduler asks of the controller's view of the
+// leaves; nothing else of the controller is its business.
+type leafIndex interface {
+	activeLeaf(vm string) (string, bool)
+	hasLeaves(vm string) bool
+	hasLeafSince(vm, name string) bool
+}
+
 func newScheduler(c *Controller, o NightlyOptions) *Scheduler {
 	if o.Location == nil {
 		o.Location = time.Local
@@ -113,9 +125,11 @@ func newScheduler(c *Controller, o NightlyOptions) *Scheduler {
 		o.RetryDelay = 30 * time.Second
 	}
 	return &Scheduler{
-		c: c, o: o, log: c.o.Log.WithField("part", "scheduler"),
-		view: newView(c.tree, o.Location), plans: map[string]*planState{},
-		holds: map[string]int{}, wake: make(chan struct{}, 1), ready: make(chan struct{}),
+		o: o, log: c.o.Log.WithField("part", "scheduler"),
+		store: c.o.Store, leaves: c, onWrite: c.o.OnWrite,
+		enqueue: func(k queueKey) { c.queue.Add(k) }, // the queue comes after the scheduler
+		view:    newView(c.tree, o.Location), plans: map[string]*planState{},
+		holds: map[queueKey]int{}, wake: make(chan struct{}, 1), ready: make(chan struct{}),
 	}
 }
 
@@ -180,7 +194,7 @@ func (s *Scheduler) onEvent(ev ldapschema.Event) {
 }
 
 func (s *Scheduler) leafSeenLocked(dn string) {
-	vm, name := leafVM(s.c.tree, dn)
+	vm, name := leafVM(s.store.Tree, dn)
 	if p := s.plans[vm]; p != nil && p.inflight == name {
 		p.inflight = ""
 	}
@@ -261,8 +275,8 @@ func (s *Scheduler) updateLocked(vm string, now time.Time, initial bool) {
 		if s.o.OnPlan != nil {
 			s.o.OnPlan(p)
 		}
-		if !initial && s.c.idx.hasLeaves(vm) {
-			s.c.queue.Add(retentionKey(vm)) // iterations or exclusion may have changed
+		if !initial && s.leaves.hasLeaves(vm) {
+			s.enqueue(retentionKey(vm)) // iterations or exclusion may have changed
 		}
 	}
 }
@@ -275,7 +289,7 @@ func (s *Scheduler) catchUpLocked(p *Plan, now time.Time) {
 		return
 	}
 	last, ok := p.Schedule.Last(now.Add(-s.o.CatchUpWindow), now)
-	if !ok || s.c.idx.hasLeafSince(p.VM, LeafName(last)) {
+	if !ok || s.leaves.hasLeafSince(p.VM, LeafName(last)) {
 		return
 	}
 	if last.Before(now) {

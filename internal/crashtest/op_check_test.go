@@ -143,11 +143,10 @@ func (w *world) goodBackupProblems(v *testVM, leaf string) []string {
 	if err != nil {
 		return []string{fmt.Sprintf("leaves of %s: %v", v.name, err)}
 	}
-	var rl []control.RetentionLeaf
+	var rl []fsm.Leaf
 	var found *ldapschema.Leaf
 	for i, l := range leaves {
-		m, _ := fsm.ParseMode(l.Mode)
-		rl = append(rl, control.RetentionLeaf{Name: l.Name, Mode: m, Failed: m == fsm.Finished && l.ReturnValue != 0})
+		rl = append(rl, l.FSM(""))
 		if l.Name == leaf {
 			found = &leaves[i]
 		}
@@ -158,7 +157,7 @@ func (w *world) goodBackupProblems(v *testVM, leaf string) []string {
 	case !control.Restorable(*found):
 		return []string{fmt.Sprintf("newest good backup %s is no longer restorable: %s rv=%d (%s)",
 			leaf, found.Mode, found.ReturnValue, ldapschema.ReturnCode(found.ReturnValue))}
-	case slices.Contains(control.Expired(rl, 1), leaf):
+	case slices.ContainsFunc(fsm.Expired(rl, 1), func(l fsm.Leaf) bool { return l.Name == leaf }):
 		return []string{fmt.Sprintf("newest good backup %s would be deleted by retention with one iteration", leaf)}
 	}
 	return nil

@@ -6,7 +6,6 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -215,7 +214,7 @@ func (r *flowRun) start() error {
 	}
 	at := r.w.leafName()
 	_, started := control.StartBackups(r.w.store, []string{v.name}, at)
-	r.dn, r.name = started[0].DN, ldapschema.FormatTime(at)
+	r.dn, r.name = started[0].DN, fsm.FormatTime(at)
 	return started[0].Err
 }
 
@@ -257,7 +256,7 @@ func (r *flowRun) drive(deadline time.Time) (ldapschema.Leaf, bool) {
 			return l, false
 		}
 		switch {
-		case mode.IsRequest() && l.State == ldapschema.StatePending, mode.IsRunning():
+		case mode.IsRequest() && l.State == fsm.Pending, mode.IsRunning():
 			r.nodeTurn(mode)
 		case mode == fsm.UnretainedSmallFiles:
 			r.operatorTurn(l)
@@ -319,25 +318,13 @@ func (r *flowRun) nodeTurn(mode fsm.Mode) {
 // controlTurn: what controld writes next, from the leaf alone (its batch:
 // every VM of a flow has a leaf name of its own).
 func (r *flowRun) controlTurn(e *ldap.Entry) {
-	mode, _ := fsm.ParseMode(e.GetAttributeValue(ldapschema.AttrMode))
-	rv, missing := 0, true
-	if s := e.GetAttributeValue(ldapschema.AttrReturnValue); s != "" {
-		if n, err := strconv.Atoi(s); err == nil {
-			rv = n
-		} else {
-			rv = int(ldapschema.RCUndefined)
-		}
-		missing = false
+	l, err := ldapschema.WorkflowLeaf(r.w.store.Tree, e, host)
+	if err != nil {
+		r.problem("control read %s: %v", e.DN, err)
+		return
 	}
-	l := fsm.Leaf{Key: e.DN, VM: r.fam.vm.name, Name: r.name, Host: host, Mode: mode,
-		State: e.GetAttributeValue(ldapschema.AttrState), ReturnValue: rv, ReturnMissing: missing}
-	for _, w := range fsm.Reconcile([]fsm.Leaf{l}, ldapschema.FormatTime(time.Now())) {
-		var err error
-		if w.Remove {
-			err = r.w.store.DeleteIf(w.Key, "("+ldapschema.AttrMode+"="+ldap.EscapeFilter(string(w.From))+")")
-		} else {
-			err = r.w.store.ChangeMode(ldapschema.ModeChange{DN: w.Key, From: string(w.From), To: string(w.To), State: w.State, ReturnValue: w.ReturnValue})
-		}
+	for _, w := range fsm.Reconcile([]fsm.Leaf{l}, fsm.Facts{Now: time.Now(), Slots: fsm.NoCap}) {
+		err := r.w.store.Write(w, ldapschema.ExecutionTimes(e), nil)
 		if err != nil && !errors.Is(err, ldapschema.ErrConflict) {
 			r.problem("control write %s: %v", w, err)
 		}

@@ -243,11 +243,11 @@ func (w *world) runPoint(p point, fam *family) (r result) {
 	var dn string
 	if p.flow == flowBackup {
 		leafAt = w.leafName()
-		dn = w.store.Tree.Leaf(v.name, ldapschema.FormatTime(leafAt))
+		dn = w.store.Tree.Leaf(v.name, fsm.FormatTime(leafAt))
 	} else {
 		dn = w.store.Tree.Leaf(v.name, fam.good)
 	}
-	backupDir := filepath.Join(w.backup, "vm-persistent", "pool-a", v.name, ldapschema.FormatTime(leafAt))
+	backupDir := filepath.Join(w.backup, "vm-persistent", "pool-a", v.name, fsm.FormatTime(leafAt))
 	if p.flow != flowBackup {
 		backupDir = filepath.Join(w.backup, "vm-persistent", "pool-a", v.name, fam.good)
 	}
@@ -491,7 +491,7 @@ func (w *world) restoreFlow(c *crash, v *testVM, leaf string, r *result) (state,
 	}
 	cancel := func(why string) (state, bool) {
 		r.problem("%s", why)
-		_ = w.operatorWrite(dn, "finished", ldapschema.FormatTime(time.Now()))
+		_ = w.operatorWrite(dn, "finished", fsm.FormatTime(time.Now()))
 		st, ok := c.mon.waitFor(hangGuard, finishedOrGone)
 		return st, ok
 	}

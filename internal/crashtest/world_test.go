@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/stoneycloud/stoney-conductor/controld/control"
+	"github.com/stoneycloud/stoney-conductor/fsm"
 	"github.com/stoneycloud/stoney-conductor/internal/testenv"
 	"github.com/stoneycloud/stoney-conductor/ldapschema"
 	"github.com/stoneycloud/stoney-conductor/libvirt"
@@ -298,7 +299,7 @@ func (w *world) leafName() time.Time {
 // points that need a good backup to start from.
 func (w *world) cleanBackup(v *testVM) (string, error) {
 	at := w.leafName()
-	dn := w.store.Tree.Leaf(v.name, ldapschema.FormatTime(at))
+	dn := w.store.Tree.Leaf(v.name, fsm.FormatTime(at))
 	mon, err := watchLeaf(w.store, v.name, dn)
 	if err != nil {
 		return "", err
@@ -310,10 +311,10 @@ func (w *world) cleanBackup(v *testVM) (string, error) {
 	}
 	st, ok := mon.waitFor(hangGuard, finishedOrGone)
 	if !ok {
-		return "", fmt.Errorf("backup %s stuck in %s after %v: %s", ldapschema.FormatTime(at), st.mode(), hangGuard, mon.history())
+		return "", fmt.Errorf("backup %s stuck in %s after %v: %s", fsm.FormatTime(at), st.mode(), hangGuard, mon.history())
 	}
 	if st.gone || st.leaf.ReturnValue != 0 {
-		return "", fmt.Errorf("backup %s ended %s rv=%d: %s", ldapschema.FormatTime(at), st.mode(), st.leaf.ReturnValue, mon.history())
+		return "", fmt.Errorf("backup %s ended %s rv=%d: %s", fsm.FormatTime(at), st.mode(), st.leaf.ReturnValue, mon.history())
 	}
 	return st.leaf.Name, nil
 }

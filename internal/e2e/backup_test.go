@@ -277,7 +277,7 @@ func (s *site) addVMNoConfig(running bool, memMiB int, patterns ...byte) *vm {
 // operator would.
 func request(t *testing.T, store *ldapschema.Store, vmName, leafName string, mode fsm.Mode) string {
 	t.Helper()
-	if err := control.EnsureBackupEntry(store, vmName); err != nil {
+	if err := store.EnsureBackupEntry(vmName); err != nil {
 		t.Fatal(err)
 	}
 	dn := "ou=" + leafName + "," + store.Tree.VMBackup(vmName)

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stoneycloud/stoney-conductor/fsm"
 	"github.com/stoneycloud/stoney-conductor/ldapschema"
 )
 
@@ -40,7 +41,7 @@ func BenchmarkHandover(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		for k := 0; k < perIteration; k++ {
-			leaf := ldapschema.FormatTime(start.Add(time.Duration(n) * time.Second))
+			leaf := fsm.FormatTime(start.Add(time.Duration(n) * time.Second))
 			n++
 			if err := s.store.Add(ldapschema.NewLeafAddRequest(s.store.Tree, name, leaf, "finished", leaf)); err != nil {
 				b.Fatal(err)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/stoneycloud/stoney-conductor/controld/control"
+	"github.com/stoneycloud/stoney-conductor/fsm"
 	"github.com/stoneycloud/stoney-conductor/internal/testenv"
 	"github.com/stoneycloud/stoney-conductor/ldapschema"
 )
@@ -122,7 +123,7 @@ func TestRestoreRunningVM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	diff := strings.Join(control.RestoreDiff(l, e), "\n")
+	diff := strings.Join(ldapschema.ParseRestoreDiff(e.GetAttributeValues(ldapschema.AttrDescription)), "\n")
 	if !strings.Contains(diff, "sstDisplayName") || !strings.Contains(diff, "renamed since") {
 		t.Fatalf("published differences do not name the changed display name:\n%s", diff)
 	}
@@ -267,8 +268,9 @@ func TestRestoreBrokenBackup(t *testing.T) {
 		name   string
 		rc     ldapschema.ReturnCode
 		break_ func(img string) error
+		cli    bool // through control.Restore, as controld restore runs it
 	}{
-		{"missing image", ldapschema.RCMissingFiles, os.Remove},
+		{"missing image", ldapschema.RCMissingFiles, os.Remove, true},
 		{"corrupt image", ldapschema.RCCorruptImage, func(img string) error {
 			f, err := os.OpenFile(img, os.O_WRONLY, 0)
 			if err != nil {
@@ -278,7 +280,7 @@ func TestRestoreBrokenBackup(t *testing.T) {
 			// Overwrite the qcow2 header's L1 table offset and refcount table.
 			_, err = f.WriteAt(bytes.Repeat([]byte{0xff}, 64), 40)
 			return err
-		}},
+		}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := newSite(t, env.root)
@@ -293,7 +295,21 @@ func TestRestoreBrokenBackup(t *testing.T) {
 			if err := tc.break_(img); err != nil {
 				t.Fatal(err)
 			}
-			got := s.webUIRestore(t, v, l, true)
+			var got ldapschema.Leaf
+			if tc.cli {
+				ctx, cancel := context.WithTimeout(context.Background(), leafLimit)
+				defer cancel()
+				err := control.Restore(ctx, s.store, v.name, l.Name, control.RestoreSteps{
+					Decide: func([]string) (bool, error) { return true, nil }})
+				// The leaf's return value is the backup's again: the
+				// command must read the restore's own outcome.
+				if err == nil || !strings.Contains(err.Error(), tc.rc.String()) {
+					t.Fatalf("controld restore of a broken backup: %v, want the restore's failure (%d)", err, tc.rc)
+				}
+				got = waitLeaf(t, s.store, l.DN, leafLimit, modeIs("finished"))
+			} else {
+				got = s.webUIRestore(t, v, l, true)
+			}
 			// The restore's code goes to its record; the backup's stays.
 			if got.LastRestore == nil || got.LastRestore.Code != int(tc.rc) || got.ReturnValue != 0 {
 				t.Fatalf("return value %d, last restore %+v, want 0 and %d", got.ReturnValue, got.LastRestore, tc.rc)
@@ -338,7 +354,7 @@ func TestRestoreNotStartedWhileBackupRuns(t *testing.T) {
 
 	// An old failed leaf, for retention to have something to delete: its
 	// removal shows retention has run.
-	old := ldapschema.FormatTime(day(1))
+	old := fsm.FormatTime(day(1))
 	if err := s.store.Add(ldapschema.NewLeafAddRequest(s.store.Tree, v.name, old, "finished", old)); err != nil {
 		t.Fatal(err)
 	}
@@ -346,7 +362,7 @@ func TestRestoreNotStartedWhileBackupRuns(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Tonight's backup is under way (controld is down, so it stays so).
-	night := ldapschema.FormatTime(day(3))
+	night := fsm.FormatTime(day(3))
 	if err := s.store.Add(ldapschema.NewLeafAddRequest(s.store.Tree, v.name, night, "initialize", night)); err != nil {
 		t.Fatal(err)
 	}

@@ -58,8 +58,23 @@ func ExecutionTimes(values []string) map[string]float64 {
 	return out
 }
 
+// reconcileErrors counts one daemon's failed reconciles by kind (error,
+// panic, terminal), so that none goes unseen.
+type reconcileErrors struct{ errs *prometheus.CounterVec }
+
+func newReconcileErrors(daemon string) reconcileErrors {
+	return reconcileErrors{prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "stoney_reconcile_errors_total", Help: "Reconciles that failed, by kind: error (retried), panic (recovered, retried), terminal (not retried).",
+		ConstLabels: prometheus.Labels{"daemon": daemon},
+	}, []string{"kind"})}
+}
+
+// ReconcileError counts one failed reconcile of the given kind.
+func (r reconcileErrors) ReconcileError(kind string) { r.errs.WithLabelValues(kind).Inc() }
+
 // Node is what nodebackupd records.
 type Node struct {
+	reconcileErrors
 	steps     *prometheus.HistogramVec
 	failures  *prometheus.CounterVec
 	copied    prometheus.Counter
@@ -70,6 +85,7 @@ type Node struct {
 // NewNode registers the node daemon's metrics.
 func NewNode(reg prometheus.Registerer) *Node {
 	n := &Node{
+		reconcileErrors: newReconcileErrors("nodebackupd"),
 		steps: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "stoney_node_step_seconds", Help: "Duration of the steps this node carried out, by request mode.",
 			Buckets: prometheus.ExponentialBuckets(0.05, 2, 16),
@@ -88,7 +104,7 @@ func NewNode(reg prometheus.Registerer) *Node {
 			Name: "stoney_node_watch_reconnects_total", Help: "Times the directory watch broke and was resumed.",
 		}),
 	}
-	reg.MustRegister(n.steps, n.failures, n.copied, n.downtime, n.reconnect)
+	reg.MustRegister(n.steps, n.failures, n.copied, n.downtime, n.reconnect, n.errs)
 	return n
 }
 
@@ -114,6 +130,7 @@ func (n *Node) WatchReconnect() { n.reconnect.Inc() }
 
 // Control is what controld records, plus figures read from its cache.
 type Control struct {
+	reconcileErrors
 	writes    *prometheus.CounterVec
 	failures  *prometheus.CounterVec
 	reconnect prometheus.Counter
@@ -123,6 +140,7 @@ type Control struct {
 // directory-derived ones at scrape time.
 func NewControl(reg prometheus.Registerer, cache *ldapschema.Cache, tree ldapschema.Tree) *Control {
 	c := &Control{
+		reconcileErrors: newReconcileErrors("controld"),
 		writes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "stoney_control_writes_total", Help: "Modes controld wrote, by target mode.",
 		}, []string{"mode"}),
@@ -133,7 +151,7 @@ func NewControl(reg prometheus.Registerer, cache *ldapschema.Cache, tree ldapsch
 			Name: "stoney_control_watch_reconnects_total", Help: "Times the directory watch broke and was resumed.",
 		}),
 	}
-	reg.MustRegister(c.writes, c.failures, c.reconnect, &leafCollector{cache: cache, tree: tree})
+	reg.MustRegister(c.writes, c.failures, c.reconnect, c.errs, &leafCollector{cache: cache, tree: tree})
 	return c
 }
 
@@ -219,7 +237,7 @@ func (l *leafCollector) Collect(ch chan<- prometheus.Metric) {
 				restored[leaf.VM] = leaf
 			}
 		}
-		if goodBackup(leaf) && leaf.State != "0" {
+		if goodBackup(leaf) && leaf.State != fsm.Pending {
 			if cur, ok := newest[leaf.VM]; !ok || leaf.Name > cur.Name {
 				newest[leaf.VM] = leaf
 			}
@@ -236,7 +254,7 @@ func (l *leafCollector) Collect(ch chan<- prometheus.Metric) {
 		if leaf.LastRestore != nil {
 			when = leaf.Name // State is the restore's since; the backup's time is its name
 		}
-		if t, err := ldapschema.ParseTime(when); err == nil {
+		if t, err := fsm.ParseTime(when); err == nil {
 			ch <- prometheus.MustNewConstMetric(lastDesc, prometheus.GaugeValue, float64(t.Unix()), vm)
 		}
 		for k, v := range ExecutionTimes(leaf.ExecutionTime) {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/go-ldap/ldap/v3"
 
+	"github.com/stoneycloud/stoney-conductor/fsm"
 	"github.com/stoneycloud/stoney-conductor/ldapschema"
 )
 
@@ -175,7 +176,7 @@ func TestSlapdCompareAndSwap(t *testing.T) {
 	for _, req := range []*ldap.AddRequest{
 		ldapschema.NewVMAddRequest(s.Tree, ldapschema.VM{Name: "vm-1"}),
 		ldap.NewAddRequest(s.Tree.VMBackup("vm-1"), nil),
-		ldapschema.NewLeafAddRequest(s.Tree, "vm-1", "20240101T030000Z", "snapshot", ldapschema.StatePending),
+		ldapschema.NewLeafAddRequest(s.Tree, "vm-1", "20240101T030000Z", "snapshot", fsm.Pending),
 	} {
 		if req.DN == s.Tree.VMBackup("vm-1") {
 			req.Attribute("objectClass", []string{"top", "organizationalUnit"})

@@ -14,7 +14,7 @@ const (
 )
 
 // Options configure a Queue. The zero value is usable.
-type Options struct {
+type Options[K comparable] struct {
 	// Clock is the time source; nil means RealClock.
 	Clock Clock
 	// BaseDelay and MaxDelay bound the per-key backoff of AddRateLimited:
@@ -25,22 +25,23 @@ type Options struct {
 	ItemTimeout time.Duration
 	// OnError is called by Run for every failed call: panics arrive as a
 	// *PanicError. retry says whether the key was requeued. Nil means ignore.
-	OnError func(key string, err error, retry bool)
+	OnError func(key K, err error, retry bool)
 }
 
-// Queue is a deduplicating work queue of string keys. Safe for concurrent use.
-type Queue struct {
-	opts  Options
+// Queue is a deduplicating work queue of comparable keys (a DN, a typed
+// batch key). Safe for concurrent use.
+type Queue[K comparable] struct {
+	opts  Options[K]
 	clock Clock
 
 	mu         sync.Mutex
 	cond       *sync.Cond
-	queue      []string            // ready keys, in order
-	dirty      map[string]struct{} // keys that need a visit: queued, or added while processing
-	processing map[string]struct{} // keys a worker holds
-	failures   map[string]int      // per-key backoff exponent
-	waiting    waitHeap            // keys added for later, earliest first
-	waitIndex  map[string]*waitItem
+	queue      []K            // ready keys, in order
+	dirty      map[K]struct{} // keys that need a visit: queued, or added while processing
+	processing map[K]struct{} // keys a worker holds
+	failures   map[K]int      // per-key backoff exponent
+	waiting    waitHeap[K]    // keys added for later, earliest first
+	waitIndex  map[K]*waitItem[K]
 	shutting   bool
 
 	wake     chan struct{} // tells the wait loop the earliest deadline may have changed
@@ -50,7 +51,7 @@ type Queue struct {
 }
 
 // New returns a running queue; stop it with ShutDown.
-func New(opts Options) *Queue {
+func New[K comparable](opts Options[K]) *Queue[K] {
 	if opts.Clock == nil {
 		opts.Clock = RealClock{}
 	}
@@ -63,13 +64,13 @@ func New(opts Options) *Queue {
 	if opts.MaxDelay < opts.BaseDelay {
 		opts.MaxDelay = opts.BaseDelay
 	}
-	q := &Queue{
+	q := &Queue[K]{
 		opts:       opts,
 		clock:      opts.Clock,
-		dirty:      map[string]struct{}{},
-		processing: map[string]struct{}{},
-		failures:   map[string]int{},
-		waitIndex:  map[string]*waitItem{},
+		dirty:      map[K]struct{}{},
+		processing: map[K]struct{}{},
+		failures:   map[K]int{},
+		waitIndex:  map[K]*waitItem[K]{},
 		wake:       make(chan struct{}, 1),
 		stop:       make(chan struct{}),
 		loopDone:   make(chan struct{}),
@@ -81,13 +82,13 @@ func New(opts Options) *Queue {
 
 // Add marks key for a visit. A key already waiting is not queued twice; a key
 // being processed is queued again once its worker calls Done.
-func (q *Queue) Add(key string) {
+func (q *Queue[K]) Add(key K) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.addLocked(key)
 }
 
-func (q *Queue) addLocked(key string) {
+func (q *Queue[K]) addLocked(key K) {
 	if q.shutting {
 		return
 	}
@@ -104,7 +105,7 @@ func (q *Queue) addLocked(key string) {
 
 // AddAfter adds key once d has passed. If key already waits, the earlier
 // of the two times wins.
-func (q *Queue) AddAfter(key string, d time.Duration) {
+func (q *Queue[K]) AddAfter(key K, d time.Duration) {
 	if d <= 0 {
 		q.Add(key)
 		return
@@ -121,7 +122,7 @@ func (q *Queue) AddAfter(key string, d time.Duration) {
 			heap.Fix(&q.waiting, it.index)
 		}
 	} else {
-		it := &waitItem{key: key, at: at}
+		it := &waitItem[K]{key: key, at: at}
 		heap.Push(&q.waiting, it)
 		q.waitIndex[key] = it
 	}
@@ -132,7 +133,7 @@ func (q *Queue) AddAfter(key string, d time.Duration) {
 }
 
 // AddRateLimited adds key after its backoff and counts one more failure.
-func (q *Queue) AddRateLimited(key string) {
+func (q *Queue[K]) AddRateLimited(key K) {
 	q.mu.Lock()
 	n := q.failures[key]
 	q.failures[key] = n + 1
@@ -141,7 +142,7 @@ func (q *Queue) AddRateLimited(key string) {
 }
 
 // backoff is BaseDelay·2^n, capped at MaxDelay.
-func (q *Queue) backoff(n int) time.Duration {
+func (q *Queue[K]) backoff(n int) time.Duration {
 	d := float64(q.opts.BaseDelay) * math.Pow(2, float64(n))
 	if d >= float64(q.opts.MaxDelay) {
 		return q.opts.MaxDelay
@@ -150,14 +151,14 @@ func (q *Queue) backoff(n int) time.Duration {
 }
 
 // Forget clears key's backoff; call it when key succeeded or was given up.
-func (q *Queue) Forget(key string) {
+func (q *Queue[K]) Forget(key K) {
 	q.mu.Lock()
 	delete(q.failures, key)
 	q.mu.Unlock()
 }
 
 // NumRequeues returns how many times key was requeued since its last Forget.
-func (q *Queue) NumRequeues(key string) int {
+func (q *Queue[K]) NumRequeues(key K) int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return q.failures[key]
@@ -166,17 +167,18 @@ func (q *Queue) NumRequeues(key string) int {
 // Get blocks until a key is ready and hands it to the caller, who must call
 // Done with it. shutdown is true once the queue is shut down; keys still
 // queued are dropped then, as the daemons re-list on start.
-func (q *Queue) Get() (key string, shutdown bool) {
+func (q *Queue[K]) Get() (key K, shutdown bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	for len(q.queue) == 0 && !q.shutting {
 		q.cond.Wait()
 	}
 	if q.shutting {
-		return "", true
+		return key, true
 	}
 	key = q.queue[0]
-	q.queue[0] = ""
+	var zero K
+	q.queue[0] = zero
 	q.queue = q.queue[1:]
 	q.processing[key] = struct{}{}
 	delete(q.dirty, key)
@@ -184,7 +186,7 @@ func (q *Queue) Get() (key string, shutdown bool) {
 }
 
 // Done releases key; if it was added meanwhile, it is queued again.
-func (q *Queue) Done(key string) {
+func (q *Queue[K]) Done(key K) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	delete(q.processing, key)
@@ -195,7 +197,7 @@ func (q *Queue) Done(key string) {
 }
 
 // Len returns how many keys are ready, not counting those held or waiting.
-func (q *Queue) Len() int {
+func (q *Queue[K]) Len() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return len(q.queue)
@@ -203,7 +205,7 @@ func (q *Queue) Len() int {
 
 // ShutDown makes Get return shutdown and later adds do nothing. It returns
 // once the queue's own goroutine has stopped.
-func (q *Queue) ShutDown() {
+func (q *Queue[K]) ShutDown() {
 	q.mu.Lock()
 	q.shutting = true
 	q.cond.Broadcast()
@@ -213,14 +215,14 @@ func (q *Queue) ShutDown() {
 }
 
 // ShuttingDown reports whether ShutDown was called.
-func (q *Queue) ShuttingDown() bool {
+func (q *Queue[K]) ShuttingDown() bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return q.shutting
 }
 
 // waitLoop moves waiting keys to the queue when they come due.
-func (q *Queue) waitLoop() {
+func (q *Queue[K]) waitLoop() {
 	defer close(q.loopDone)
 	for {
 		q.mu.Lock()
@@ -230,7 +232,7 @@ func (q *Queue) waitLoop() {
 		}
 		now := q.clock.Now()
 		for q.waiting.Len() > 0 && !q.waiting[0].at.After(now) {
-			it := heap.Pop(&q.waiting).(*waitItem)
+			it := heap.Pop(&q.waiting).(*waitItem[K])
 			delete(q.waitIndex, it.key)
 			q.addLocked(it.key)
 		}
@@ -252,27 +254,27 @@ func (q *Queue) waitLoop() {
 	}
 }
 
-type waitItem struct {
-	key   string
+type waitItem[K comparable] struct {
+	key   K
 	at    time.Time
 	index int
 }
 
 // waitHeap orders waiting keys by due time (container/heap).
-type waitHeap []*waitItem
+type waitHeap[K comparable] []*waitItem[K]
 
-func (h waitHeap) Len() int           { return len(h) }
-func (h waitHeap) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
-func (h waitHeap) Swap(i, j int) {
+func (h waitHeap[K]) Len() int           { return len(h) }
+func (h waitHeap[K]) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
+func (h waitHeap[K]) Swap(i, j int) {
 	h[i], h[j] = h[j], h[i]
 	h[i].index, h[j].index = i, j
 }
-func (h *waitHeap) Push(x any) {
-	it := x.(*waitItem)
+func (h *waitHeap[K]) Push(x any) {
+	it := x.(*waitItem[K])
 	it.index = len(*h)
 	*h = append(*h, it)
 }
-func (h *waitHeap) Pop() any {
+func (h *waitHeap[K]) Pop() any {
 	old := *h
 	it := old[len(old)-1]
 	old[len(old)-1] = nil

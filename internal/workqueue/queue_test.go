@@ -7,7 +7,7 @@ import (
 
 var t0 = time.Date(2012, 10, 2, 1, 0, 0, 0, time.UTC)
 
-func newFake(t *testing.T, opts Options) (*Queue, *FakeClock) {
+func newFake(t *testing.T, opts Options[string]) (*Queue[string], *FakeClock) {
 	t.Helper()
 	c := NewFakeClock(t0)
 	opts.Clock = c
@@ -17,7 +17,7 @@ func newFake(t *testing.T, opts Options) (*Queue, *FakeClock) {
 }
 
 // get is Get with a deadline, so a broken queue fails instead of hanging.
-func get(t *testing.T, q *Queue) string {
+func get(t *testing.T, q *Queue[string]) string {
 	t.Helper()
 	type res struct {
 		key  string
@@ -38,7 +38,7 @@ func get(t *testing.T, q *Queue) string {
 }
 
 func TestAddManyTimesWhileWaitingIsOneVisit(t *testing.T) {
-	q, _ := newFake(t, Options{})
+	q, _ := newFake(t, Options[string]{})
 	for i := 0; i < 5; i++ {
 		q.Add("a")
 	}
@@ -58,7 +58,7 @@ func TestAddManyTimesWhileWaitingIsOneVisit(t *testing.T) {
 }
 
 func TestAddWhileProcessingComesBackAfterDone(t *testing.T) {
-	q, _ := newFake(t, Options{})
+	q, _ := newFake(t, Options[string]{})
 	q.Add("a")
 	k := get(t, q)
 	q.Add("a")
@@ -80,7 +80,7 @@ func TestAddWhileProcessingComesBackAfterDone(t *testing.T) {
 }
 
 func TestAddAfter(t *testing.T) {
-	q, c := newFake(t, Options{})
+	q, c := newFake(t, Options[string]{})
 	q.AddAfter("a", 10*time.Second)
 	q.AddAfter("b", 0) // no delay: at once
 	if k := get(t, q); k != "b" {
@@ -97,7 +97,7 @@ func TestAddAfter(t *testing.T) {
 }
 
 func TestAddAfterKeepsTheEarlierTime(t *testing.T) {
-	q, c := newFake(t, Options{})
+	q, c := newFake(t, Options[string]{})
 	q.AddAfter("a", time.Minute)
 	q.AddAfter("a", 5*time.Second)
 	q.AddAfter("a", 2*time.Minute)
@@ -115,7 +115,7 @@ func TestAddAfterKeepsTheEarlierTime(t *testing.T) {
 }
 
 func TestAddAfterOrdersByDueTime(t *testing.T) {
-	q, c := newFake(t, Options{})
+	q, c := newFake(t, Options[string]{})
 	q.AddAfter("late", 3*time.Second)
 	q.AddAfter("early", time.Second)
 	q.AddAfter("middle", 2*time.Second)
@@ -130,7 +130,7 @@ func TestAddAfterOrdersByDueTime(t *testing.T) {
 }
 
 func TestBackoff(t *testing.T) {
-	q, _ := newFake(t, Options{BaseDelay: time.Second, MaxDelay: time.Minute})
+	q, _ := newFake(t, Options[string]{BaseDelay: time.Second, MaxDelay: time.Minute})
 	want := []time.Duration{1, 2, 4, 8, 16, 32, 60, 60}
 	for n, w := range want {
 		if d := q.backoff(n); d != w*time.Second {
@@ -140,14 +140,14 @@ func TestBackoff(t *testing.T) {
 	if d := q.backoff(5000); d != time.Minute {
 		t.Errorf("backoff overflows: %s", d)
 	}
-	d, _ := newFake(t, Options{})
+	d, _ := newFake(t, Options[string]{})
 	if d.backoff(0) != DefaultBaseDelay || d.backoff(100) != DefaultMaxDelay {
 		t.Errorf("defaults: %s %s", d.backoff(0), d.backoff(100))
 	}
 }
 
 func TestAddRateLimitedBacksOffPerKey(t *testing.T) {
-	q, c := newFake(t, Options{BaseDelay: time.Second, MaxDelay: 4 * time.Second})
+	q, c := newFake(t, Options[string]{BaseDelay: time.Second, MaxDelay: 4 * time.Second})
 	for i, wait := range []time.Duration{1, 2, 4, 4} {
 		q.AddRateLimited("a")
 		if n := q.NumRequeues("a"); n != i+1 {
@@ -178,7 +178,7 @@ func TestAddRateLimitedBacksOffPerKey(t *testing.T) {
 }
 
 func TestShutDown(t *testing.T) {
-	q, c := newFake(t, Options{})
+	q, c := newFake(t, Options[string]{})
 	q.AddAfter("x", time.Hour)
 	waitFor(t, func() bool { return c.Waiters() == 1 })
 	done := make(chan bool)
@@ -206,10 +206,27 @@ func TestShutDown(t *testing.T) {
 }
 
 func TestRealClock(t *testing.T) {
-	q := New(Options{})
+	q := New(Options[string]{})
 	defer q.ShutDown()
 	q.AddAfter("a", 10*time.Millisecond)
 	if k := get(t, q); k != "a" {
 		t.Fatalf("Get = %s", k)
+	}
+}
+
+// A struct key dedups by value, as a string key does: the controller's batch
+// keys are typed, not strings with separators.
+func TestStructKeys(t *testing.T) {
+	type batch struct{ host, name string }
+	q := New(Options[batch]{Clock: NewFakeClock(t0)})
+	defer q.ShutDown()
+	q.Add(batch{"h1", "a"})
+	q.Add(batch{"h1", "a"})
+	q.Add(batch{"h1\x00a", ""}) // would collide with a joined string key
+	if n := q.Len(); n != 2 {
+		t.Fatalf("Len = %d, want 2", n)
+	}
+	if k, _ := q.Get(); k != (batch{"h1", "a"}) {
+		t.Fatalf("Get = %+v", k)
 	}
 }

@@ -32,13 +32,13 @@ func (e *terminalError) Unwrap() error { return e.err }
 
 // PanicError is what Run reports when the function panicked on a key.
 type PanicError struct {
-	Key   string
+	Key   any
 	Value any
 	Stack []byte
 }
 
 func (e *PanicError) Error() string {
-	return fmt.Sprintf("panic on %s: %v", e.Key, e.Value)
+	return fmt.Sprintf("panic on %v: %v", e.Key, e.Value)
 }
 
 // Run hands keys to workers goroutines calling fn until ctx is done or the
@@ -47,7 +47,7 @@ func (e *PanicError) Error() string {
 // reported through Options.OnError and requeued with backoff; a Terminal
 // error is reported and forgotten. Each call gets Options.ItemTimeout; a
 // function that ignores its context cannot be stopped, only waited for.
-func (q *Queue) Run(ctx context.Context, workers int, fn func(ctx context.Context, key string) error) {
+func (q *Queue[K]) Run(ctx context.Context, workers int, fn func(ctx context.Context, key K) error) {
 	if workers < 1 {
 		workers = 1
 	}
@@ -68,7 +68,7 @@ func (q *Queue) Run(ctx context.Context, workers int, fn func(ctx context.Contex
 	wg.Wait()
 }
 
-func (q *Queue) processNext(ctx context.Context, fn func(context.Context, string) error) bool {
+func (q *Queue[K]) processNext(ctx context.Context, fn func(context.Context, K) error) bool {
 	key, shutdown := q.Get()
 	if shutdown {
 		return false
@@ -91,7 +91,7 @@ func (q *Queue) processNext(ctx context.Context, fn func(context.Context, string
 	return true
 }
 
-func (q *Queue) call(ctx context.Context, key string, fn func(context.Context, string) error) (err error) {
+func (q *Queue[K]) call(ctx context.Context, key K, fn func(context.Context, K) error) (err error) {
 	if q.opts.ItemTimeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, q.opts.ItemTimeout)
@@ -105,7 +105,7 @@ func (q *Queue) call(ctx context.Context, key string, fn func(context.Context, s
 	return fn(ctx, key)
 }
 
-func (q *Queue) report(key string, err error, retry bool) {
+func (q *Queue[K]) report(key K, err error, retry bool) {
 	if q.opts.OnError != nil {
 		q.opts.OnError(key, err, retry)
 	}

@@ -30,7 +30,7 @@ type failure struct {
 }
 
 // runQueue starts Run on a fake-clock queue; failures arrive on the channel.
-func runQueue(t *testing.T, opts Options, workers int, fn func(context.Context, string) error) (*Queue, *FakeClock, <-chan failure) {
+func runQueue(t *testing.T, opts Options[string], workers int, fn func(context.Context, string) error) (*Queue[string], *FakeClock, <-chan failure) {
 	t.Helper()
 	fails := make(chan failure, 100)
 	opts.OnError = func(key string, err error, retry bool) { fails <- failure{key, err, retry} }
@@ -69,7 +69,7 @@ func TestRunNeverGivesAKeyToTwoWorkers(t *testing.T) {
 		visited [keys]atomic.Int64 // the add count a visit started after
 		overlap atomic.Bool
 	)
-	q, _, _ := runQueue(t, Options{}, 8, func(_ context.Context, key string) error {
+	q, _, _ := runQueue(t, Options[string]{}, 8, func(_ context.Context, key string) error {
 		var i int
 		fmt.Sscanf(key, "k%d", &i)
 		visited[i].Store(added[i].Load())
@@ -116,7 +116,7 @@ func TestRunNeverGivesAKeyToTwoWorkers(t *testing.T) {
 func TestRunRetriesWithBackoffThenForgets(t *testing.T) {
 	var calls atomic.Int32
 	boom := errors.New("ldap: busy")
-	q, c, fails := runQueue(t, Options{BaseDelay: time.Second, MaxDelay: time.Minute}, 2,
+	q, c, fails := runQueue(t, Options[string]{BaseDelay: time.Second, MaxDelay: time.Minute}, 2,
 		func(_ context.Context, key string) error {
 			if calls.Add(1) <= 2 {
 				return fmt.Errorf("modify %s: %w", key, boom)
@@ -141,7 +141,7 @@ func TestRunRetriesWithBackoffThenForgets(t *testing.T) {
 
 func TestRunRecoversPanics(t *testing.T) {
 	var calls atomic.Int32
-	q, c, fails := runQueue(t, Options{BaseDelay: time.Second}, 1, func(_ context.Context, key string) error {
+	q, c, fails := runQueue(t, Options[string]{BaseDelay: time.Second}, 1, func(_ context.Context, key string) error {
 		if calls.Add(1) == 1 {
 			var m map[string]int
 			m[key]++ // a nil map: the kind of bug that must not kill the daemon
@@ -166,7 +166,7 @@ func TestRunRecoversPanics(t *testing.T) {
 func TestRunDoesNotRetryTerminalErrors(t *testing.T) {
 	var calls atomic.Int32
 	bad := errors.New("unknown provisioning mode")
-	q, c, fails := runQueue(t, Options{BaseDelay: time.Second, MaxDelay: time.Minute}, 2,
+	q, c, fails := runQueue(t, Options[string]{BaseDelay: time.Second, MaxDelay: time.Minute}, 2,
 		func(_ context.Context, key string) error {
 			calls.Add(1)
 			return fmt.Errorf("leaf %s: %w", key, Terminal(bad))
@@ -208,7 +208,7 @@ func TestTerminal(t *testing.T) {
 }
 
 func TestRunGivesEachItemATimeout(t *testing.T) {
-	q, _, fails := runQueue(t, Options{ItemTimeout: 20 * time.Millisecond}, 1,
+	q, _, fails := runQueue(t, Options[string]{ItemTimeout: 20 * time.Millisecond}, 1,
 		func(ctx context.Context, _ string) error {
 			if _, ok := ctx.Deadline(); !ok {
 				return Terminal(errors.New("no deadline"))
@@ -225,7 +225,7 @@ func TestRunGivesEachItemATimeout(t *testing.T) {
 
 func TestRunStops(t *testing.T) {
 	var reported atomic.Int32
-	q := New(Options{Clock: NewFakeClock(t0), OnError: func(string, error, bool) { reported.Add(1) }})
+	q := New(Options[string]{Clock: NewFakeClock(t0), OnError: func(string, error, bool) { reported.Add(1) }})
 	ctx, cancel := context.WithCancel(context.Background())
 	started := make(chan struct{})
 	stopped := make(chan struct{})
@@ -250,7 +250,7 @@ func TestRunStops(t *testing.T) {
 	}
 
 	// ShutDown from elsewhere stops Run too.
-	q2 := New(Options{Clock: NewFakeClock(t0)})
+	q2 := New(Options[string]{Clock: NewFakeClock(t0)})
 	done := make(chan struct{})
 	go func() {
 		q2.Run(context.Background(), 2, func(context.Context, string) error { return nil })

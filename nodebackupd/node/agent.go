@@ -13,6 +13,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/stoneycloud/stoney-conductor/fsm"
+	"github.com/stoneycloud/stoney-conductor/internal/daemon"
 	"github.com/stoneycloud/stoney-conductor/internal/hostio"
 	"github.com/stoneycloud/stoney-conductor/internal/workqueue"
 	"github.com/stoneycloud/stoney-conductor/ldapschema"
@@ -36,8 +37,11 @@ type Options struct {
 	Log        logrus.FieldLogger
 	Workers    int              // leaves worked on at once (default 2)
 	Now        func() time.Time // default time.Now
-	// Watch is told about every broken watch session (metrics, tests).
+	// OnWatchError is told about every broken watch session (metrics, tests).
 	OnWatchError func(error)
+	// OnReconcileError is told the kind (daemon.KindError, KindPanic,
+	// KindTerminal) of every failed reconcile (metrics); each is logged too.
+	OnReconcileError func(kind string)
 	// ProgressEvery is how often a long copy writes its progress (default 2s).
 	ProgressEvery time.Duration
 	// OnStep is told about every answered step (metrics).
@@ -61,8 +65,9 @@ const DefaultStateDir = "/var/lib/stoney-conductor"
 type Agent struct {
 	o     Options
 	tree  ldapschema.Tree
-	cache *ldapschema.Cache
-	queue *workqueue.Queue
+	rt    *daemon.Runtime[string]  // keyed by leaf DN
+	cache *ldapschema.Cache        // rt's
+	queue *workqueue.Queue[string] // rt's
 
 	vmMu     sync.Mutex
 	vmBusy   map[string]*sync.Mutex // one step per VM at a time
@@ -98,115 +103,74 @@ func New(o Options) *Agent {
 		host, _ := os.Hostname()
 		o.Holder = fmt.Sprintf("%s/%d/%d", host, os.Getpid(), time.Now().UnixNano()%1e6)
 	}
-	return &Agent{
+	a := &Agent{
 		o:        o,
 		tree:     o.Store.Tree,
-		cache:    ldapschema.NewCache(),
-		queue:    workqueue.New(workqueue.Options{BaseDelay: 500 * time.Millisecond, MaxDelay: 30 * time.Second}),
 		vmBusy:   map[string]*sync.Mutex{},
 		inflight: map[string]bool{},
 		lease: &ldapschema.Lease{Store: o.Store, DN: o.Store.Tree.NodeLease(o.Node), Holder: o.Holder,
 			TTL: o.LeaseTTL, Skew: 2 * time.Second},
 	}
+	// Exactly one nodebackupd works for a host, so resuming its interrupted
+	// steps is safe; the lease is also the host's heartbeat. The node reads
+	// VM entries whole (ParseVM), so the watch asks for every attribute.
+	a.rt = daemon.New(daemon.Options[string]{
+		Store: o.Store, Log: o.Log, Now: o.Now,
+		Lease: a.lease, LeaseLost: ErrLeaseLost,
+		Watch:        ldapschema.WatchOptions{Base: a.tree.VirtualMachines(), Filter: watchFilter, Attrs: []string{"*"}},
+		OnWatchError: o.OnWatchError,
+		Keys:         a.onEvent, Reconcile: a.reconcile, Workers: o.Workers,
+		Queue:            workqueue.Options[string]{BaseDelay: 500 * time.Millisecond, MaxDelay: 30 * time.Second},
+		OnReconcileError: o.OnReconcileError,
+	})
+	a.cache, a.queue = a.rt.Cache(), a.rt.Queue()
+	return a
 }
 
 // Cache exposes what the agent sees of the directory (status, tests).
 func (a *Agent) Cache() *ldapschema.Cache { return a.cache }
 
 // Run takes the host's lease (standing by while another nodebackupd holds it),
-// then watches the directory and works until ctx is done or the lease is lost.
-func (a *Agent) Run(ctx context.Context) error {
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	// Exactly one nodebackupd works for a host, so resuming its interrupted
-	// steps is safe; the lease is also the host's heartbeat.
-	if err := a.lease.Wait(ctx, a.o.Now, a.leaseLog); err != nil {
-		return err
-	}
-	defer a.lease.Release()
-	go a.lease.Keep(ctx, a.o.Now, a.leaseLog, func() { cancel(ErrLeaseLost) })
-
-	a.cache.OnEvent(a.onEvent)
-	go func() {
-		err := a.o.Store.Watch(ctx, ldapschema.WatchOptions{
-			Base:   a.tree.VirtualMachines(),
-			Filter: watchFilter,
-			Attrs:  []string{"*"},
-			OnError: func(err error) {
-				a.o.Log.WithError(err).Warn("directory watch broken, resuming")
-				if a.o.OnWatchError != nil {
-					a.o.OnWatchError(err)
-				}
-			},
-		}, a.cache.Apply)
-		if err != nil {
-			a.o.Log.WithError(err).Error("watch ended")
-		}
-	}()
-	go func() {
-		<-ctx.Done()
-		a.queue.ShutDown()
-	}()
-	a.queue.Run(ctx, a.o.Workers, a.reconcile)
-	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
-		return err
-	}
-	return nil
-}
+// then watches the directory and works until ctx is done or the lease is lost
+// (ErrLeaseLost).
+func (a *Agent) Run(ctx context.Context) error { return a.rt.Run(ctx) }
 
 // ErrLeaseLost: another nodebackupd took this host's lease; this one must stop.
 var ErrLeaseLost = errors.New("host lease lost to another nodebackupd")
 
-// leaseLog writes the lease's events to the agent's log.
-func (a *Agent) leaseLog(msg, holder string, until time.Time, err error) {
-	f := a.o.Log.WithField("lease", a.lease.DN)
-	if holder != "" {
-		f = f.WithFields(logrus.Fields{"holder": holder, "until": until})
-	}
-	if err != nil {
-		f.WithError(err).Warn(msg)
-		return
-	}
-	f.Info(msg)
-}
-
 func isLeaf(e *ldap.Entry) bool { return ldapschema.IsLeaf(e) }
 
-// onEvent only enqueues: the worker decides from the entry as it is then.
-func (a *Agent) onEvent(ev ldapschema.Event) {
+// onEvent only names leaves: the worker decides from the entry as it is then.
+func (a *Agent) onEvent(ev ldapschema.Event) []string {
 	switch ev.Kind {
 	case ldapschema.EventPut:
 		if isLeaf(ev.Entry) {
 			if pending(ev.Entry) || finished(ev.Entry) {
-				a.queue.Add(ev.DN)
+				return []string{ev.DN}
 			}
-			return
+			return nil
 		}
 		// A VM moved to (or appeared on) this host: its pending leaves are ours now.
-		vm := ev.Entry.GetAttributeValue(ldapschema.AttrVirtualMachine)
-		a.enqueuePending(func(leafDN string) bool {
-			return strings.HasSuffix(ldapschema.NormalizeDN(leafDN), ldapschema.NormalizeDN(a.tree.VM(vm)))
+		vm := ldapschema.NormalizeDN(a.tree.VM(ev.Entry.GetAttributeValue(ldapschema.AttrVirtualMachine)))
+		return a.leaves(func(e *ldap.Entry) bool {
+			return (pending(e) || finished(e)) && strings.HasSuffix(ldapschema.NormalizeDN(e.DN), vm)
 		})
 	case ldapschema.EventSynced:
 		// After a start or a reconnect, steps this host left half done are resumed.
-		a.enqueueMatching(func(e *ldap.Entry) bool { return pending(e) || finished(e) || running(e) })
+		return a.leaves(func(e *ldap.Entry) bool { return pending(e) || finished(e) || running(e) })
 	}
+	return nil
 }
 
-func (a *Agent) enqueuePending(match func(dn string) bool) {
-	a.enqueueMatching(func(e *ldap.Entry) bool { return (pending(e) || finished(e)) && match(e.DN) })
-}
-
-func (a *Agent) enqueueMatching(match func(e *ldap.Entry) bool) {
+// leaves returns the DNs of the cached leaves that match.
+func (a *Agent) leaves(match func(e *ldap.Entry) bool) []string {
 	var dns []string
 	a.cache.Each(func(e *ldap.Entry) {
 		if isLeaf(e) && match(e) {
 			dns = append(dns, e.DN)
 		}
 	})
-	for _, dn := range dns {
-		a.queue.Add(dn)
-	}
+	return dns
 }
 
 // running: a step claimed (by this host) and not answered yet.
@@ -218,7 +182,8 @@ func running(e *ldap.Entry) bool {
 // pending: a request the control side wrote and nobody has claimed yet.
 func pending(e *ldap.Entry) bool {
 	m, err := fsm.ParseMode(e.GetAttributeValue(ldapschema.AttrMode))
-	return err == nil && m.IsRequest() && e.GetAttributeValue(ldapschema.AttrState) == "0"
+	_, claimable := fsm.Claim(fsm.Leaf{Mode: m, State: e.GetAttributeValue(ldapschema.AttrState)})
+	return err == nil && claimable
 }
 
 func finished(e *ldap.Entry) bool {
@@ -248,16 +213,7 @@ func (a *Agent) step(m fsm.Mode) func(context.Context, *job) ([]string, error) {
 
 // Sync fills the agent's view of the directory once, as the watch's first
 // refresh would, without watching on (tests that drive Reconcile themselves).
-func (a *Agent) Sync() error {
-	entries, err := a.o.Store.Search(a.tree.VirtualMachines(), ldap.ScopeWholeSubtree, watchFilter, []string{"*"})
-	if err != nil {
-		return err
-	}
-	for _, e := range entries {
-		a.cache.Apply(ldapschema.Event{Kind: ldapschema.EventPut, DN: e.DN, Entry: e})
-	}
-	return nil
-}
+func (a *Agent) Sync() error { return a.rt.Sync() }
 
 // Reconcile is one pass of the worker over one leaf, as the queue runs it:
 // claim, step, report (or resume a claimed step, or settle a finished
@@ -319,14 +275,17 @@ func (a *Agent) reconcile(ctx context.Context, dn string) error {
 	}
 	defer a.end(dn)
 
-	fl := fsm.Leaf{Key: dn, VM: vmName, Name: leaf.Name, Host: vm.Node, Mode: mode, State: leaf.State, ReturnValue: leaf.ReturnValue}
+	fl, err := ldapschema.WorkflowLeaf(a.tree, e, vm.Node)
+	if err != nil {
+		return nil // no mode of the workflow: not ours to answer
+	}
 	if mode.IsRequest() {
 		claim, ok := fsm.Claim(fl)
 		if !ok {
 			return nil
 		}
 		// Rule 2 of fsm/doc.go: claim with a compare-and-swap before touching the VM.
-		err = a.o.Store.ChangeMode(ldapschema.ModeChange{DN: dn, From: string(claim.From), To: string(claim.To), FromState: "0"})
+		err = a.o.Store.Write(claim, nil, nil)
 		if errors.Is(err, ldapschema.ErrConflict) {
 			log.Debug("request claimed elsewhere or withdrawn")
 			return nil
@@ -351,15 +310,15 @@ func (a *Agent) reconcile(ctx context.Context, dn string) error {
 
 	start := a.o.Now()
 	var times []string
-	var extra map[string][]string
+	var report ldapschema.Report
 	err = refuse
 	if err == nil {
 		var j *job
 		j, err = a.prepare(vm, leaf, log)
 		if err == nil {
-			j.running = string(fl.Mode)
+			j.running = fl.Mode
 			times, err = stepFn(ctx, j)
-			extra = j.extra
+			report = j.report
 		}
 	}
 	if transient(err) && a.queue.NumRequeues(dn) < transientRetries {
@@ -377,8 +336,9 @@ func (a *Agent) reconcile(ctx context.Context, dn string) error {
 	if a.o.OnStep != nil {
 		a.o.OnStep(string(request), a.o.Now().Sub(start).Seconds(), int(rc), times)
 	}
-	done := fsm.Complete(fl, int(rc), ldapschema.FormatTime(a.o.Now()))
-	return a.report(ctx, e, done, times, extra, log)
+	done := fsm.Complete(fl, int(rc), fsm.FormatTime(a.o.Now()))
+	report.Times = times
+	return a.report(ctx, e, done, &report, log)
 }
 
 // transientRetries bounds how often a step interrupted by a lost connection is
@@ -410,17 +370,12 @@ func (a *Agent) end(dn string) {
 }
 
 // report writes the -ed mode, State, ReturnValue and execution times in one
-// compare-and-swap (rule 2), retrying while the directory is away: the work is
+// compare-and-swap (rule 3), retrying while the directory is away: the work is
 // done and must not be lost.
-func (a *Agent) report(ctx context.Context, e *ldap.Entry, w fsm.Write, times []string, extra map[string][]string, log logrus.FieldLogger) error {
-	exec := mergeExecutionTimes(e.GetAttributeValues(ldapschema.AttrExecutionTime), times)
-	change := ldapschema.ModeChange{
-		DN: w.Key, From: string(w.From), To: string(w.To), State: w.State,
-		ReturnValue: w.ReturnValue, ExecutionTime: exec, Extra: extra,
-	}
+func (a *Agent) report(ctx context.Context, e *ldap.Entry, w fsm.Write, r *ldapschema.Report, log logrus.FieldLogger) error {
 	backoff := 100 * time.Millisecond
 	for {
-		err := a.o.Store.ChangeMode(change)
+		err := a.o.Store.Write(w, ldapschema.ExecutionTimes(e), r)
 		if err == nil {
 			log.WithFields(logrus.Fields{"to": string(w.To), "rc": *w.ReturnValue}).Info("reported")
 			return nil
@@ -440,16 +395,6 @@ func (a *Agent) report(ctx context.Context, e *ldap.Entry, w fsm.Write, times []
 			backoff *= 2
 		}
 	}
-}
-
-// mergeExecutionTimes keeps earlier steps' values ("snapshot: 1.8") and replaces
-// those this step measured again.
-func mergeExecutionTimes(old, add []string) []string {
-	out := old
-	for _, v := range add {
-		out = ldapschema.SetExecutionValue(out, v)
-	}
-	return out
 }
 
 func (a *Agent) vmLock(vm string) *sync.Mutex {

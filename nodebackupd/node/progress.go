@@ -5,8 +5,6 @@ import (
 	"os"
 	"sync"
 	"time"
-
-	"github.com/stoneycloud/stoney-conductor/ldapschema"
 )
 
 // progressKey names the sstProvisioningExecutionTime value a long copy or
@@ -101,9 +99,8 @@ func (m *meter) tick(done int64) {
 	line := m.line(done, now)
 	m.mu.Unlock()
 	m.j.log.WithField("progress", line).Info(m.step)
-	m.a.o.Store.Update(m.j.leaf.DN, "("+ldapschema.AttrMode+"="+m.j.running+")", map[string][]string{
-		ldapschema.AttrExecutionTime: mergeExecutionTimes(m.j.leaf.ExecutionTime, []string{progressKey + ": " + line}),
-	})
+	// Best effort: a lost progress line costs nothing, the step goes on.
+	_ = m.a.o.Store.WriteProgress(m.j.leaf.DN, m.j.running, m.j.leaf.ExecutionTime, progressKey+": "+line)
 }
 
 // line reads like "retain 120.0 MiB of 512.0 MiB, 85.3 MiB/s, 5s left".

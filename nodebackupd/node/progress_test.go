@@ -17,19 +17,6 @@ func TestMeterLine(t *testing.T) {
 	}
 }
 
-func TestMergeExecutionTimes(t *testing.T) {
-	got := mergeExecutionTimes([]string{"snapshot: 1.8", "downtime: 2.9", "progress: x"}, []string{"progress: y", "merge: 0.2"})
-	want := []string{"snapshot: 1.8", "downtime: 2.9", "progress: y", "merge: 0.2"}
-	if len(got) != len(want) {
-		t.Fatalf("%v", got)
-	}
-	for i := range want {
-		if got[i] != want[i] {
-			t.Fatalf("%v, want %v", got, want)
-		}
-	}
-}
-
 // A step that stalls must fall silent, so that controld's deadline, which
 // counts from the leaf's last write, can end it; one that moves on writes,
 // but not more often than every.

@@ -22,9 +22,6 @@ import (
 // directory: the web UI looks for <retain>/<kind>/<pool>/<vm>/<leaf>/<vm>.ldif.<leaf>
 // after unretainSmallFiles, and copies it to <vm>.ldif when the operator goes on.
 
-// diffPrefix starts every description value a restore publishes on its leaf.
-const diffPrefix = "restore: "
-
 // otherActive refuses a restore step while another leaf of the VM is busy, or
 // when the backup is known to have failed: fsm.RestoreMayStart, the rule every
 // writer uses. A leaf that cannot be parsed counts as busy.
@@ -132,11 +129,7 @@ func (a *Agent) unretainSmallFiles(ctx context.Context, j *job) ([]string, error
 	if err := j.seam.WriteFile(retain.MustJoin(j.layout.BackupName(j.vm.Name+".diff")), []byte(body), 0o640); err != nil {
 		return nil, fail(ldapschema.RCCannotCopyToBackup, err)
 	}
-	desc := []string{diffPrefix + fmt.Sprintf("%d difference(s)", len(diff))}
-	for _, d := range diff {
-		desc = append(desc, diffPrefix+d)
-	}
-	j.extra = map[string][]string{ldapschema.AttrDescription: desc}
+	j.report = ldapschema.Report{SetDescription: true, Description: ldapschema.FormatRestoreDiff(diff)}
 	return []string{"unretainSmallFiles: " + seconds(time.Since(start))}, nil
 }
 
@@ -269,7 +262,7 @@ func (a *Agent) restore(ctx context.Context, j *job) ([]string, error) {
 			return nil, finishLater(fail(ldapschema.RCRetainNotEmpty, err))
 		}
 	}
-	j.extra = map[string][]string{ldapschema.AttrDescription: nil}
+	j.report = ldapschema.Report{SetDescription: true} // the differences are history now
 	return []string{"restore: " + seconds(time.Since(start)), "restoreDowntime: " + seconds(r.Downtime)}, nil
 }
 
@@ -344,60 +337,11 @@ func (a *Agent) restoreDiff(j *job, savedXML, savedLDIF string) ([]string, error
 	if err != nil {
 		return nil, fail(ldapschema.RCCannotConnectBackend, err)
 	}
-	var out []string
-	rel := func(dn string) string {
-		n := ldapschema.NormalizeDN(dn)
-		root := ldapschema.NormalizeDN(a.tree.VM(j.vm.Name))
-		if n == root {
-			return "VM"
-		}
-		return strings.TrimSuffix(dn, ","+a.tree.VM(j.vm.Name))
+	plan, err := ldapschema.PlanSubtreeRestore(a.tree, j.vm.Name, saved, current)
+	if err != nil {
+		return nil, fail(ldapschema.RCCannotSaveBackendEntry, err)
 	}
-	want := map[string]*ldap.Entry{}
-	for _, e := range saved {
-		if !a.skipWriteBack(j.vm.Name, e.DN) {
-			want[ldapschema.NormalizeDN(e.DN)] = e
-		}
-	}
-	have := map[string]*ldap.Entry{}
-	for _, e := range current {
-		if !isLeaf(e) && !a.skipWriteBack(j.vm.Name, e.DN) {
-			have[ldapschema.NormalizeDN(e.DN)] = e
-		}
-	}
-	for n, e := range have {
-		if _, ok := want[n]; !ok {
-			out = append(out, fmt.Sprintf("%s: added since the backup; the restore removes it", rel(e.DN)))
-		}
-	}
-	for n, e := range want {
-		cur, ok := have[n]
-		if !ok {
-			out = append(out, fmt.Sprintf("%s: removed since the backup; the restore re-creates it", rel(e.DN)))
-			continue
-		}
-		names := map[string]bool{}
-		for _, at := range e.Attributes {
-			names[at.Name] = true
-		}
-		for _, at := range cur.Attributes {
-			names[at.Name] = true
-		}
-		for name := range names {
-			if strings.EqualFold(name, ldapschema.AttrObjectClass) {
-				continue
-			}
-			was, now := e.GetAttributeValues(name), cur.GetAttributeValues(name)
-			if sameValues(was, now) {
-				continue
-			}
-			note := ""
-			if keepAttrs[strings.ToLower(name)] {
-				note = " (kept: the VM is restored on this host)"
-			}
-			out = append(out, fmt.Sprintf("%s %s: backup %q, now %q%s", rel(e.DN), name, strings.Join(was, ","), strings.Join(now, ","), note))
-		}
-	}
+	out := plan.Differences
 	// The domain as libvirt has it now against the saved XML.
 	sv, err := libvirt.SummarizeXML(savedXML)
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/go-ldap/ldap/v3"
 	"github.com/sirupsen/logrus"
 
+	"github.com/stoneycloud/stoney-conductor/fsm"
 	"github.com/stoneycloud/stoney-conductor/internal/hostio"
 	"github.com/stoneycloud/stoney-conductor/ldapschema"
 	"github.com/stoneycloud/stoney-conductor/libvirt"
@@ -28,10 +29,10 @@ type job struct {
 	layout  Layout
 	disks   []libvirt.Disk
 	log     logrus.FieldLogger
-	extra   map[string][]string // further leaf attributes the step reports
-	running string              // the -ing mode the step runs in
-	seam    *hostio.Seam        // every host operation of the step passes it
-	records hostio.Path         // this leaf's intent records, in the node's state directory
+	report  ldapschema.Report // what the step adds to its answer besides its times
+	running fsm.Mode          // the -ing mode the step runs in
+	seam    *hostio.Seam      // every host operation of the step passes it
+	records hostio.Path       // this leaf's intent records, in the node's state directory
 }
 
 // record is the intent record of one step of this leaf (see hostio.Record):

@@ -1,4 +1,4 @@
-package ldapschema
+package fsm
 
 import (
 	"errors"
@@ -51,10 +51,7 @@ func TestIsLeafName(t *testing.T) {
 		{"", false},
 		{"backup", false},
 	} {
-		if got := IsLeafName(tc.s); got != tc.ok {
-			t.Errorf("IsLeafName(%q) = %v, want %v", tc.s, got, tc.ok)
-		}
-		if _, err := ParseTime(tc.s); (err == nil) != tc.ok || err != nil && !errors.Is(err, ErrMalformed) {
+		if _, err := ParseTime(tc.s); (err == nil) != tc.ok || err != nil && !errors.Is(err, ErrBadTime) {
 			t.Errorf("ParseTime(%q) error = %v", tc.s, err)
 		}
 	}

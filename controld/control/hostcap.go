@@ -7,15 +7,12 @@ import (
 	"github.com/stoneycloud/stoney-conductor/ldapschema"
 )
 
-// hostLimit caps how many leaves of one host are between snapshot and
-// retained at once (Options.MaxConcurrentPerHost). The others wait in
-// initialized; the controller asks for their snapshot when a slot frees.
-//
-// It works around fsm.Reconcile rather than inside it: the initialized leaves
-// beyond the cap are left out of the batch handed to Reconcile, so the
-// admitted ones are snapshotted together and merged one at a time as the fsm
-// decides. Left in, they would hold the batch's merges back for ever (the fsm
-// waits for every snapshot of a batch before the first merge).
+// hostLimit caps how many leaves of one host hold a slot at once
+// (fsm.HoldsSlot; Options.MaxConcurrentPerHost). fsm.Reconcile decides who
+// gets the free slots; this counts them across the host's batches, and
+// remembers the snapshot requests written that the watch has not shown yet,
+// so that two batches reconciled one after the other do not both take the
+// last slot.
 type hostLimit struct {
 	max int
 
@@ -44,20 +41,10 @@ func (l *hostLimit) lock(host string) func() {
 	return m.Unlock
 }
 
-// working reports whether a leaf in mode m holds one of its host's slots.
-func working(m fsm.Mode) bool {
-	switch m {
-	case fsm.Snapshot, fsm.Snapshotting, fsm.Snapshotted,
-		fsm.Merge, fsm.Merging, fsm.Merged,
-		fsm.Retain, fsm.Retaining, fsm.Retained:
-		return true
-	}
-	return false
-}
-
-// admit returns batch without the initialized leaves that would go over the
-// cap. Call it with lock(host) held.
-func (l *hostLimit) admit(c *Controller, host string, batch []fsm.Leaf) []fsm.Leaf {
+// free returns how many more of host's leaves may start a snapshot
+// (fsm.Facts.Slots), and forgets the requests the cache shows by now. Call
+// it with lock(host) held.
+func (l *hostLimit) free(c *Controller, host string) int {
 	l.mu.Lock()
 	sent := l.sent[host]
 	l.mu.Unlock()
@@ -71,12 +58,11 @@ func (l *hostLimit) admit(c *Controller, host string, batch []fsm.Leaf) []fsm.Le
 			}
 			m := fsm.Mode(e.GetAttributeValue(ldapschema.AttrMode))
 			n := ldapschema.NormalizeDN(dn)
-			if sent[n] && m == fsm.Initialized {
+			switch {
+			case sent[n] && m == fsm.Initialized:
 				kept[n] = true
 				active++
-				continue
-			}
-			if working(m) {
+			case fsm.HoldsSlot(m):
 				active++
 			}
 		}
@@ -84,19 +70,21 @@ func (l *hostLimit) admit(c *Controller, host string, batch []fsm.Leaf) []fsm.Le
 	l.mu.Lock()
 	l.sent[host] = kept
 	l.mu.Unlock()
-
-	free := l.max - active
-	out := make([]fsm.Leaf, 0, len(batch))
-	for _, lf := range batch {
-		if lf.Mode == fsm.Initialized && !kept[ldapschema.NormalizeDN(lf.Key)] {
-			if free <= 0 {
-				continue
-			}
-			free--
-		}
-		out = append(out, lf)
+	if active >= l.max {
+		return 0
 	}
-	return out
+	return l.max - active
+}
+
+// expect shows lf as the snapshot request controld wrote for it when the
+// cache still lags behind that write, so that fsm sees what the directory
+// holds. Call it after free, with lock(host) held.
+func (l *hostLimit) expect(host string, lf *fsm.Leaf) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if lf.Mode == fsm.Initialized && l.sent[host][ldapschema.NormalizeDN(lf.Key)] {
+		lf.Mode, lf.State = fsm.Snapshot, fsm.Pending
+	}
 }
 
 // admitted records a snapshot request written for dn. Call it with lock(host) held.
@@ -111,7 +99,7 @@ func (l *hostLimit) admitted(host, dn string) {
 
 // onEvent re-queues every batch of a host when one of its leaves may have
 // freed a slot (finished, or gone), so waiting leaves are admitted.
-func (l *hostLimit) onEvent(c *Controller, ev ldapschema.Event, keys []string) {
+func (l *hostLimit) onEvent(c *Controller, ev ldapschema.Event, keys []queueKey) {
 	switch ev.Kind {
 	case ldapschema.EventPut:
 		if !isLeaf(ev.Entry) || ev.Entry.GetAttributeValue(ldapschema.AttrMode) != string(fsm.Finished) {
@@ -123,8 +111,7 @@ func (l *hostLimit) onEvent(c *Controller, ev ldapschema.Event, keys []string) {
 	}
 	hosts := map[string]bool{}
 	for _, k := range keys {
-		h, _ := splitKey(k)
-		hosts[h] = true
+		hosts[k.host] = true
 	}
 	for h := range hosts {
 		for _, k := range c.idx.hostKeys(h) {
