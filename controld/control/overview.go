@@ -20,8 +20,8 @@ const OverdueGrace = 6 * time.Hour
 type VMOverview struct {
 	VM, Host, Pool string
 	Plan           Plan
-	// LastGood is the newest good backup (fsm.Leaf.BackupOutcome 0, finished
-	// or being restored), by its planned time; zero LastGoodLeaf if none.
+	// LastGood is the newest good backup (fsm.Leaf.GoodBackup), by its
+	// planned time; zero LastGoodLeaf if none.
 	LastGoodLeaf string
 	LastGood     time.Time
 	// Due is the latest planned run that ended OverdueGrace ago or more; a
@@ -30,12 +30,6 @@ type VMOverview struct {
 	Overdue bool
 	Last    *LeafStatus  // the newest finished leaf, good or not
 	Running []LeafStatus // leaves not finished
-}
-
-// Good reports whether the leaf holds a usable backup by retention's rule:
-// the backup's own outcome 0, finished or being restored.
-func (r RetentionLeaf) Good() bool {
-	return !r.Unknown && !r.Failed && (r.Mode == fsm.Finished || r.Mode.IsRestore())
 }
 
 // Overview joins Status, ListSchedule and every VM's newest good backup.
@@ -57,7 +51,7 @@ func Overview(store *ldapschema.Store, loc *time.Location, now time.Time) ([]VMO
 	good := map[string]string{}
 	for _, e := range es {
 		l, err := ldapschema.ParseLeaf(store.Tree, e)
-		if err != nil || !retentionLeaf(l.FSM("")).Good() {
+		if err != nil || !l.FSM("").GoodBackup() {
 			continue
 		}
 		if l.Name > good[l.VM] {
@@ -86,7 +80,7 @@ func Overview(store *ldapschema.Store, loc *time.Location, now time.Time) ([]VMO
 	for vm, o := range by {
 		if name := good[vm]; name != "" {
 			o.LastGoodLeaf = name
-			o.LastGood, _ = ldapschema.ParseTime(name)
+			o.LastGood, _ = fsm.ParseTime(name)
 		}
 		if o.Plan.Status == PlanScheduled && o.Plan.Schedule != nil {
 			o.Due = lastPlanned(o.Plan.Schedule, now.Add(-OverdueGrace))

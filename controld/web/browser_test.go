@@ -12,6 +12,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/stoneycloud/stoney-conductor/controld/control"
+	"github.com/stoneycloud/stoney-conductor/fsm"
 	"github.com/stoneycloud/stoney-conductor/internal/testenv"
 	"github.com/stoneycloud/stoney-conductor/ldapschema"
 )
@@ -331,7 +332,7 @@ func TestProgressLive(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	name := ldapschema.FormatTime(time.Now())
+	name := fsm.FormatTime(time.Now())
 	dn := env.admin.Tree.Leaf(vm, name)
 	if err := env.admin.Add(ldapschema.NewLeafAddRequest(env.admin.Tree, vm, name, "retaining", name)); err != nil {
 		t.Fatal(err)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/stoneycloud/stoney-conductor/controld/control"
 	"github.com/stoneycloud/stoney-conductor/controld/web"
+	"github.com/stoneycloud/stoney-conductor/fsm"
 	"github.com/stoneycloud/stoney-conductor/internal/testenv"
 	"github.com/stoneycloud/stoney-conductor/ldapschema"
 	"github.com/stoneycloud/stoney-conductor/libvirt"
@@ -256,7 +257,7 @@ func addVMs() error {
 		age time.Duration
 		rc  string
 	}{{72 * time.Hour, "0"}, {26 * time.Hour, fmt.Sprint(int(ldapschema.RCNoSpace))}} {
-		name := ldapschema.FormatTime(time.Now().Add(-l.age))
+		name := fsm.FormatTime(time.Now().Add(-l.age))
 		if err := env.admin.Add(ldapschema.NewLeafAddRequest(env.admin.Tree, vmOld, name, "finished", name)); err != nil {
 			return err
 		}

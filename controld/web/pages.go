@@ -269,6 +269,7 @@ type backupRow struct {
 
 type waitingRestore struct {
 	Leaf, Date string
+	Count      string // "2 difference(s)"
 	Diff       []string
 	Failed     bool   // fetching the small files failed
 	Result     string // its return value and meaning
@@ -359,12 +360,15 @@ func refusal(err error) string {
 // differences the node published.
 func (s *Server) waiting(st *ldapschema.Store, l ldapschema.Leaf, date string) *waitingRestore {
 	w := &waitingRestore{Leaf: l.Name, Date: date, Result: result(l.ReturnValue), Failed: l.ReturnValue != 0}
-	e, err := st.Get(l.DN, "*")
+	e, err := st.Get(l.DN, ldapschema.AttrDescription)
 	if err != nil {
 		w.Diff = []string{"(the differences cannot be read: " + describe(err) + ")"}
 		return w
 	}
-	w.Diff = control.RestoreDiff(l, e)
+	// The count comes first (ldapschema.FormatRestoreDiff), then one value a difference.
+	if diff := ldapschema.ParseRestoreDiff(e.GetAttributeValues(ldapschema.AttrDescription)); len(diff) > 0 {
+		w.Count, w.Diff = diff[0], diff[1:]
+	}
 	return w
 }
 
