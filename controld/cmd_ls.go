@@ -94,7 +94,7 @@ func printBackups(w io.Writer, backups []control.Backup, loc *time.Location) err
 			date = b.Planned.In(loc).Format("2006-01-02 15:04 MST")
 		}
 		if b.SizeBytes >= 0 {
-			size = humanBytes(b.SizeBytes)
+			size = control.HumanBytes(b.SizeBytes)
 		}
 		if b.Duration > 0 {
 			dur = b.Duration.Round(100 * time.Millisecond).String()
@@ -114,18 +114,4 @@ func printBackups(w io.Writer, backups []control.Backup, loc *time.Location) err
 		fmt.Fprintln(tw, line)
 	}
 	return tw.Flush()
-}
-
-// humanBytes renders n in binary units, e.g. 71.8 MiB.
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

@@ -112,6 +112,7 @@ func followGuide() error {
 		// Debian indexes objectClass eq already: that one change reports 20.
 		{"indexes", "ldapmodify", asRoot("-c", "-f", "stoney-conductor-indexes.ldif"), []int{0, 20}},
 		{"access rules", "ldapmodify", asRoot("-f", "stoney-conductor-acl.ldif"), []int{0}},
+		{"web UI access rules", "ldapmodify", asRoot("-f", "stoney-conductor-webui-acl.ldif"), []int{0}},
 		{"accounts", "ldapadd", asAdmin("-f", "stoney-conductor-accounts.ldif"), []int{0}},
 	}
 	for _, s := range steps {

@@ -6,6 +6,10 @@
 // Then it shows `controld status` and the metrics, lets one VM write new data,
 // and restores it with `controld restore`: the guest reads its old data again.
 //
+// The web UI (`controld web`) runs alongside; its address is printed at the
+// end. With -stay (make demo STAY=1) everything stays up after the checks,
+// to click through, until interrupted.
+//
 // Run it through `make demo` (which builds bin/controld and bin/nodebackupd).
 package main
 
@@ -19,8 +23,10 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/stoneycloud/stoney-conductor/internal/format"
@@ -32,6 +38,7 @@ import (
 func main() {
 	bin := flag.String("bin", "bin", "directory holding controld and nodebackupd")
 	keep := flag.Bool("keep", false, "keep the work directory (printed at the start)")
+	flag.BoolVar(&stay, "stay", false, "after the checks, keep the directory, VMs and web UI up until interrupted")
 	flag.Parse()
 	if err := run(*bin, *keep); err != nil {
 		fmt.Fprintln(os.Stderr, "demo failed:", err)
@@ -39,6 +46,8 @@ func main() {
 	}
 	fmt.Println("\ndemo passed: every check above holds")
 }
+
+var stay bool
 
 type demoVM struct {
 	name    string
@@ -140,8 +149,8 @@ func run(bin string, keep bool) error {
 	ldapCfg := fmt.Sprintf("ldap:\n  url: %s\n  bindDN: %q\n  passwordFile: %s\n  base: %q\n", slapd.URL, slapd.AdminDN, pw, slapd.Base)
 	ctlCfg := filepath.Join(root, "controld.yaml")
 	nodeCfg := filepath.Join(root, "nodebackupd.yaml")
-	ctlMetrics, nodeMetrics := freeAddr(), freeAddr()
-	if err := os.WriteFile(ctlCfg, []byte(ldapCfg+"metrics:\n  listen: "+ctlMetrics+"\n"), 0o600); err != nil {
+	ctlMetrics, nodeMetrics, webAddr := freeAddr(), freeAddr(), freeAddr()
+	if err := os.WriteFile(ctlCfg, []byte(ldapCfg+"metrics:\n  listen: "+ctlMetrics+"\nweb:\n  listen: "+webAddr+"\n"), 0o600); err != nil {
 		return err
 	}
 	if err := os.WriteFile(nodeCfg, []byte(ldapCfg+"node: demo-node\nstateDir: "+filepath.Join(root, "node-state")+"\nlibvirt:\n  uri: "+lv.URI+"\nmetrics:\n  listen: "+nodeMetrics+"\n"), 0o600); err != nil {
@@ -159,6 +168,11 @@ func run(bin string, keep bool) error {
 		return err
 	}
 	defer stopNode()
+	stopWeb, err := daemon(filepath.Join(bin, "controld"), filepath.Join(logs, "web.log"), "web", "-config", ctlCfg)
+	if err != nil {
+		return err
+	}
+	defer stopWeb()
 	fmt.Println("logs in", logs)
 
 	step("controld backup demo-web demo-db demo-idle (one batch)")
@@ -286,6 +300,20 @@ func run(bin string, keep bool) error {
 		return fmt.Errorf("demo-web rebooted: its RAM state was not resumed")
 	}
 	fmt.Println("demo-web's guest reads 0xab again, and resumed from its saved RAM state (no reboot)")
+
+	step("the web UI")
+	if _, err := httpGet("http://" + webAddr + "/login"); err != nil {
+		return fmt.Errorf("web UI: %w", err)
+	}
+	fmt.Printf("http://%s/  log in as %s with password %s\n", webAddr, slapd.AdminDN, slapd.AdminPassword)
+	if stay {
+		fmt.Println("staying up until interrupted (Ctrl-C)")
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+		<-sig
+	} else {
+		fmt.Println("(make demo STAY=1 keeps it up to click through)")
+	}
 	return nil
 }
 
