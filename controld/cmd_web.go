@@ -2,30 +2,23 @@ package main
 
 import (
 	"context"
-	"flag"
-	"os/signal"
-	"syscall"
 
 	"github.com/stoneycloud/stoney-conductor/controld/web"
 )
 
 func init() {
-	register("web", "serve the web UI (web: in the config)", runWeb)
+	register(command{
+		name: "web", summary: "serve the web UI (web: in the config)", usage: "usage: controld web [flags]",
+		argsWanted: "web takes no arguments",
+		noStore:    true,
+		run:        runWeb,
+	})
 }
 
-func runWeb(args []string) error {
-	fs := flag.NewFlagSet("web", flag.ContinueOnError)
-	var c common
-	c.register(fs)
-	if err := fs.Parse(args); err != nil {
-		return usageError{err}
-	}
-	cfg, err := loadConfig(c.config)
-	if err != nil {
-		return err
-	}
+func runWeb(ctx context.Context, in *invocation) error {
+	cfg := in.cfg
 	if !cfg.Web.Enabled() {
-		return usagef("%s: web.listen is not set: the web UI is off", c.config)
+		return usagef("web.listen is not set in the configuration: the web UI is off")
 	}
 	if err := cfg.LDAP.CheckTransport(); err != nil {
 		return usageError{err}
@@ -38,8 +31,6 @@ func runWeb(args []string) error {
 	if err != nil {
 		return usageError{err}
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
 	scheme := "http"
 	if cfg.Web.TLS() {
 		scheme = "https"

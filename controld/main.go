@@ -34,6 +34,9 @@ type command struct {
 	json bool
 	// run does the work; ctx ends on SIGINT or SIGTERM (or the timeout).
 	run func(ctx context.Context, in *invocation) error
+	// noStore: the command dials no directory with controld's account (the
+	// web UI binds as each person).
+	noStore bool
 	// raw commands parse their own arguments (recover, which tests drive
 	// in-process) and get none of the above.
 	raw func(args []string) error
@@ -71,11 +74,19 @@ func (c command) invoke(args []string) error {
 	if err := f.parse(args, c.minArgs, c.maxArgs, c.argsWanted); err != nil {
 		return err
 	}
-	cfg, store, err := f.open()
+	in := &invocation{args: f.Args(), json: asJSON}
+	var err error
+	if c.noStore {
+		in.cfg, err = loadConfig(f.config)
+	} else {
+		in.cfg, in.store, err = f.open()
+		if in.store != nil {
+			defer in.store.Close()
+		}
+	}
 	if err != nil {
 		return err
 	}
-	defer store.Close()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if timeout != nil && *timeout > 0 {
@@ -83,7 +94,7 @@ func (c command) invoke(args []string) error {
 		ctx, cancel = context.WithTimeout(ctx, *timeout)
 		defer cancel()
 	}
-	return c.run(ctx, &invocation{args: f.Args(), cfg: cfg, store: store, json: asJSON})
+	return c.run(ctx, in)
 }
 
 // Exit codes, one switch for all commands.

@@ -1,10 +1,13 @@
 package web_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -92,11 +95,21 @@ func login(t *testing.T, ctx context.Context, name, pw string) {
 		chromedp.Click(chromedp.CSS(`form.login button[type=submit]`)))
 }
 
+// updateScreenshots writes the pages' screenshots into docs/; without it
+// they are taken and checked, and a working tree stays as it was.
+var updateScreenshots = flag.Bool("screenshots", false, "write the screenshots into docs/")
+
 func screenshot(t *testing.T, ctx context.Context, file string) {
 	t.Helper()
 	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if !bytes.HasPrefix(png, []byte("\x89PNG")) || len(png) < 10<<10 {
+		t.Fatalf("screenshot %s: %d bytes, not a page's PNG", file, len(png))
+	}
+	if !*updateScreenshots {
+		file = filepath.Join(t.TempDir(), filepath.Base(file))
 	}
 	if err := os.WriteFile(file, png, 0o644); err != nil {
 		t.Fatal(err)
