@@ -46,9 +46,9 @@ func runRecover(args []string) error {
 	return recoverCommand(context.Background(), args, recovery.Options{In: os.Stdin, Out: os.Stdout})
 }
 
-// recoverCommand runs recover with io's In, Out, Images and Now, so tests
-// can drive it in-process.
-func recoverCommand(ctx context.Context, args []string, io recovery.Options) error {
+// recoverCommand runs recover with the In, Out, Images and Now of env, so
+// tests can drive it in-process.
+func recoverCommand(ctx context.Context, args []string, env recovery.Options) error {
 	f, err := parseRecoverFlags(args, os.Stderr)
 	if err != nil {
 		return err
@@ -59,7 +59,7 @@ func recoverCommand(ctx context.Context, args []string, io recovery.Options) err
 	}
 	defer store.Close()
 	o := f.options
-	o.In, o.Out, o.Images, o.Now = io.In, io.Out, io.Images, io.Now
+	o.In, o.Out, o.Images, o.Now = env.In, env.Out, env.Images, env.Now
 	err = recovery.Run(ctx, store, o)
 	var de recovery.DirectoryError
 	switch {
