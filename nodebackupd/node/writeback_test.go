@@ -20,16 +20,7 @@ import (
 // (two disks and a backup plan) in the directory.
 func writeBackAgent(t *testing.T, vm string) *Agent {
 	t.Helper()
-	sl, err := testenv.StartSlapd(testenv.SlapdOptions{Dir: t.TempDir(), NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sl.Stop() })
-	store, err := ldapschema.Dial(ldapschema.StoreOptions{URL: sl.URL, BindDN: sl.AdminDN, Password: sl.AdminPassword, Base: sl.Base})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
+	_, store := testenv.SlapdStore(t, testenv.SlapdOptions{})
 	dir := t.TempDir()
 	disks := []testenv.DiskSpec{{Target: "vda", Path: filepath.Join(dir, vm+"-vda.qcow2")}, {Target: "vdb", Path: filepath.Join(dir, vm+"-vdb.qcow2")}}
 	cfg := testenv.LocalConfig(dir, dir, dir)
