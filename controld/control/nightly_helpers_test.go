@@ -4,9 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -157,14 +158,7 @@ func (w *world) leaves(vm string) map[string]string {
 	return out
 }
 
-func names(m map[string]string) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}
+func names(m map[string]string) []string { return slices.Sorted(maps.Keys(m)) }
 
 // finish ends a leaf waiting for its snapshot as a node failing or passing it
 // would, and waits until the controller has seen it.
