@@ -86,11 +86,7 @@ func TestChangeModeAtomic(t *testing.T) {
 		ReturnValue: &rc, ExecutionTime: []string{"snapshot: 1.800", "downtime: 2.900"}}); err != nil {
 		t.Fatal(err)
 	}
-	e, err := st.Get(dn, "*")
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := ldapschema.ParseLeaf(st.Tree, e)
+	l, err := st.GetLeaf(dn)
 	if err != nil {
 		t.Fatal(err)
 	}
