@@ -33,57 +33,52 @@ func names(r *http.Request, leaf bool) (vm, name string, err error) {
 	return vm, name, nil
 }
 
-func (s *Server) act(sess *session, what string, err error, done string) {
+// act runs one action on the VM (and, when leaf, the backup) the request
+// names: an error of do is flashed as a refusal of what, do's message
+// otherwise; then it goes back to the VM's page.
+func (s *Server) act(w http.ResponseWriter, r *http.Request, sess *session, what string, leaf bool,
+	do func(vm, leaf string) (done string, err error)) {
+	vm, name, err := names(r, leaf)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	done, err := do(vm, name)
 	log := s.o.Log.WithField("user", sess.dn)
 	if err != nil {
 		log.WithError(err).Warn("web: " + what + " refused")
 		sess.addFlash(true, what+" refused. "+describe(err))
-		return
+	} else {
+		log.Info("web: " + done)
+		sess.addFlash(false, done)
 	}
-	log.Info("web: " + done)
-	sess.addFlash(false, done)
+	s.back(w, r, vm)
 }
 
 func (s *Server) backupNow(w http.ResponseWriter, r *http.Request, sess *session) {
-	vm, _, err := names(r, false)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	name, started := control.StartBackups(sess.store, []string{vm}, s.o.Now())
-	s.act(sess, "Back up now", started[0].Err, fmt.Sprintf("Backup %s of %s started.", name, vm))
-	s.back(w, r, vm)
+	s.act(w, r, sess, "Back up now", false, func(vm, _ string) (string, error) {
+		name, started := control.StartBackups(sess.store, []string{vm}, s.o.Now())
+		return fmt.Sprintf("Backup %s of %s started.", name, vm), started[0].Err
+	})
 }
 
 func (s *Server) restoreStart(w http.ResponseWriter, r *http.Request, sess *session) {
-	vm, leaf, err := names(r, true)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	_, err = control.StartRestore(sess.store, vm, leaf, s.o.Now())
-	s.act(sess, "Restore", err, fmt.Sprintf("Restore of %s from %s started: the node fetches the backup's definition and compares it with today's VM. Nothing is changed before you confirm.", vm, leaf))
-	s.back(w, r, vm)
+	s.act(w, r, sess, "Restore", true, func(vm, leaf string) (string, error) {
+		_, err := control.StartRestore(sess.store, vm, leaf, s.o.Now())
+		return fmt.Sprintf("Restore of %s from %s started: the node fetches the backup's definition and compares it with today's VM. Nothing is changed before you confirm.", vm, leaf), err
+	})
 }
 
 func (s *Server) restoreContinue(w http.ResponseWriter, r *http.Request, sess *session) {
-	vm, leaf, err := names(r, true)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	err = control.ContinueRestore(sess.store, sess.store.Tree.Leaf(vm, leaf))
-	s.act(sess, "Restore", err, fmt.Sprintf("Restoring %s from %s: the node copies the backup, then replaces the VM.", vm, leaf))
-	s.back(w, r, vm)
+	s.act(w, r, sess, "Restore", true, func(vm, leaf string) (string, error) {
+		err := control.ContinueRestore(sess.store, sess.store.Tree.Leaf(vm, leaf))
+		return fmt.Sprintf("Restoring %s from %s: the node copies the backup, then replaces the VM.", vm, leaf), err
+	})
 }
 
 func (s *Server) restoreCancel(w http.ResponseWriter, r *http.Request, sess *session) {
-	vm, leaf, err := names(r, true)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	err = control.CancelRestore(sess.store, sess.store.Tree.Leaf(vm, leaf), s.o.Now())
-	s.act(sess, "Cancel", err, fmt.Sprintf("Restore of %s from %s cancelled; the VM is untouched.", vm, leaf))
-	s.back(w, r, vm)
+	s.act(w, r, sess, "Cancel", true, func(vm, leaf string) (string, error) {
+		err := control.CancelRestore(sess.store, sess.store.Tree.Leaf(vm, leaf), s.o.Now())
+		return fmt.Sprintf("Restore of %s from %s cancelled; the VM is untouched.", vm, leaf), err
+	})
 }

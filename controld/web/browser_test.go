@@ -87,6 +87,18 @@ func click(t *testing.T, ctx context.Context, css string) {
 	}
 }
 
+// vmPage is a tab logged in as who, on vm's page (opened once the overview
+// lists vm), which shows shows.
+func vmPage(t *testing.T, who, vm, shows string) context.Context {
+	t.Helper()
+	ctx := tab(t)
+	login(t, ctx, who, password)
+	waitText(t, ctx, "#live", 10*time.Second, contains(vm))
+	do(t, ctx, chromedp.Navigate(env.url+"/vm/"+vm))
+	waitText(t, ctx, "#live", 10*time.Second, contains(shows))
+	return ctx
+}
+
 func login(t *testing.T, ctx context.Context, name, pw string) {
 	t.Helper()
 	do(t, ctx, chromedp.Navigate(env.url+"/login"),
@@ -177,11 +189,7 @@ func TestLoginAndOverview(t *testing.T) {
 // finished; then a restore: the differences, a cancel that leaves the VM
 // untouched, and a restore confirmed that brings back the guest's data.
 func TestBackupNowAndRestore(t *testing.T) {
-	ctx := tab(t)
-	login(t, ctx, operator, password)
-	waitText(t, ctx, "#live", 10*time.Second, contains(vmBusy))
-	do(t, ctx, chromedp.Navigate(env.url+"/vm/"+vmBusy))
-	waitText(t, ctx, "#live", 10*time.Second, contains(env.leaf))
+	ctx := vmPage(t, operator, vmBusy, env.leaf)
 
 	before := len(leaves(t, vmBusy))
 	click(t, ctx, "#backup-now")
@@ -283,11 +291,7 @@ func TestBackupNowAndRestore(t *testing.T) {
 // A person whose rights do not allow writing leaves sees the directory's
 // refusal, and nothing changes.
 func TestReadOnlyUserRefused(t *testing.T) {
-	ctx := tab(t)
-	login(t, ctx, viewer, password)
-	waitText(t, ctx, "#live", 10*time.Second, contains(vmIdle))
-	do(t, ctx, chromedp.Navigate(env.url+"/vm/"+vmIdle))
-	waitText(t, ctx, "#live", 10*time.Second, contains(env.leaf))
+	ctx := vmPage(t, viewer, vmIdle, env.leaf)
 	before := len(leaves(t, vmIdle))
 	click(t, ctx, "#backup-now")
 	msg := waitText(t, ctx, "main", 10*time.Second, contains("refused"))
@@ -336,11 +340,7 @@ func TestProgressLive(t *testing.T) {
 	if err := testenv.VMEntries(env.admin, "web-far", "vmpool-2", vm, nil, &cfg); err != nil {
 		t.Fatal(err)
 	}
-	ctx := tab(t)
-	login(t, ctx, operator, password)
-	waitText(t, ctx, "#live", 10*time.Second, contains(vm))
-	do(t, ctx, chromedp.Navigate(env.url+"/vm/"+vm))
-	waitText(t, ctx, "#live", 10*time.Second, contains("No backup yet"))
+	ctx := vmPage(t, operator, vm, "No backup yet")
 	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`window.stayed = true`)); err != nil {
 		t.Fatal(err)
 	}

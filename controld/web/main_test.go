@@ -57,68 +57,44 @@ var env struct {
 }
 
 func TestMain(m *testing.M) {
-	os.Exit(run(m))
-}
-
-func run(m *testing.M) int {
-	// A missing browser fails the package: these tests are the web UI's only check.
-	if _, err := os.Stat(chromium); err != nil {
-		fmt.Fprintf(os.Stderr, "web tests need Debian's chromium at %s (deploy/install-deps.sh installs it): %v\n", chromium, err)
-		return 1
-	}
-	if err := setUp(); err != nil {
-		fmt.Fprintln(os.Stderr, "web test set-up:", err)
-		return 1
-	}
-	defer tearDown()
-	return m.Run()
-}
-
-var cleanups []func()
-
-func tearDown() {
-	for i := len(cleanups) - 1; i >= 0; i-- {
-		cleanups[i]()
-	}
-}
-
-func setUp() (err error) {
-	defer func() {
-		if err != nil {
-			tearDown()
+	testenv.Main(m, "stoney-web-", func(sh *testenv.Shared) error {
+		// A missing browser fails the package: these tests are the web UI's only check.
+		if _, err := os.Stat(chromium); err != nil {
+			return fmt.Errorf("web tests need Debian's chromium at %s (deploy/install-deps.sh installs it): %v", chromium, err)
 		}
-	}()
-	if env.root, err = os.MkdirTemp("", "stoney-web-"); err != nil {
+		if err := setUp(sh); err != nil {
+			return fmt.Errorf("web test set-up: %w", err)
+		}
+		return nil
+	})
+}
+
+func setUp(sh *testenv.Shared) (err error) {
+	env.root = sh.Root
+	if env.slapd, err = sh.StartSlapd(testenv.SlapdOptions{}); err != nil {
 		return err
 	}
-	cleanups = append(cleanups, func() { os.RemoveAll(env.root) })
-	if env.slapd, err = testenv.StartSlapd(testenv.SlapdOptions{Dir: filepath.Join(env.root, "slapd"), NoSync: true}); err != nil {
+	if env.lv, err = sh.StartLibvirtd(testenv.LibvirtdOptions{}); err != nil {
 		return err
 	}
-	cleanups = append(cleanups, func() { env.slapd.Stop() })
-	if env.lv, err = testenv.StartLibvirtd(testenv.LibvirtdOptions{Dir: filepath.Join(env.root, "libvirt")}); err != nil {
-		return err
-	}
-	cleanups = append(cleanups, func() { env.lv.Stop() })
 	hv, err := libvirt.Open(env.lv.URI)
 	if err != nil {
 		return err
 	}
-	cleanups = append(cleanups, func() { hv.Close() })
-	if env.admin, err = ldapschema.Dial(ldapschema.StoreOptions{URL: env.slapd.URL, BindDN: env.slapd.AdminDN,
-		Password: env.slapd.AdminPassword, Base: env.slapd.Base}); err != nil {
+	sh.Cleanup(func() { hv.Close() })
+	if env.admin, err = ldapschema.Dial(env.slapd.AdminOptions()); err != nil {
 		return err
 	}
-	cleanups = append(cleanups, func() { env.admin.Close() })
+	sh.Cleanup(func() { env.admin.Close() })
 	if err := addPeople(); err != nil {
 		return err
 	}
-	if err := addVMs(); err != nil {
+	if err := addVMs(sh); err != nil {
 		return err
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
-	cleanups = append(cleanups, cancel)
+	sh.Cleanup(cancel)
 	log := logrus.New()
 	log.SetOutput(io.Discard)
 	if f, err := os.Create(filepath.Join(env.root, "daemons.log")); err == nil {
@@ -130,7 +106,7 @@ func setUp() (err error) {
 	agent := node.New(node.Options{Node: host, Store: env.admin, Hypervisor: hv, Log: log.WithField("side", "node"),
 		StateDir: filepath.Join(env.root, "node-state"), ProgressEvery: 100 * time.Millisecond})
 	go func() { agent.Run(ctx); done <- struct{}{} }()
-	cleanups = append(cleanups, func() { cancel(); <-done; <-done })
+	sh.Cleanup(func() { cancel(); <-done; <-done })
 
 	// Both VMs have a backup before any page is shown: the overview's last result.
 	if err := testenv.WaitGuestFilled(env.busy, 2*time.Minute); err != nil {
@@ -161,13 +137,13 @@ func setUp() (err error) {
 	}
 	env.url = "http://" + ln.Addr().String()
 	go func() { srv.ServeListener(ctx, ln); done <- struct{}{} }()
-	cleanups = append(cleanups, func() { cancel(); <-done })
+	sh.Cleanup(func() { cancel(); <-done })
 
 	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(), append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(chromium), chromedp.NoSandbox, chromedp.WindowSize(1280, 860))...)
-	cleanups = append(cleanups, cancelAlloc)
+	sh.Cleanup(cancelAlloc)
 	browser, cancelBrowser := chromedp.NewContext(alloc)
-	cleanups = append(cleanups, cancelBrowser)
+	sh.Cleanup(cancelBrowser)
 	if err := chromedp.Do(browser); err != nil { // starts the browser
 		return fmt.Errorf("chromium: %w", err)
 	}
@@ -220,7 +196,7 @@ member: uid=%[3]s,%[1]s%[2]s
 
 // addVMs defines the two VMs on host with their directory entries and a
 // backup configuration of their own.
-func addVMs() error {
+func addVMs(sh *testenv.Shared) error {
 	dir := filepath.Join(env.root, "site")
 	images := filepath.Join(dir, "images", "pool-a")
 	retain, backup, ramdisk := filepath.Join(dir, "retain"), filepath.Join(dir, "backup"), filepath.Join(dir, "ramdisk")
@@ -240,7 +216,7 @@ func addVMs() error {
 		if err := testenv.DefineVM(env.lv.URI, spec); err != nil {
 			return err
 		}
-		cleanups = append(cleanups, func() { testenv.RemoveVM(env.lv.URI, v.name) })
+		sh.Cleanup(func() { testenv.RemoveVM(env.lv.URI, v.name) })
 		if err := testenv.VMEntries(env.admin, host, "vmpool-1", v.name, disks, &cfg); err != nil {
 			return err
 		}

@@ -48,11 +48,7 @@ member: %[1]s
 	allowed(t, "the leaf moves on", admin(t).Update(leaf, "", map[string][]string{
 		ldapschema.AttrMode: {"finished"}, ldapschema.AttrState: {"20121002T010011Z"}, ldapschema.AttrReturnValue: {"0"},
 	}))
-	e, err := op.Get(leaf, "*")
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := ldapschema.ParseLeaf(env.tree, e)
+	l, err := op.GetLeaf(leaf)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,9 +18,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -149,7 +146,15 @@ func run(bin string, keep bool) error {
 	ldapCfg := fmt.Sprintf("ldap:\n  url: %s\n  bindDN: %q\n  passwordFile: %s\n  base: %q\n", slapd.URL, slapd.AdminDN, pw, slapd.Base)
 	ctlCfg := filepath.Join(root, "controld.yaml")
 	nodeCfg := filepath.Join(root, "nodebackupd.yaml")
-	ctlMetrics, nodeMetrics, webAddr := freeAddr(), freeAddr(), freeAddr()
+	var addrs [3]string
+	for i := range addrs {
+		a, err := testenv.FreeAddr()
+		if err != nil {
+			return err
+		}
+		addrs[i] = a
+	}
+	ctlMetrics, nodeMetrics, webAddr := addrs[0], addrs[1], addrs[2]
 	if err := os.WriteFile(ctlCfg, []byte(ldapCfg+"metrics:\n  listen: "+ctlMetrics+"\nweb:\n  listen: "+webAddr+"\n"), 0o600); err != nil {
 		return err
 	}
@@ -262,7 +267,7 @@ func run(bin string, keep bool) error {
 
 	step("metrics")
 	for _, ep := range []struct{ who, addr string }{{"controld", ctlMetrics}, {"nodebackupd", nodeMetrics}} {
-		text, err := httpGet("http://" + ep.addr + "/metrics")
+		text, err := testenv.HTTPGet("http://" + ep.addr + "/metrics")
 		if err != nil {
 			return fmt.Errorf("%s metrics: %w", ep.who, err)
 		}
@@ -302,7 +307,7 @@ func run(bin string, keep bool) error {
 	fmt.Println("demo-web's guest reads 0xab again, and resumed from its saved RAM state (no reboot)")
 
 	step("the web UI")
-	if _, err := httpGet("http://" + webAddr + "/login"); err != nil {
+	if _, err := testenv.HTTPGet("http://" + webAddr + "/login"); err != nil {
 		return fmt.Errorf("web UI: %w", err)
 	}
 	fmt.Printf("http://%s/  log in as %s with password %s\n", webAddr, slapd.AdminDN, slapd.AdminPassword)
@@ -329,34 +334,6 @@ func runCLI(bin string, args ...string) error {
 func bootCount(spec testenv.VMSpec) int {
 	b, _ := os.ReadFile(spec.SerialPath())
 	return bytes.Count(b, []byte("FILLED"))
-}
-
-func httpGet(url string) (string, error) {
-	var last error
-	for i := 0; i < 50; i++ {
-		resp, err := http.Get(url)
-		if err == nil {
-			b, err := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if err == nil && resp.StatusCode == 200 {
-				return string(b), nil
-			}
-			last = fmt.Errorf("%s", resp.Status)
-		} else {
-			last = err
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	return "", last
-}
-
-func freeAddr() string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "127.0.0.1:9135"
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 func find(vms []*demoVM, name string) *demoVM {
