@@ -12,9 +12,8 @@ import (
 
 func init() {
 	register(command{
-		name: "agent", summary: "run the control daemon", usage: "usage: controld agent [flags]",
-		argsWanted: "agent takes no arguments",
-		run:        runAgent,
+		name: "agent", summary: "run the control daemon",
+		run: runAgent,
 	})
 }
 

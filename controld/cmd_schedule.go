@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -14,10 +13,9 @@ import (
 
 func init() {
 	register(command{
-		name: "schedule", summary: "list the next scheduled backup of every VM", usage: "usage: controld schedule [flags]",
-		argsWanted: "schedule takes no arguments",
-		json:       true,
-		run:        runSchedule,
+		name: "schedule", summary: "list the next scheduled backup of every VM",
+		json: true,
+		run:  runSchedule,
 	})
 }
 
@@ -81,9 +79,7 @@ func printScheduleJSON(w io.Writer, plans []control.Plan) error {
 		}
 		out = append(out, j)
 	}
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(out)
+	return printJSON(w, out)
 }
 
 func printSchedule(w io.Writer, plans []control.Plan) error {

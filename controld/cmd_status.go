@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -14,10 +13,9 @@ import (
 
 func init() {
 	register(command{
-		name: "status", summary: "running leaves and every VM's last result", usage: "usage: controld status [flags]",
-		argsWanted: "status takes no arguments",
-		json:       true,
-		run:        runStatus,
+		name: "status", summary: "running leaves and every VM's last result",
+		json: true,
+		run:  runStatus,
 	})
 }
 
@@ -28,9 +26,7 @@ func runStatus(_ context.Context, in *invocation) error {
 		return backendError{err}
 	}
 	if in.json {
-		enc := json.NewEncoder(os.Stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(st)
+		return printJSON(os.Stdout, st)
 	}
 	return printStatus(os.Stdout, st)
 }

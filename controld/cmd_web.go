@@ -8,10 +8,9 @@ import (
 
 func init() {
 	register(command{
-		name: "web", summary: "serve the web UI (web: in the config)", usage: "usage: controld web [flags]",
-		argsWanted: "web takes no arguments",
-		noStore:    true,
-		run:        runWeb,
+		name: "web", summary: "serve the web UI (web: in the config)",
+		noStore: true,
+		run:     runWeb,
 	})
 }
 

@@ -5,9 +5,11 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"sort"
@@ -23,7 +25,8 @@ import (
 type command struct {
 	name, summary, usage string
 	// minArgs and maxArgs bound the arguments (maxArgs < 0: no limit);
-	// argsWanted says what they are when the count is wrong.
+	// argsWanted says what they are when the count is wrong (for a command
+	// without arguments it goes without saying).
 	minArgs, maxArgs int
 	argsWanted       string
 	// flags defines the command's own flags.
@@ -54,10 +57,23 @@ var commands = map[string]command{}
 
 func register(c command) { commands[c.name] = c }
 
+// printJSON writes v as the commands' -json output: indented, one document.
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
 // invoke runs c on args.
 func (c command) invoke(args []string) error {
 	if c.raw != nil {
 		return c.raw(args)
+	}
+	if c.usage == "" {
+		c.usage = "usage: controld " + c.name + " [flags]"
+	}
+	if c.argsWanted == "" {
+		c.argsWanted = c.name + " takes no arguments"
 	}
 	f := newFlags(c.name, c.usage)
 	if c.flags != nil {
