@@ -12,12 +12,10 @@ import (
 // TestCheck: leaves whose files are gone or broken, files no leaf
 // knows and strays are all listed; leaves still in work are not checked.
 func TestCheck(t *testing.T) {
-	store := startDirectory(t)
-	tree := store.Tree
-	root := t.TempDir()
-	cfg := backupConfig(root, 5)
+	s := newSite(t, 5)
+	store, tree, root := s.store, s.store.Tree, s.root
 	mk := func(leaf string) fakeBackup {
-		return fakeBackup{root: root, pool: "pool-a", vm: "vm-k", leaf: leaf, disks: []string{"vda"}, cfg: cfg}.write(t, tree.Base)
+		return s.backup("vm-k", leaf, "vda")
 	}
 	ok := mk("20240101T030000Z")
 	addSaved(t, store, ok)

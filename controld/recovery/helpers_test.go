@@ -192,6 +192,25 @@ func startDirectory(t *testing.T) *ldapschema.Store {
 	return st
 }
 
+// site is a directory and a backup root with one backup configuration,
+// for one test.
+type site struct {
+	t     *testing.T
+	store *ldapschema.Store
+	root  string
+	cfg   *ldapschema.BackupConfig
+}
+
+func newSite(t *testing.T, iterations int) *site {
+	root := t.TempDir()
+	return &site{t: t, store: startDirectory(t), root: root, cfg: backupConfig(root, iterations)}
+}
+
+// backup writes one iteration of vm in pool-a under the site's configuration.
+func (s *site) backup(vm, leaf string, disks ...string) fakeBackup {
+	return fakeBackup{root: s.root, pool: "pool-a", vm: vm, leaf: leaf, disks: disks, cfg: s.cfg}.write(s.t, s.store.Tree.Base)
+}
+
 func backupConfig(root string, iterations int) *ldapschema.BackupConfig {
 	return &ldapschema.BackupConfig{RootDir: root, RetainDir: "/var/virtualization/retain", Iterations: iterations}
 }

@@ -13,12 +13,10 @@ import (
 // TestImportRollsBack: a VM whose entries the directory refuses midway is
 // removed again entirely; the other VMs are imported.
 func TestImportRollsBack(t *testing.T) {
-	store := startDirectory(t)
-	tree := store.Tree
-	root := t.TempDir()
-	cfg := backupConfig(root, 2)
-	fakeBackup{root: root, pool: "pool-a", vm: "vm-good", leaf: "20240101T030000Z", disks: []string{"vda"}, cfg: cfg}.write(t, tree.Base)
-	bad := fakeBackup{root: root, pool: "pool-a", vm: "vm-bad", leaf: "20240101T030000Z", disks: []string{"vda", "vdb"}, cfg: cfg}.write(t, tree.Base)
+	s := newSite(t, 2)
+	store, tree, root := s.store, s.store.Tree, s.root
+	s.backup("vm-good", "20240101T030000Z", "vda")
+	bad := s.backup("vm-bad", "20240101T030000Z", "vda", "vdb")
 	// The second disk's saved entry has an attribute this schema does not know.
 	b, _ := os.ReadFile(bad.file("vm-bad.ldif"))
 	text := strings.Replace(string(b), "sstDisk: vdb\n", "sstDisk: vdb\nsstNoSuchAttribute: 1\n", 1)

@@ -16,14 +16,12 @@ import (
 // import re-creates exactly the missing entries, VM entries from the LDIF
 // only where allowed.
 func TestValidateAndImport(t *testing.T) {
-	store := startDirectory(t)
-	tree := store.Tree
-	root := t.TempDir()
-	cfg := backupConfig(root, 3)
+	s := newSite(t, 3)
+	store, tree, root, cfg := s.store, s.store.Tree, s.root, s.cfg
 	now := time.Date(2024, 3, 1, 12, 0, 0, 0, time.UTC)
 
 	// vm-a: entry kept, its ou=backup (config and leaves) lost.
-	a1 := fakeBackup{root: root, pool: "pool-a", vm: "vm-a", leaf: "20240101T030000Z", disks: []string{"vda"}, cfg: cfg}.write(t, tree.Base)
+	a1 := s.backup("vm-a", "20240101T030000Z", "vda")
 	fakeBackup{root: root, pool: "pool-a", vm: "vm-a", leaf: "20240102T030000Z", disks: []string{"vda"}, cfg: cfg, running: true}.write(t, tree.Base)
 	sub := a1.savedSubtree(tree.Base)
 	for _, e := range sub[:len(sub)-1] { // all but ou=backup
@@ -34,12 +32,12 @@ func TestValidateAndImport(t *testing.T) {
 	// vm-b: entry lost entirely, saved on node kvm-gone.
 	fakeBackup{root: root, pool: "pool-a", vm: "vm-b", leaf: "20240101T030000Z", node: "kvm-gone", disks: []string{"vda", "vdb"}, cfg: cfg}.write(t, tree.Base)
 	// vm-c: one leaf known and good, one deleting, one new.
-	c := fakeBackup{root: root, pool: "pool-a", vm: "vm-c", leaf: "20240101T030000Z", disks: []string{"vda"}, cfg: cfg}.write(t, tree.Base)
+	c := s.backup("vm-c", "20240101T030000Z", "vda")
 	addSaved(t, store, c)
 	addLeaf(t, store, "vm-c", "20240101T030000Z", "finished", 0)
-	fakeBackup{root: root, pool: "pool-a", vm: "vm-c", leaf: "20240102T030000Z", disks: []string{"vda"}, cfg: cfg}.write(t, tree.Base)
+	s.backup("vm-c", "20240102T030000Z", "vda")
 	addLeaf(t, store, "vm-c", "20240102T030000Z", "deleting", 0)
-	fakeBackup{root: root, pool: "pool-a", vm: "vm-c", leaf: "20240103T030000Z", disks: []string{"vda"}, cfg: cfg}.write(t, tree.Base)
+	s.backup("vm-c", "20240103T030000Z", "vda")
 	// vm-d: the configuration says its backups are elsewhere.
 	d := fakeBackup{root: root, pool: "pool-a", vm: "vm-d", leaf: "20240101T030000Z", disks: []string{"vda"}, cfg: backupConfig("/srv/other", 1)}.write(t, tree.Base)
 	addSaved(t, store, d)
