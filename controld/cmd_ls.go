@@ -13,15 +13,6 @@ import (
 	"github.com/stoneycloud/stoney-conductor/ldapschema"
 )
 
-func init() {
-	register(command{
-		name: "ls", summary: "list a VM's backups", usage: "usage: controld ls [flags] VM",
-		minArgs: 1, maxArgs: 1, argsWanted: "name one VM",
-		json: true,
-		run:  runLs,
-	})
-}
-
 func runLs(_ context.Context, in *invocation) error {
 	backups, err := control.ListBackups(in.store, in.args[0])
 	switch {

@@ -12,10 +12,6 @@ import (
 	"github.com/stoneycloud/stoney-conductor/controld/recovery"
 )
 
-func init() {
-	register(command{name: "recover", summary: "rebuild the backup catalog from the backup storage (run where it is mounted)", raw: runRecover})
-}
-
 const recoverUsage = `usage: controld recover [flags] [PATH...]
 
 Finds every backup on the backup storage and re-creates the directory

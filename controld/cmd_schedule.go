@@ -11,14 +11,6 @@ import (
 	"github.com/stoneycloud/stoney-conductor/controld/control"
 )
 
-func init() {
-	register(command{
-		name: "schedule", summary: "list the next scheduled backup of every VM",
-		json: true,
-		run:  runSchedule,
-	})
-}
-
 func runSchedule(_ context.Context, in *invocation) error {
 	cfg, store := in.cfg, in.store
 	plans, err := control.ListSchedule(store, cfg.location(), time.Now())

@@ -11,14 +11,6 @@ import (
 	"github.com/stoneycloud/stoney-conductor/controld/control"
 )
 
-func init() {
-	register(command{
-		name: "status", summary: "running leaves and every VM's last result",
-		json: true,
-		run:  runStatus,
-	})
-}
-
 func runStatus(_ context.Context, in *invocation) error {
 	store := in.store
 	st, err := control.Status(store)

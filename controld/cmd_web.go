@@ -6,14 +6,6 @@ import (
 	"github.com/stoneycloud/stoney-conductor/controld/web"
 )
 
-func init() {
-	register(command{
-		name: "web", summary: "serve the web UI (web: in the config)",
-		noStore: true,
-		run:     runWeb,
-	})
-}
-
 func runWeb(ctx context.Context, in *invocation) error {
 	cfg := in.cfg
 	if !cfg.Web.Enabled() {
