@@ -115,8 +115,10 @@ func parseCheck(b []byte) (checkResult, error) {
 // extent is one line of `qemu-img map --output=json`.
 type extent struct {
 	Length int64  `json:"length"`
+	Start  int64  `json:"start"`
 	Depth  int    `json:"depth"`
 	Data   bool   `json:"data"`
+	Zero   bool   `json:"zero"`
 	Offset *int64 `json:"offset"`
 }
 

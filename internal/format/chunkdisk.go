@@ -1,0 +1,304 @@
+package format
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/stoneycloud/stoney-conductor/internal/hostio"
+)
+
+// ChunkStats says what storing a disk did.
+type ChunkStats struct {
+	Chunks  int   // chunks of the disk
+	Holes   int   // of them all zeros: neither read nor stored
+	Read    int   // chunks read from the image
+	Reused  int   // taken from the previous index without reading
+	Written int   // chunks the store lacked and got
+	Bytes   int64 // bytes written to the store (compressed)
+}
+
+// workers is how many chunks are hashed, compressed or decompressed at once.
+const workers = 2
+
+// zeroChunks tells, from the image's allocation map, which chunks surely
+// read as zeros (every extent they touch is zero): they are not read.
+func zeroChunks(es []extent, size int64) []bool {
+	zero := make([]bool, ChunkCount(size))
+	for i := range zero {
+		zero[i] = true
+	}
+	for _, e := range es {
+		if e.Zero || e.Length <= 0 {
+			continue
+		}
+		for i := e.Start / ChunkSize; i < int64(len(zero)) && i*ChunkSize < e.Start+e.Length; i++ {
+			zero[i] = false
+		}
+	}
+	return zero
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// imageMap is the allocation map of the image at path.
+func imageMap(ctx context.Context, path, format string) ([]extent, error) {
+	out, err := qemuImg(ctx, imageTimeouts().Check, "map", "-U", "-f", format, "--output=json", path)
+	if err != nil {
+		return nil, err
+	}
+	return parseMap(out)
+}
+
+// StoreImage reads the disk at path as the guest sees it, stores every
+// chunk the store lacks and returns the disk's index (not yet written: the
+// caller writes it once the store is synced, which StoreImage does). A nil
+// store only hashes, to check an image against an index.
+func StoreImage(ctx context.Context, store *ChunkStore, path string) (Index, ChunkStats, error) {
+	im, err := ImageInfo(ctx, path)
+	if err != nil {
+		return Index{}, ChunkStats{}, err
+	}
+	x := Index{Format: im.Format, Size: im.VirtualSize, Chunks: make([]ChunkID, ChunkCount(im.VirtualSize))}
+	st := ChunkStats{Chunks: len(x.Chunks)}
+	es, err := imageMap(ctx, path, im.Format)
+	if err != nil {
+		return x, st, err
+	}
+	zero := zeroChunks(es, x.Size)
+	exp, err := exportImage(ctx, path, im.Format, false, "")
+	if err != nil {
+		return x, st, err
+	}
+	defer exp.stop()
+	_ = exp.c.SetDeadline(time.Now().Add(imageTimeouts().dataTimeout(x.Size)))
+
+	var mu sync.Mutex // guards st and the first error
+	var firstErr error
+	jobs := make(chan chunkJob, workers)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range jobs {
+				id, wrote, n, err := storeChunk(store, j.data)
+				mu.Lock()
+				if err != nil && firstErr == nil {
+					firstErr = fmt.Errorf("store chunk %d of %s: %w", j.i, path, err)
+				}
+				x.Chunks[j.i] = id
+				if id.IsHole() {
+					st.Holes++
+				}
+				if wrote {
+					st.Written++
+					st.Bytes += n
+				}
+				mu.Unlock()
+				bufs.Put(j.data[:cap(j.data)])
+			}
+		}()
+	}
+	readErr := func() error {
+		for i := range x.Chunks {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			mu.Lock()
+			failed := firstErr != nil
+			if zero[i] {
+				st.Holes++
+			}
+			mu.Unlock()
+			if failed || zero[i] {
+				if failed {
+					return nil
+				}
+				continue
+			}
+			buf := bufs.Get().([]byte)[:ChunkLen(x.Size, i)]
+			if err := exp.ReadAt(buf, int64(i)*ChunkSize); err != nil {
+				return fmt.Errorf("read %s: %w", path, err)
+			}
+			st.Read++
+			jobs <- chunkJob{i, buf}
+		}
+		return nil
+	}()
+	close(jobs)
+	wg.Wait()
+	if readErr != nil {
+		return x, st, readErr
+	}
+	if firstErr != nil {
+		return x, st, firstErr
+	}
+	if err := exp.stop(); err != nil {
+		return x, st, err
+	}
+	if store != nil {
+		if err := store.Sync(); err != nil {
+			return x, st, err
+		}
+	}
+	return x, st, nil
+}
+
+type chunkJob struct {
+	i    int
+	data []byte
+}
+
+var bufs = sync.Pool{New: func() any { return make([]byte, ChunkSize) }}
+
+// storeChunk hashes data and stores it unless it is all zeros (a hole).
+func storeChunk(store *ChunkStore, data []byte) (id ChunkID, wrote bool, n int64, err error) {
+	if allZero(data) {
+		return zeroID, false, 0, nil
+	}
+	id = sha256.Sum256(data)
+	if store == nil {
+		return id, false, 0, nil
+	}
+	if wrote, err = store.Put(id, data); wrote {
+		if fi, serr := hostio.Lstat(store.ChunkPath(id)); serr == nil {
+			n = fi.Size()
+		}
+	}
+	return id, wrote, n, err
+}
+
+// RebuildImage writes the disk of index x to dst as an image of x's format:
+// sparse (holes are not written), through a temporary name, checked by
+// reading it back against the index, then fsynced and renamed. Every chunk
+// is checked against its name as it is read from the store.
+func RebuildImage(ctx context.Context, seam *hostio.Seam, store *ChunkStore, x Index, dst hostio.Path, perm os.FileMode) error {
+	tmp := dst.Dir().MustJoin(dst.Base() + ".partial")
+	var plain *hostio.Seam // cleaning up is no point of its own
+	ok := false
+	defer func() {
+		if !ok {
+			_ = plain.Remove(tmp)
+		}
+	}()
+	if err := hostio.CheckPath(tmp); err != nil {
+		return err
+	}
+	_ = plain.Remove(tmp)
+	if err := seam.Do("create image "+tmp.String(), func() error {
+		_, err := qemuImg(ctx, imageTimeouts().Query, "create", "-q", "-f", x.Format, tmp.String(), fmt.Sprint(x.Size))
+		return err
+	}); err != nil {
+		return err
+	}
+	if err := writeChunks(ctx, seam, store, x, tmp); err != nil {
+		return err
+	}
+	got, _, err := StoreImage(ctx, nil, tmp.String())
+	if err != nil {
+		return fmt.Errorf("check %s: %w", tmp, err)
+	}
+	if got.Size != x.Size || got.Format != x.Format {
+		return fmt.Errorf("%s: rebuilt as %s of %d bytes, the index says %s of %d", tmp, got.Format, got.Size, x.Format, x.Size)
+	}
+	for i := range x.Chunks {
+		if got.Chunks[i] != x.Chunks[i] {
+			return fmt.Errorf("%s: chunk %d reads back as %s, the index says %s", tmp, i, got.Chunks[i], x.Chunks[i])
+		}
+	}
+	f, err := hostio.Open(tmp)
+	if err != nil {
+		return err
+	}
+	err = seam.Sync(f)
+	f.Close()
+	if err != nil {
+		return err
+	}
+	if err := seam.Chmod(tmp, perm); err != nil {
+		return err
+	}
+	if err := seam.Rename(tmp, dst); err != nil {
+		return err
+	}
+	ok = true
+	return seam.SyncDir(dst.Dir())
+}
+
+// writeChunks writes x's stored chunks into the empty image at p through a
+// writable export; several chunks are read from the store at once.
+func writeChunks(ctx context.Context, seam *hostio.Seam, store *ChunkStore, x Index, p hostio.Path) error {
+	exp, err := exportImage(ctx, p.String(), x.Format, true, "")
+	if err != nil {
+		return err
+	}
+	defer exp.stop()
+	_ = exp.c.SetDeadline(time.Now().Add(imageTimeouts().dataTimeout(x.Size)))
+	next := make(chan int)
+	var mu sync.Mutex // the export's connection and the first error
+	var firstErr error
+	fail := func(err error) {
+		mu.Lock()
+		if firstErr == nil {
+			firstErr = err
+		}
+		mu.Unlock()
+	}
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				data, err := store.Get(x.Chunks[i])
+				if err == nil && len(data) != ChunkLen(x.Size, i) {
+					err = fmt.Errorf("chunk %d is %d bytes, want %d", i, len(data), ChunkLen(x.Size, i))
+				}
+				if err != nil {
+					fail(err)
+					continue
+				}
+				mu.Lock()
+				err = seam.Do(fmt.Sprintf("write chunk %d to %s", i, p), func() error { return exp.WriteAt(data, int64(i)*ChunkSize) })
+				mu.Unlock()
+				if err != nil {
+					fail(err)
+				}
+			}
+		}()
+	}
+	for i, id := range x.Chunks {
+		mu.Lock()
+		stop := firstErr != nil
+		mu.Unlock()
+		if stop || ctx.Err() != nil {
+			break
+		}
+		if !id.IsHole() {
+			next <- i
+		}
+	}
+	close(next)
+	wg.Wait()
+	if firstErr != nil {
+		return firstErr
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := seam.Do("flush "+p.String(), exp.Flush); err != nil {
+		return err
+	}
+	return exp.stop()
+}

@@ -1,0 +1,153 @@
+package format
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stoneycloud/stoney-conductor/internal/hostio"
+)
+
+func TestChunkRoundTripAndCorruption(t *testing.T) {
+	dir := t.TempDir()
+	s := &ChunkStore{Dir: hostio.In(dir)}
+	data := bytes.Repeat([]byte("stoney chunk "), 100000)
+	id := ChunkID(sha256.Sum256(data))
+	if wrote, err := s.Put(id, data); err != nil || !wrote {
+		t.Fatalf("first put: %v %v", wrote, err)
+	}
+	if wrote, err := s.Put(id, data); err != nil || wrote {
+		t.Fatalf("a stored chunk is written again: %v %v", wrote, err)
+	}
+	if err := s.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Get(id)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("get: %v, %d bytes", err, len(got))
+	}
+	p := s.ChunkPath(id).String()
+	if fi, _ := os.Stat(p); fi.Size() >= int64(len(data)) {
+		t.Fatalf("chunk not compressed: %d bytes for %d", fi.Size(), len(data))
+	}
+	if tmps, _ := filepath.Glob(filepath.Join(dir, "*", "*.tmp")); len(tmps) > 0 {
+		t.Fatalf("temporary files left: %v", tmps)
+	}
+
+	// One flipped bit in the payload, or a file of another chunk's content.
+	b, _ := os.ReadFile(p)
+	b[len(b)-3] ^= 1
+	os.WriteFile(p, b, 0o600)
+	if _, err := s.Get(id); !errors.Is(err, ErrCorruptChunk) {
+		t.Fatalf("flipped bit: %v", err)
+	}
+	other := append([]byte("x"), data[1:]...)
+	os.WriteFile(p, encodeChunk(other), 0o600)
+	if _, err := s.Get(id); !errors.Is(err, ErrCorruptChunk) {
+		t.Fatalf("another chunk under this name: %v", err)
+	}
+}
+
+func TestIndexRoundTripAndTorn(t *testing.T) {
+	x := Index{Format: "qcow2", Size: 3*ChunkSize + 512, Chunks: make([]ChunkID, 4)}
+	x.Chunks[0] = sha256.Sum256([]byte("a"))
+	x.Chunks[3] = sha256.Sum256([]byte("b"))
+	p := hostio.In(t.TempDir()).MustJoin("disk.index")
+	if err := WriteIndex(nil, p, x, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got, err := ReadIndex(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Format != x.Format || got.Size != x.Size || len(got.Chunks) != 4 || got.Chunks[0] != x.Chunks[0] ||
+		!got.Chunks[1].IsHole() || got.Chunks[3] != x.Chunks[3] || got.Stored() != 2 {
+		t.Fatalf("round trip: %+v", got)
+	}
+	b, _ := x.MarshalBinary()
+	for _, bad := range [][]byte{b[:len(b)-1], b[:len(b)/2], append(append([]byte(nil), b[:40]...), b[41:]...)} {
+		if err := new(Index).UnmarshalBinary(bad); !errors.Is(err, ErrCorruptIndex) {
+			t.Fatalf("torn index of %d bytes accepted: %v", len(bad), err)
+		}
+	}
+	flipped := append([]byte(nil), b...)
+	flipped[30] ^= 0x80
+	if err := new(Index).UnmarshalBinary(flipped); !errors.Is(err, ErrCorruptIndex) {
+		t.Fatalf("damaged index accepted: %v", err)
+	}
+	if _, err := (Index{Format: "raw", Size: ChunkSize + 1, Chunks: make([]ChunkID, 1)}).MarshalBinary(); err == nil {
+		t.Fatal("an index with too few chunks was written")
+	}
+}
+
+// A qcow2 with data, zeros and a backing file goes into the store and comes
+// back, as qcow2 and as raw, with the same guest-visible content; a second
+// store of the same disk writes nothing, one changed chunk writes one.
+func TestStoreAndRebuildImage(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	base, top := filepath.Join(dir, "base.qcow2"), filepath.Join(dir, "top.qcow2")
+	if _, err := qemuImg(ctx, time.Minute, "create", "-q", "-f", "qcow2", base, "18M"); err != nil {
+		t.Fatal(err)
+	}
+	qemuIOWrite(t, base, "write -P 0x11 1M 2M")
+	qemuIOWrite(t, base, "write -P 0x22 9M 1k")
+	if err := CreateOverlay(ctx, base, "qcow2", top); err != nil {
+		t.Fatal(err)
+	}
+	qemuIOWrite(t, top, "write -P 0x33 17M 512k") // the short last chunk
+	qemuIOWrite(t, top, "write -z 9M 4k")         // zeros over base data: a hole now
+
+	s := &ChunkStore{Dir: hostio.In(dir).MustJoin("store")}
+	x, st, err := StoreImage(ctx, s, top)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if x.Size != 18<<20 || x.Format != "qcow2" || len(x.Chunks) != 5 {
+		t.Fatalf("index: %+v", x)
+	}
+	// Chunk 0 (data at 1M-3M) and chunk 4 (16M-18M) hold data; 1 to 3 are holes.
+	if st.Written != 2 || st.Read != 3 || st.Holes != 3 || x.Stored() != 2 {
+		t.Fatalf("first store: %+v", st)
+	}
+	if _, st, err = StoreImage(ctx, s, top); err != nil || st.Written != 0 {
+		t.Fatalf("second store of the same disk: %+v %v", st, err)
+	}
+	qemuIOWrite(t, top, "write -P 0x44 0 4k")
+	x2, st, err := StoreImage(ctx, s, top)
+	if err != nil || st.Written != 1 || x2.Chunks[4] != x.Chunks[4] || x2.Chunks[0] == x.Chunks[0] {
+		t.Fatalf("one changed chunk: %+v %v", st, err)
+	}
+
+	for _, format := range []string{"qcow2", "raw"} {
+		y := x2
+		y.Format = format
+		dst := hostio.In(dir).MustJoin("rebuilt." + format)
+		if err := RebuildImage(ctx, nil, s, y, dst, 0o640); err != nil {
+			t.Fatal(err)
+		}
+		if eq, err := CompareImages(ctx, top, dst.String()); err != nil || !eq {
+			t.Fatalf("%s rebuilt differs: %v %v", format, eq, err)
+		}
+		if fi, err := os.Stat(dst.String()); err != nil || fi.Mode().Perm() != 0o640 {
+			t.Fatalf("%s: %v %v", format, fi.Mode(), err)
+		}
+	}
+	// A corrupt chunk fails the rebuild and leaves nothing behind.
+	p := s.ChunkPath(x2.Chunks[4]).String()
+	b, _ := os.ReadFile(p)
+	b[len(b)-1] ^= 1
+	os.WriteFile(p, b, 0o600)
+	dst := hostio.In(dir).MustJoin("broken.qcow2")
+	if err := RebuildImage(ctx, nil, s, x2, dst, 0o640); !errors.Is(err, ErrCorruptChunk) {
+		t.Fatalf("rebuild from a corrupt chunk: %v", err)
+	}
+	if ents, _ := filepath.Glob(filepath.Join(dir, "broken*")); len(ents) > 0 {
+		t.Fatalf("left behind: %v", ents)
+	}
+}
