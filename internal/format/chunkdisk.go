@@ -63,8 +63,9 @@ func imageMap(ctx context.Context, path, format string) ([]extent, error) {
 // StoreImage reads the disk at path as the guest sees it, stores every
 // chunk the store lacks and returns the disk's index (not yet written: the
 // caller writes it once the store is synced, which StoreImage does). A nil
-// store only hashes, to check an image against an index.
-func StoreImage(ctx context.Context, store *ChunkStore, path string) (Index, ChunkStats, error) {
+// store only hashes, to check an image against an index. progress, if not
+// nil, is told the bytes read so far of the disk's size.
+func StoreImage(ctx context.Context, store *ChunkStore, path string, progress func(done, total int64)) (Index, ChunkStats, error) {
 	im, err := ImageInfo(ctx, path)
 	if err != nil {
 		return Index{}, ChunkStats{}, err
@@ -132,6 +133,9 @@ func StoreImage(ctx context.Context, store *ChunkStore, path string) (Index, Chu
 				return fmt.Errorf("read %s: %w", path, err)
 			}
 			st.Read++
+			if progress != nil {
+				progress(int64(st.Read)*ChunkSize, x.Size)
+			}
 			jobs <- chunkJob{i, buf}
 		}
 		return nil
@@ -205,17 +209,12 @@ func RebuildImage(ctx context.Context, seam *hostio.Seam, store *ChunkStore, x I
 	if err := writeChunks(ctx, seam, store, x, tmp); err != nil {
 		return err
 	}
-	got, _, err := StoreImage(ctx, nil, tmp.String())
+	got, _, err := StoreImage(ctx, nil, tmp.String(), nil)
 	if err != nil {
 		return fmt.Errorf("check %s: %w", tmp, err)
 	}
-	if got.Size != x.Size || got.Format != x.Format {
-		return fmt.Errorf("%s: rebuilt as %s of %d bytes, the index says %s of %d", tmp, got.Format, got.Size, x.Format, x.Size)
-	}
-	for i := range x.Chunks {
-		if got.Chunks[i] != x.Chunks[i] {
-			return fmt.Errorf("%s: chunk %d reads back as %s, the index says %s", tmp, i, got.Chunks[i], x.Chunks[i])
-		}
+	if !got.Equal(x) {
+		return fmt.Errorf("%s: does not read back as its index says", tmp)
 	}
 	f, err := hostio.Open(tmp)
 	if err != nil {

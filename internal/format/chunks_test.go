@@ -104,7 +104,7 @@ func TestStoreAndRebuildImage(t *testing.T) {
 	qemuIOWrite(t, top, "write -z 9M 4k")         // zeros over base data: a hole now
 
 	s := &ChunkStore{Dir: hostio.In(dir).MustJoin("store")}
-	x, st, err := StoreImage(ctx, s, top)
+	x, st, err := StoreImage(ctx, s, top, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,11 +115,11 @@ func TestStoreAndRebuildImage(t *testing.T) {
 	if st.Written != 2 || st.Read != 3 || st.Holes != 3 || x.Stored() != 2 {
 		t.Fatalf("first store: %+v", st)
 	}
-	if _, st, err = StoreImage(ctx, s, top); err != nil || st.Written != 0 {
+	if _, st, err = StoreImage(ctx, s, top, nil); err != nil || st.Written != 0 {
 		t.Fatalf("second store of the same disk: %+v %v", st, err)
 	}
 	qemuIOWrite(t, top, "write -P 0x44 0 4k")
-	x2, st, err := StoreImage(ctx, s, top)
+	x2, st, err := StoreImage(ctx, s, top, nil)
 	if err != nil || st.Written != 1 || x2.Chunks[4] != x.Chunks[4] || x2.Chunks[0] == x.Chunks[0] {
 		t.Fatalf("one changed chunk: %+v %v", st, err)
 	}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 
 	"github.com/stoneycloud/stoney-conductor/internal/hostio"
 )
@@ -48,6 +49,11 @@ func (x Index) Stored() int {
 		}
 	}
 	return n
+}
+
+// Equal: x and y describe the same disk content in the same format.
+func (x Index) Equal(y Index) bool {
+	return x.Format == y.Format && x.Size == y.Size && slices.Equal(x.Chunks, y.Chunks)
 }
 
 // MarshalBinary is the index file's content.

@@ -59,7 +59,13 @@ func (a *Agent) unretain(ctx context.Context, j *job, names []string, code ldaps
 		return nil, 0, err
 	}
 	src, dst := j.layout.BackupDir(), j.layout.RetainDir()
+	// A disk stored in chunks has its index instead of its copy: each
+	// iteration is read as it was stored, whatever the storage is now.
+	chunked := func(n string) bool { return hostio.IsRegular(j.layout.BackupIndex(n)) }
 	for _, n := range names {
+		if chunked(n) {
+			continue
+		}
 		if _, err := hostio.Lstat(j.layout.BackupPath().MustJoin(j.layout.BackupName(n))); err != nil {
 			return nil, 0, failf(ldapschema.RCMissingFiles, "backup file missing: %v", err)
 		}
@@ -77,6 +83,15 @@ func (a *Agent) unretain(ctx context.Context, j *job, names []string, code ldaps
 	for _, n := range names {
 		to := filepath.Join(dst, j.layout.BackupName(n))
 		fromP, toP := j.layout.BackupPath().MustJoin(j.layout.BackupName(n)), j.layout.RetainPath().MustJoin(j.layout.BackupName(n))
+		if chunked(n) {
+			c, err := j.rebuildDisk(ctx, j.layout.BackupIndex(n), toP, j.cfg.Permission)
+			if err != nil {
+				return nil, 0, err
+			}
+			total += c
+			out = append(out, to)
+			continue
+		}
 		same, err := SameFile(fromP, toP)
 		if err != nil {
 			return nil, 0, fail(code, err)

@@ -1,0 +1,148 @@
+package e2e
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stoneycloud/stoney-conductor/internal/format"
+	"github.com/stoneycloud/stoney-conductor/internal/hostio"
+	"github.com/stoneycloud/stoney-conductor/internal/testenv"
+	"github.com/stoneycloud/stoney-conductor/ldapschema"
+	"github.com/stoneycloud/stoney-conductor/nodebackupd/node"
+)
+
+// A second region of the disk that the guest writes once and never again:
+// its chunks must be stored once for every night.
+const (
+	steadyOffset = 20 << 20
+	steadyLength = 4 << 20
+)
+
+// storedChunks counts the chunk files in the backup root's store.
+func storedChunks(t *testing.T, backupRoot string) int {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(backupRoot, format.ChunkStoreDir, "*", "*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, f := range files {
+		if strings.HasSuffix(f, ".tmp") {
+			t.Fatalf("a temporary chunk file is left: %s", f)
+		}
+		n++
+	}
+	return n
+}
+
+// TestChunkedBackupsAndRestores: a running VM backed up on three nights in
+// chunks storage, the guest writing between them. Each night stores only
+// the chunks whose content is new; restoring either of the first two
+// nights brings back exactly that night's data as the guest reads it; and
+// retention's deletion of the oldest night removes its index.
+func TestChunkedBackupsAndRestores(t *testing.T) {
+	s := newSite(t, env.root)
+	v := s.addVM(true, 64, 0xab)
+	if err := waitFilled(v); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.store.Update(s.store.Tree.VMBackup(v.name), "", map[string][]string{
+		ldapschema.AttrBackupNumberOfIterations: {"2"}}); err != nil {
+		t.Fatal(err)
+	}
+	writeSteady := func(p byte) {
+		t.Helper()
+		if err := testenv.WriteGuestPattern(env.lv.URI, env.lv.LogDir, v.name, "vda", p, steadyOffset, steadyLength); err != nil {
+			t.Fatal(err)
+		}
+	}
+	readsSteady := func(p byte) {
+		t.Helper()
+		if err := testenv.VerifyGuestPattern(env.lv.URI, env.lv.LogDir, v.name, "vda", p, steadyOffset, steadyLength); err != nil {
+			t.Fatalf("guest does not read its steady region: %v", err)
+		}
+	}
+	writeSteady(0x5a)
+	startNightlyControl(t)
+	startNodeWith(t, node.Options{Node: s.host, Hypervisor: env.hv, Storage: format.StorageChunks})
+	day := func(d int) time.Time { return time.Date(2024, 1, d, 3, 0, 0, 0, time.UTC) }
+	disk := v.disks[0].Path
+	vmDir := filepath.Join(s.backup, "vm-persistent", "pool-a", v.name)
+
+	// Night 1: the pattern region (1 MiB to 9 MiB: chunks 0 to 2) and the
+	// steady region (chunk 5) hold data, the rest of the 64 MiB is holes.
+	one := s.backedUp(t, v, day(1))
+	dir1 := filepath.Join(vmDir, one.Name)
+	if _, err := os.Stat(filepath.Join(dir1, filepath.Base(disk)+"."+one.Name)); !os.IsNotExist(err) {
+		t.Fatalf("chunks storage kept a whole copy of the disk: %v", err)
+	}
+	idx1, err := format.ReadIndex(hostio.In(dir1).MustJoin(filepath.Base(disk) + ".index." + one.Name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if idx1.Stored() != 4 || len(idx1.Chunks) != 16 {
+		t.Fatalf("night 1 index: %d chunks, %d stored; want 16 and 4", len(idx1.Chunks), idx1.Stored())
+	}
+	after1 := storedChunks(t, s.backup)
+	if after1 != 4 {
+		t.Fatalf("night 1 stored %d chunks, want 4", after1)
+	}
+
+	// Night 2: only the pattern region changed.
+	if err := writeGuest(v, "vda", 0x11); err != nil {
+		t.Fatal(err)
+	}
+	two := s.backedUp(t, v, day(2))
+	if added := storedChunks(t, s.backup) - after1; added != 3 {
+		t.Fatalf("night 2 added %d chunks, want the 3 that changed", added)
+	}
+	if !hasTime(two, "retainChunks: ") {
+		t.Fatalf("night 2 does not report its chunks: %v", two.ExecutionTime)
+	}
+
+	// Each night restores to exactly its own data.
+	writeSteady(0x77)
+	if got := s.webUIRestore(t, v, one, true); got.ReturnValue != 0 {
+		t.Fatalf("restore of night 1: return value %d", got.ReturnValue)
+	}
+	v.guestReads(t, "vda", 0xab)
+	readsSteady(0x5a)
+	if got := s.webUIRestore(t, v, two, true); got.ReturnValue != 0 {
+		t.Fatalf("restore of night 2: return value %d", got.ReturnValue)
+	}
+	v.guestReads(t, "vda", 0x11)
+	readsSteady(0x5a)
+	noPreRestore(t, v)
+
+	// Night 3, with two iterations kept: night 1 goes, and its index with it.
+	before3 := storedChunks(t, s.backup)
+	if err := writeGuest(v, "vda", 0x22); err != nil {
+		t.Fatal(err)
+	}
+	s.backedUp(t, v, day(3))
+	if added := storedChunks(t, s.backup) - before3; added != 3 {
+		t.Fatalf("night 3 added %d chunks, want 3", added)
+	}
+	deadline := time.Now().Add(leafLimit)
+	for {
+		if _, err := os.Stat(dir1); os.IsNotExist(err) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("night 1's index is still there after retention")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func hasTime(l ldapschema.Leaf, prefix string) bool {
+	for _, v := range l.ExecutionTime {
+		if strings.HasPrefix(v, prefix) {
+			return true
+		}
+	}
+	return false
+}
