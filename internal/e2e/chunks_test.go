@@ -1,9 +1,13 @@
 package e2e
 
 import (
+	"bytes"
+	"context"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -99,8 +103,11 @@ func TestChunkedBackupsAndRestores(t *testing.T) {
 	if added := storedChunks(t, s.backup) - after1; added != 3 {
 		t.Fatalf("night 2 added %d chunks, want the 3 that changed", added)
 	}
-	if !hasTime(two, "retainChunks: ") {
-		t.Fatalf("night 2 does not report its chunks: %v", two.ExecutionTime)
+	// The overlay of night 1 recorded the guest's writes: only their
+	// chunks were read, the steady one came from night 1's index.
+	if !hasTime(two, "retainChunks: 3 read, 1 reused, 12 holes, 3 new of 16") ||
+		!hasTime(two, "retainRead "+filepath.Base(disk)+": bitmap stoney-"+one.Name) {
+		t.Fatalf("night 2 did not read by the bitmap: %v", two.ExecutionTime)
 	}
 
 	// Each night restores to exactly its own data.
@@ -122,9 +129,13 @@ func TestChunkedBackupsAndRestores(t *testing.T) {
 	if err := writeGuest(v, "vda", 0x22); err != nil {
 		t.Fatal(err)
 	}
-	s.backedUp(t, v, day(3))
+	three := s.backedUp(t, v, day(3))
 	if added := storedChunks(t, s.backup) - before3; added != 3 {
 		t.Fatalf("night 3 added %d chunks, want 3", added)
+	}
+	// The restored disk has no history to pair with an index: read whole.
+	if !hasTime(three, "retainRead "+filepath.Base(disk)+": full: no dirty bitmap") {
+		t.Fatalf("night 3 after a restore did not read the whole disk: %v", three.ExecutionTime)
 	}
 	deadline := time.Now().Add(leafLimit)
 	for {
@@ -145,4 +156,73 @@ func hasTime(l ldapschema.Leaf, prefix string) bool {
 		}
 	}
 	return false
+}
+
+// TestChunkedBackupAfterQEMUKilled: the VM's QEMU is killed between two
+// nights, so the bitmap of its disk is left in use. The second night reads
+// the whole disk instead, says so, and its backup restores to that night's
+// data.
+func TestChunkedBackupAfterQEMUKilled(t *testing.T) {
+	s := newSite(t, env.root)
+	v := s.addVM(true, 64, 0xab)
+	if err := waitFilled(v); err != nil {
+		t.Fatal(err)
+	}
+	startControl(t)
+	startNodeWith(t, node.Options{Node: s.host, Hypervisor: env.hv, Storage: format.StorageChunks})
+	s.backedUp(t, v, time.Date(2024, 1, 1, 3, 0, 0, 0, time.UTC))
+	// On the image, but the bitmap that recorded it dies with QEMU.
+	if err := testenv.WriteGuestPatternDurable(env.lv.URI, env.lv.LogDir, v.name, "vda", 0x11, testenv.PatternOffset, testenv.PatternLength); err != nil {
+		t.Fatal(err)
+	}
+	killQEMU(t, v.name)
+	deadline := time.Now().Add(leafLimit)
+	for v.running(t) {
+		if time.Now().After(deadline) {
+			t.Fatal("the killed VM still runs")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := testenv.StartVM(env.lv.URI, v.name); err != nil {
+		t.Fatal(err)
+	}
+	v.guestReads(t, "vda", 0x11)
+	im, err := format.ImageInfo(context.Background(), v.disks[0].Path)
+	if err != nil || len(im.Bitmaps) != 1 || !im.Bitmaps[0].InUse {
+		t.Fatalf("after the kill the disk's bitmap is not left in use: %+v %v", im.Bitmaps, err)
+	}
+
+	two := s.backedUp(t, v, time.Date(2024, 1, 2, 3, 0, 0, 0, time.UTC))
+	want := "retainRead " + filepath.Base(v.disks[0].Path) + ": full: bitmap stoney-20240101T030000Z in use"
+	if !hasTime(two, want) {
+		t.Fatalf("night 2 does not say it read the whole disk (%q): %v", want, two.ExecutionTime)
+	}
+	if err := writeGuest(v, "vda", 0x22); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.webUIRestore(t, v, two, true); got.ReturnValue != 0 {
+		t.Fatalf("restore of night 2: return value %d", got.ReturnValue)
+	}
+	v.guestReads(t, "vda", 0x11)
+}
+
+// killQEMU ends the VM's QEMU with SIGKILL, as the OOM killer would.
+func killQEMU(t *testing.T, name string) {
+	t.Helper()
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil || !bytes.Contains(b, []byte("guest="+name+",")) {
+			continue
+		}
+		pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+		if err != nil {
+			continue
+		}
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	t.Fatalf("no QEMU of %s found", name)
 }

@@ -3,7 +3,9 @@ package format
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"sync"
 	"time"
@@ -60,29 +62,60 @@ func imageMap(ctx context.Context, path, format string) ([]extent, error) {
 	return parseMap(out)
 }
 
+// StoreOptions shape a StoreImage.
+type StoreOptions struct {
+	// Progress, if not nil, is told the bytes read so far of the disk's size.
+	Progress func(done, total int64)
+	// Since and Bitmap: the disk held Since's content when the persistent
+	// dirty bitmap Bitmap was added to it, so only the chunks in which
+	// Bitmap records a write are read; the others are Since's. One of
+	// them, picked at random, is read anyway and must match Since, else
+	// the call fails with ErrBitmapMismatch (the caller reads all instead).
+	Since  *Index
+	Bitmap string
+}
+
+// ErrBitmapMismatch: a chunk the bitmap calls unchanged differs from the
+// previous index, so the bitmap does not describe this disk's history.
+var ErrBitmapMismatch = errors.New("the dirty bitmap does not match the previous backup")
+
 // StoreImage reads the disk at path as the guest sees it, stores every
 // chunk the store lacks and returns the disk's index (not yet written: the
 // caller writes it once the store is synced, which StoreImage does). A nil
-// store only hashes, to check an image against an index. progress, if not
-// nil, is told the bytes read so far of the disk's size.
-func StoreImage(ctx context.Context, store *ChunkStore, path string, progress func(done, total int64)) (Index, ChunkStats, error) {
+// store only hashes, to check an image against an index.
+func StoreImage(ctx context.Context, store *ChunkStore, path string, o StoreOptions) (Index, ChunkStats, error) {
 	im, err := ImageInfo(ctx, path)
 	if err != nil {
 		return Index{}, ChunkStats{}, err
 	}
 	x := Index{Format: im.Format, Size: im.VirtualSize, Chunks: make([]ChunkID, ChunkCount(im.VirtualSize))}
 	st := ChunkStats{Chunks: len(x.Chunks)}
+	if o.Since != nil && o.Since.Size != x.Size {
+		return x, st, fmt.Errorf("%w: the disk is %d bytes, was %d", ErrBitmapMismatch, x.Size, o.Since.Size)
+	}
 	es, err := imageMap(ctx, path, im.Format)
 	if err != nil {
 		return x, st, err
 	}
 	zero := zeroChunks(es, x.Size)
-	exp, err := exportImage(ctx, path, im.Format, false, "")
+	exp, err := exportImage(ctx, path, im.Format, false, o.Bitmap)
 	if err != nil {
 		return x, st, err
 	}
 	defer exp.stop()
 	_ = exp.c.SetDeadline(time.Now().Add(imageTimeouts().dataTimeout(x.Size)))
+	read := make([]bool, len(x.Chunks)) // all, unless a bitmap says less
+	for i := range read {
+		read[i] = true
+	}
+	if o.Since != nil {
+		if read, err = dirtyChunks(ctx, exp, o.Bitmap, x.Size); err != nil {
+			return x, st, err
+		}
+		if err := spotCheck(exp, *o.Since, read, zero); err != nil {
+			return x, st, err
+		}
+	}
 
 	var mu sync.Mutex // guards st and the first error
 	var firstErr error
@@ -118,14 +151,22 @@ func StoreImage(ctx context.Context, store *ChunkStore, path string, progress fu
 			}
 			mu.Lock()
 			failed := firstErr != nil
-			if zero[i] {
+			reuse := !read[i] && !zero[i]
+			switch {
+			case zero[i]:
 				st.Holes++
+			case reuse:
+				x.Chunks[i] = o.Since.Chunks[i]
+				st.Reused++
+				if x.Chunks[i].IsHole() {
+					st.Holes++
+				}
 			}
 			mu.Unlock()
-			if failed || zero[i] {
-				if failed {
-					return nil
-				}
+			if failed {
+				return nil
+			}
+			if zero[i] || reuse {
 				continue
 			}
 			buf := bufs.Get().([]byte)[:ChunkLen(x.Size, i)]
@@ -133,8 +174,8 @@ func StoreImage(ctx context.Context, store *ChunkStore, path string, progress fu
 				return fmt.Errorf("read %s: %w", path, err)
 			}
 			st.Read++
-			if progress != nil {
-				progress(int64(st.Read)*ChunkSize, x.Size)
+			if o.Progress != nil {
+				o.Progress(int64(st.Read)*ChunkSize, x.Size)
 			}
 			jobs <- chunkJob{i, buf}
 		}
@@ -157,6 +198,65 @@ func StoreImage(ctx context.Context, store *ChunkStore, path string, progress fu
 		}
 	}
 	return x, st, nil
+}
+
+// dirtyChunks marks the chunks in which the export's bitmap records a
+// write: qemu-img maps the export with the bitmap as its allocation, where
+// a dirty range reads as "no data".
+func dirtyChunks(ctx context.Context, exp *nbdExport, bitmap string, size int64) ([]bool, error) {
+	out, err := qemuImg(ctx, imageTimeouts().Check, "map", "--output=json", "--image-opts",
+		"driver=nbd,server.type=unix,server.path="+exp.Socket()+",x-dirty-bitmap=qemu:dirty-bitmap:"+bitmap)
+	if err != nil {
+		return nil, err
+	}
+	es, err := parseMap(out)
+	if err != nil {
+		return nil, err
+	}
+	dirty := make([]bool, ChunkCount(size))
+	var seen int64
+	for _, e := range es {
+		seen = max(seen, e.Start+e.Length)
+		if e.Data {
+			continue
+		}
+		for i := e.Start / ChunkSize; i < int64(len(dirty)) && i*ChunkSize < e.Start+e.Length; i++ {
+			dirty[i] = true
+		}
+	}
+	if seen < size {
+		return nil, fmt.Errorf("the map of bitmap %s ends at %d of %d bytes", bitmap, seen, size)
+	}
+	return dirty, nil
+}
+
+// spotCheck reads one chunk the bitmap calls unchanged, at random, and
+// compares it with the previous index: an image that was copied or
+// replaced with its bitmap does not pass for the previous backup's disk.
+func spotCheck(exp *nbdExport, since Index, read, zero []bool) error {
+	var clean []int
+	for i := range read {
+		if !read[i] && !zero[i] {
+			clean = append(clean, i)
+		}
+	}
+	if len(clean) == 0 {
+		return nil
+	}
+	i := clean[rand.IntN(len(clean))]
+	buf := bufs.Get().([]byte)[:ChunkLen(since.Size, i)]
+	defer bufs.Put(buf[:cap(buf)])
+	if err := exp.ReadAt(buf, int64(i)*ChunkSize); err != nil {
+		return err
+	}
+	id := zeroID
+	if !allZero(buf) {
+		id = sha256.Sum256(buf)
+	}
+	if id != since.Chunks[i] {
+		return fmt.Errorf("%w: chunk %d is unchanged by the bitmap but differs", ErrBitmapMismatch, i)
+	}
+	return nil
 }
 
 type chunkJob struct {
@@ -209,7 +309,7 @@ func RebuildImage(ctx context.Context, seam *hostio.Seam, store *ChunkStore, x I
 	if err := writeChunks(ctx, seam, store, x, tmp); err != nil {
 		return err
 	}
-	got, _, err := StoreImage(ctx, nil, tmp.String(), nil)
+	got, _, err := StoreImage(ctx, nil, tmp.String(), StoreOptions{})
 	if err != nil {
 		return fmt.Errorf("check %s: %w", tmp, err)
 	}

@@ -104,7 +104,7 @@ func TestStoreAndRebuildImage(t *testing.T) {
 	qemuIOWrite(t, top, "write -z 9M 4k")         // zeros over base data: a hole now
 
 	s := &ChunkStore{Dir: hostio.In(dir).MustJoin("store")}
-	x, st, err := StoreImage(ctx, s, top, nil)
+	x, st, err := StoreImage(ctx, s, top, StoreOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,11 +115,11 @@ func TestStoreAndRebuildImage(t *testing.T) {
 	if st.Written != 2 || st.Read != 3 || st.Holes != 3 || x.Stored() != 2 {
 		t.Fatalf("first store: %+v", st)
 	}
-	if _, st, err = StoreImage(ctx, s, top, nil); err != nil || st.Written != 0 {
+	if _, st, err = StoreImage(ctx, s, top, StoreOptions{}); err != nil || st.Written != 0 {
 		t.Fatalf("second store of the same disk: %+v %v", st, err)
 	}
 	qemuIOWrite(t, top, "write -P 0x44 0 4k")
-	x2, st, err := StoreImage(ctx, s, top, nil)
+	x2, st, err := StoreImage(ctx, s, top, StoreOptions{})
 	if err != nil || st.Written != 1 || x2.Chunks[4] != x.Chunks[4] || x2.Chunks[0] == x.Chunks[0] {
 		t.Fatalf("one changed chunk: %+v %v", st, err)
 	}
@@ -149,5 +149,80 @@ func TestStoreAndRebuildImage(t *testing.T) {
 	}
 	if ents, _ := filepath.Glob(filepath.Join(dir, "broken*")); len(ents) > 0 {
 		t.Fatalf("left behind: %v", ents)
+	}
+}
+
+// An overlay made on a retained image carries the leaf's bitmap; a store
+// since the retained image's index reads only the chunks written since,
+// and a rebase that copies the backing file keeps a clean bitmap clean.
+func TestStoreSinceBitmap(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	leaf := "20240101T030000Z"
+	os.Mkdir(filepath.Join(dir, leaf), 0o700)
+	retained := filepath.Join(dir, leaf, "disk.qcow2")
+	if _, err := qemuImg(ctx, time.Minute, "create", "-q", "-f", "qcow2", retained, "32M"); err != nil {
+		t.Fatal(err)
+	}
+	qemuIOWrite(t, retained, "write -P 0x11 0 20M")
+	s := &ChunkStore{Dir: hostio.In(dir).MustJoin("store")}
+	base, _, err := StoreImage(ctx, s, retained, StoreOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	top, quiet := filepath.Join(dir, "top.qcow2"), filepath.Join(dir, "quiet.qcow2")
+	for _, p := range []string{top, quiet} {
+		if err := CreateOverlay(ctx, retained, "qcow2", p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	im, err := ImageInfo(ctx, top)
+	if err != nil || len(im.Bitmaps) != 1 || im.Bitmaps[0].Name != BitmapName(leaf) || !im.Bitmaps[0].Auto || im.Bitmaps[0].InUse {
+		t.Fatalf("overlay bitmaps: %+v %v", im.Bitmaps, err)
+	}
+	qemuIOWrite(t, top, "write -P 0x22 5M 4k")   // chunk 1
+	qemuIOWrite(t, top, "write -P 0x33 25M 64k") // chunk 6
+	o := StoreOptions{Since: &base, Bitmap: BitmapName(leaf)}
+	x, st, err := StoreImage(ctx, s, top, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Read != 2 || st.Written != 2 || st.Reused != 4 || st.Holes != 2 {
+		t.Fatalf("store since the bitmap: %+v", st)
+	}
+	full, _, err := StoreImage(ctx, nil, top, StoreOptions{})
+	if err != nil || !full.Equal(x) {
+		t.Fatalf("the index by bitmap differs from a full read: %v", err)
+	}
+
+	// Offline merges: one of an overlay the guest wrote stays dirty, one of
+	// an untouched overlay is cleared.
+	for _, p := range []string{top, quiet} {
+		if err := RebaseStandalone(ctx, p, 32<<20, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, st, err := StoreImage(ctx, nil, quiet, o); err != nil || st.Read != 0 || st.Reused != 5 {
+		t.Fatalf("untouched overlay after its rebase: %+v %v", st, err)
+	}
+	if _, st, err := StoreImage(ctx, nil, top, o); err != nil || st.Read != 6 {
+		t.Fatalf("written overlay after its rebase: %+v %v", st, err)
+	}
+
+	// A bitmap paired with another disk's index is caught.
+	other := base
+	other.Chunks = append([]ChunkID(nil), base.Chunks...)
+	for i := range 5 {
+		other.Chunks[i] = sha256.Sum256([]byte{byte(i)})
+	}
+	if _, _, err := StoreImage(ctx, nil, quiet, StoreOptions{Since: &other, Bitmap: BitmapName(leaf)}); !errors.Is(err, ErrBitmapMismatch) {
+		t.Fatalf("mismatched index: %v", err)
+	}
+	if err := RemoveBitmaps(ctx, nil, top); err != nil {
+		t.Fatal(err)
+	}
+	if im, _ := ImageInfo(ctx, top); len(im.Bitmaps) != 0 {
+		t.Fatalf("bitmaps left: %+v", im.Bitmaps)
 	}
 }

@@ -224,6 +224,18 @@ func WriteGuestPattern(uri, logDir, vm, target string, pattern byte, off, length
 	return qemuIO(uri, logDir, vm, "-d "+dev, cmd, done)
 }
 
+// WriteGuestPatternDurable is WriteGuestPattern with force unit access:
+// the write is on the image when it returns, so it outlives a killed QEMU.
+func WriteGuestPatternDurable(uri, logDir, vm, target string, pattern byte, off, length int64) error {
+	_, dev, err := blockNode(uri, vm, target)
+	if err != nil {
+		return err
+	}
+	cmd := fmt.Sprintf("write -f -P 0x%02x %d %d", pattern, off, length)
+	done := fmt.Sprintf("wrote %d/%d bytes at offset %d", length, length, off)
+	return qemuIO(uri, logDir, vm, "-d "+dev, cmd, done)
+}
+
 const patternFailed = "Pattern verification failed"
 
 func qemuIO(uri, logDir, vm, dev, cmd, done string) error {

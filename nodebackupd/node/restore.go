@@ -172,6 +172,11 @@ func (a *Agent) unretainLargeFiles(ctx context.Context, j *job) ([]string, error
 		if err := format.CheckImage(ctx, p, ""); err != nil {
 			return nil, fail(ldapschema.RCCorruptImage, err)
 		}
+		// The restored disk starts a history of its own: a bitmap of the
+		// backed-up one would pair it with an index it no longer matches.
+		if err := format.RemoveBitmaps(ctx, j.seam, p); err != nil {
+			return nil, fail(ldapschema.RCCannotCopyStateToRetain, err)
+		}
 	}
 	return []string{"unretainLargeFiles: " + seconds(time.Since(start)), fmt.Sprintf("unretainBytes: %d", total)}, nil
 }

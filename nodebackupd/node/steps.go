@@ -355,11 +355,12 @@ func (a *Agent) retain(ctx context.Context, j *job) ([]string, error) {
 		}
 		if f.image && chunked {
 			prog, finished := m.file()
-			n, err := j.storeDisk(ctx, fromP, toP, f.perm, &chunks, prog)
+			n, how, err := j.storeDisk(ctx, fromP, toP, f.perm, &chunks, prog)
 			if err != nil {
 				return nil, err
 			}
 			finished(n)
+			chunks.how = append(chunks.how, fmt.Sprintf("retainRead %s: %s", f.name, how))
 			if err := j.seam.Chown(toP, uid, gid); err != nil {
 				return nil, fail(ldapschema.RCCannotChownImage, err)
 			}
