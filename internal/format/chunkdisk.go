@@ -166,6 +166,13 @@ func StoreImage(ctx context.Context, store *ChunkStore, path string, o StoreOpti
 			if failed {
 				return nil
 			}
+			if reuse && store != nil && !x.Chunks[i].IsHole() {
+				// Named again: a garbage collection must keep it. A chunk
+				// gone from the store fails the partial read (then all is read).
+				if err := store.Touch(x.Chunks[i]); err != nil {
+					return fmt.Errorf("chunk %d of the previous backup: %w", i, err)
+				}
+			}
 			if zero[i] || reuse {
 				continue
 			}

@@ -29,6 +29,17 @@ var zeroID ChunkID
 
 func (id ChunkID) String() string { return hex.EncodeToString(id[:]) }
 
+// ParseChunkID reads a chunk's file name.
+func ParseChunkID(s string) (ChunkID, bool) {
+	var id ChunkID
+	b, err := hex.DecodeString(s)
+	if err != nil || len(b) != len(id) || hex.EncodeToString(b) != s {
+		return id, false
+	}
+	copy(id[:], b)
+	return id, !id.IsHole()
+}
+
 // IsHole: the index entry stands for zeros.
 func (id ChunkID) IsHole() bool { return id == zeroID }
 
@@ -103,7 +114,7 @@ func decodeChunk(id ChunkID, b []byte) ([]byte, error) {
 type ChunkStore struct {
 	Dir  hostio.Path
 	Seam *hostio.Seam
-	// Perm is the mode of the chunk files and directories' files (default 0600).
+	// Perm is the mode of the chunk files (default 0600).
 	Perm os.FileMode
 
 	tmpSeq  atomic.Int64
@@ -129,7 +140,8 @@ func (s *ChunkStore) Has(id ChunkID) bool {
 // so a chunk file is whole or absent; Sync makes the renames durable.
 func (s *ChunkStore) Put(id ChunkID, data []byte) (bool, error) {
 	if s.Has(id) {
-		return false, nil
+		// A garbage collection running now must keep it (see Touch).
+		return false, s.Touch(id)
 	}
 	perm := s.Perm
 	if perm == 0 {
