@@ -62,17 +62,32 @@ func FindIndexes(root string) ([]IndexRef, error) {
 			return nil, err
 		}
 		for _, m := range matches {
-			rel, _ := filepath.Rel(root, m)
-			parts := strings.Split(rel, string(filepath.Separator)) // kind, pool, vm, leaf, file
-			leaf := parts[3]
-			disk, ok := strings.CutSuffix(parts[4], ".index."+leaf)
-			if !ok || !ldapschema.IsLeafName(leaf) {
-				continue
+			if ref, _, err := ParseIndexPath(m); err == nil {
+				out = append(out, ref)
 			}
-			out = append(out, IndexRef{Path: hostio.In(root).MustJoin(rel), Kind: kind, Pool: parts[1], VM: parts[2], Leaf: leaf, Disk: disk})
 		}
 	}
 	return out, nil
+}
+
+// ParseIndexPath reads an index file's absolute path as the layout places
+// it, and returns the backup root it lies in.
+func ParseIndexPath(path string) (IndexRef, string, error) {
+	path = filepath.Clean(path)
+	parts := strings.Split(path, string(filepath.Separator))
+	if !filepath.IsAbs(path) || len(parts) < 6 {
+		return IndexRef{}, "", fmt.Errorf("%s: not <backup root>/<kind>/<pool>/<vm>/<leaf>/<disk>.index.<leaf>", path)
+	}
+	parts = parts[len(parts)-5:] // kind, pool, vm, leaf, file
+	root := filepath.Dir(filepath.Dir(filepath.Dir(filepath.Dir(filepath.Dir(path)))))
+	leaf := parts[3]
+	disk, ok := strings.CutSuffix(parts[4], ".index."+leaf)
+	if !ok || disk == "" || !ldapschema.IsLeafName(leaf) ||
+		(parts[0] != ldapschema.StoragePersistent && parts[0] != ldapschema.StorageTemplates) {
+		return IndexRef{}, "", fmt.Errorf("%s: not <backup root>/<kind>/<pool>/<vm>/<leaf>/<disk>.index.<leaf>", path)
+	}
+	rel, _ := filepath.Rel(root, path)
+	return IndexRef{Path: hostio.In(root).MustJoin(rel), Kind: parts[0], Pool: parts[1], VM: parts[2], Leaf: leaf, Disk: disk}, root, nil
 }
 
 // GCResult is what a garbage collection found and did.

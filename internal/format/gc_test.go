@@ -29,7 +29,7 @@ func TestGarbageCollectionAndVerify(t *testing.T) {
 		t.Fatal(err)
 	}
 	l := Layout{RetainRoot: dir, BackupRoot: root, Kind: "vm-persistent", Pool: "pool", VM: "vm-1"}
-	s := &ChunkStore{Dir: l.ChunkStorePath()}
+	s := l.ChunkStore(nil)
 	backup := func(leaf string) Index {
 		t.Helper()
 		x, _, err := StoreImage(ctx, s, img, StoreOptions{})

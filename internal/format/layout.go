@@ -127,8 +127,13 @@ func ParseStorage(s string) (Storage, error) {
 // keeps it apart from the kinds' directories.
 const ChunkStoreDir = ".chunks"
 
-// ChunkStorePath is the chunk store of the iteration's backup root.
-func (l Layout) ChunkStorePath() hostio.Path { return hostio.In(l.BackupRoot).MustJoin(ChunkStoreDir) }
+// OpenChunkStore is the chunk store of the backup root; its writes pass seam.
+func OpenChunkStore(backupRoot string, seam *hostio.Seam) *ChunkStore {
+	return &ChunkStore{Dir: hostio.In(backupRoot).MustJoin(ChunkStoreDir), Seam: seam}
+}
+
+// ChunkStore is the chunk store of the iteration's backup root.
+func (l Layout) ChunkStore(seam *hostio.Seam) *ChunkStore { return OpenChunkStore(l.BackupRoot, seam) }
 
 // IndexName is the name of the index of the disk whose image is source,
 // before the leaf's suffix: it is the BackupName(IndexName) in BackupDir.

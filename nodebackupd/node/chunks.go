@@ -15,10 +15,8 @@ import (
 // state file, XML and LDIF stay plain files.
 
 // chunkStore is the store of the job's backup root. Its files hold guest
-// data and only the node reads them: root's alone.
-func (j *job) chunkStore() *format.ChunkStore {
-	return &format.ChunkStore{Dir: j.layout.ChunkStorePath(), Seam: j.seam, Perm: 0o600}
-}
+// data and only the node reads them: root's alone (the store's default).
+func (j *job) chunkStore() *format.ChunkStore { return j.layout.ChunkStore(j.seam) }
 
 // chunkTotals adds up what storing a retain's disks did.
 type chunkTotals struct {
