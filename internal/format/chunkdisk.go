@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"sort"
 	"sync"
 	"time"
 
@@ -84,10 +85,11 @@ var ErrBitmapMismatch = errors.New("the dirty bitmap does not match the previous
 // caller writes it once the store is synced, which StoreImage does). A nil
 // store only hashes, to check an image against an index.
 func StoreImage(ctx context.Context, store *ChunkStore, path string, o StoreOptions) (Index, ChunkStats, error) {
-	im, err := ImageInfo(ctx, path)
+	chain, err := ImageChain(ctx, path)
 	if err != nil {
 		return Index{}, ChunkStats{}, err
 	}
+	im := chain[0]
 	x := Index{Format: im.Format, Size: im.VirtualSize, Chunks: make([]ChunkID, ChunkCount(im.VirtualSize))}
 	st := ChunkStats{Chunks: len(x.Chunks)}
 	if o.Since != nil && o.Since.Size != x.Size {
@@ -98,21 +100,20 @@ func StoreImage(ctx context.Context, store *ChunkStore, path string, o StoreOpti
 		return x, st, err
 	}
 	zero := zeroChunks(es, x.Size)
-	exp, err := exportImage(ctx, path, im.Format, false, o.Bitmap)
+	dr, err := openDisk(ctx, chain, es, o.Bitmap)
 	if err != nil {
 		return x, st, err
 	}
-	defer exp.stop()
-	_ = exp.c.SetDeadline(time.Now().Add(imageTimeouts().dataTimeout(x.Size)))
+	defer dr.close()
 	read := make([]bool, len(x.Chunks)) // all, unless a bitmap says less
 	for i := range read {
 		read[i] = true
 	}
 	if o.Since != nil {
-		if read, err = dirtyChunks(ctx, exp, o.Bitmap, x.Size); err != nil {
+		if read, err = dirtyChunks(ctx, dr.exp, o.Bitmap, x.Size); err != nil {
 			return x, st, err
 		}
-		if err := spotCheck(exp, *o.Since, read, zero); err != nil {
+		if err := spotCheck(dr, *o.Since, read, zero); err != nil {
 			return x, st, err
 		}
 	}
@@ -177,7 +178,7 @@ func StoreImage(ctx context.Context, store *ChunkStore, path string, o StoreOpti
 				continue
 			}
 			buf := bufs.Get().([]byte)[:ChunkLen(x.Size, i)]
-			if err := exp.ReadAt(buf, int64(i)*ChunkSize); err != nil {
+			if err := dr.ReadAt(buf, int64(i)*ChunkSize); err != nil {
 				return fmt.Errorf("read %s: %w", path, err)
 			}
 			st.Read++
@@ -196,7 +197,7 @@ func StoreImage(ctx context.Context, store *ChunkStore, path string, o StoreOpti
 	if firstErr != nil {
 		return x, st, firstErr
 	}
-	if err := exp.stop(); err != nil {
+	if err := dr.close(); err != nil {
 		return x, st, err
 	}
 	if store != nil {
@@ -240,7 +241,7 @@ func dirtyChunks(ctx context.Context, exp *nbdExport, bitmap string, size int64)
 // spotCheck reads one chunk the bitmap calls unchanged, at random, and
 // compares it with the previous index: an image that was copied or
 // replaced with its bitmap does not pass for the previous backup's disk.
-func spotCheck(exp *nbdExport, since Index, read, zero []bool) error {
+func spotCheck(dr *diskReader, since Index, read, zero []bool) error {
 	var clean []int
 	for i := range read {
 		if !read[i] && !zero[i] {
@@ -253,7 +254,7 @@ func spotCheck(exp *nbdExport, since Index, read, zero []bool) error {
 	i := clean[rand.IntN(len(clean))]
 	buf := bufs.Get().([]byte)[:ChunkLen(since.Size, i)]
 	defer bufs.Put(buf[:cap(buf)])
-	if err := exp.ReadAt(buf, int64(i)*ChunkSize); err != nil {
+	if err := dr.ReadAt(buf, int64(i)*ChunkSize); err != nil {
 		return err
 	}
 	id := zeroID
@@ -264,6 +265,79 @@ func spotCheck(exp *nbdExport, since Index, read, zero []bool) error {
 		return fmt.Errorf("%w: chunk %d is unchanged by the bitmap but differs", ErrBitmapMismatch, i)
 	}
 	return nil
+}
+
+// diskReader reads the guest-visible content of an image. Where qemu-img
+// map says a range lies as is in a file of the backing chain (data with an
+// offset), it is read straight from that file, as fast as a copy; zero
+// ranges are not read; anything else (compressed or encrypted clusters)
+// goes through qemu-nbd, exported only when needed or for a bitmap.
+type diskReader struct {
+	es    []extent
+	files []*os.File // by depth in the backing chain
+	exp   *nbdExport
+}
+
+func openDisk(ctx context.Context, chain []Image, es []extent, bitmap string) (*diskReader, error) {
+	dr := &diskReader{es: es}
+	needNBD := bitmap != ""
+	for _, e := range es {
+		needNBD = needNBD || (!e.Zero && !(e.Data && e.Offset != nil && e.Depth < len(chain)))
+	}
+	for _, im := range chain {
+		f, err := os.Open(im.Filename)
+		if err != nil {
+			dr.close()
+			return nil, err
+		}
+		dr.files = append(dr.files, f)
+	}
+	if needNBD {
+		var err error
+		if dr.exp, err = exportImage(ctx, chain[0].Filename, chain[0].Format, bitmap); err != nil {
+			dr.close()
+			return nil, err
+		}
+		_ = dr.exp.c.SetDeadline(time.Now().Add(imageTimeouts().dataTimeout(chain[0].VirtualSize)))
+	}
+	return dr, nil
+}
+
+// ReadAt fills p with the disk's content at off.
+func (dr *diskReader) ReadAt(p []byte, off int64) error {
+	clear(p)
+	end := off + int64(len(p))
+	k := sort.Search(len(dr.es), func(k int) bool { return dr.es[k].Start+dr.es[k].Length > off })
+	for ; k < len(dr.es) && dr.es[k].Start < end; k++ {
+		e := dr.es[k]
+		from, to := max(off, e.Start), min(end, e.Start+e.Length)
+		dst := p[from-off : to-off]
+		switch {
+		case e.Zero:
+		case e.Data && e.Offset != nil && e.Depth < len(dr.files):
+			if _, err := dr.files[e.Depth].ReadAt(dst, *e.Offset+from-e.Start); err != nil {
+				return err
+			}
+		case dr.exp != nil:
+			if err := dr.exp.ReadAt(dst, from); err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("no way to read bytes %d to %d", from, to)
+		}
+	}
+	return nil
+}
+
+func (dr *diskReader) close() error {
+	for _, f := range dr.files {
+		f.Close()
+	}
+	dr.files = nil
+	if dr.exp == nil {
+		return nil
+	}
+	return dr.exp.stop()
 }
 
 type chunkJob struct {
@@ -290,31 +364,42 @@ func storeChunk(store *ChunkStore, data []byte) (id ChunkID, wrote bool, n int64
 	return id, wrote, n, err
 }
 
-// RebuildImage writes the disk of index x to dst as an image of x's format:
-// sparse (holes are not written), through a temporary name, checked by
-// reading it back against the index, then fsynced and renamed. Every chunk
-// is checked against its name as it is read from the store.
+// RebuildImage writes the disk of index x to dst as an image of x's format,
+// through a temporary name: the stored chunks go into a sparse raw file
+// (holes are not written; several chunks are read from the store at once,
+// each checked against its name), which is the image itself for raw and is
+// converted by qemu-img otherwise; the image is read back against the
+// index, fsynced and renamed.
 func RebuildImage(ctx context.Context, seam *hostio.Seam, store *ChunkStore, x Index, dst hostio.Path, perm os.FileMode) error {
 	tmp := dst.Dir().MustJoin(dst.Base() + ".partial")
+	raw := tmp
+	if x.Format != "raw" {
+		raw = dst.Dir().MustJoin(dst.Base() + ".partial.raw")
+	}
 	var plain *hostio.Seam // cleaning up is no point of its own
 	ok := false
 	defer func() {
+		_ = plain.Remove(raw)
 		if !ok {
 			_ = plain.Remove(tmp)
 		}
 	}()
-	if err := hostio.CheckPath(tmp); err != nil {
+	for _, p := range []hostio.Path{tmp, raw} {
+		if err := hostio.CheckPath(p); err != nil {
+			return err
+		}
+		_ = plain.Remove(p)
+	}
+	if err := writeChunks(ctx, seam, store, x, raw, perm); err != nil {
 		return err
 	}
-	_ = plain.Remove(tmp)
-	if err := seam.Do("create image "+tmp.String(), func() error {
-		_, err := qemuImg(ctx, imageTimeouts().Query, "create", "-q", "-f", x.Format, tmp.String(), fmt.Sprint(x.Size))
-		return err
-	}); err != nil {
-		return err
-	}
-	if err := writeChunks(ctx, seam, store, x, tmp); err != nil {
-		return err
+	if raw != tmp {
+		if err := seam.Do("convert "+raw.String()+" to "+x.Format, func() error {
+			_, err := qemuImg(ctx, imageTimeouts().dataTimeout(x.Size), "convert", "-W", "-f", "raw", "-O", x.Format, raw.String(), tmp.String())
+			return err
+		}); err != nil {
+			return err
+		}
 	}
 	got, _, err := StoreImage(ctx, nil, tmp.String(), StoreOptions{})
 	if err != nil {
@@ -342,17 +427,18 @@ func RebuildImage(ctx context.Context, seam *hostio.Seam, store *ChunkStore, x I
 	return seam.SyncDir(dst.Dir())
 }
 
-// writeChunks writes x's stored chunks into the empty image at p through a
-// writable export; several chunks are read from the store at once.
-func writeChunks(ctx context.Context, seam *hostio.Seam, store *ChunkStore, x Index, p hostio.Path) error {
-	exp, err := exportImage(ctx, p.String(), x.Format, true, "")
+// writeChunks writes x's stored chunks into a new sparse raw file at p.
+func writeChunks(ctx context.Context, seam *hostio.Seam, store *ChunkStore, x Index, p hostio.Path, perm os.FileMode) error {
+	f, err := seam.Create(p, perm)
 	if err != nil {
 		return err
 	}
-	defer exp.stop()
-	_ = exp.c.SetDeadline(time.Now().Add(imageTimeouts().dataTimeout(x.Size)))
+	defer f.Close()
+	if err := f.Truncate(x.Size); err != nil {
+		return err
+	}
 	next := make(chan int)
-	var mu sync.Mutex // the export's connection and the first error
+	var mu sync.Mutex // the first error
 	var firstErr error
 	fail := func(err error) {
 		mu.Lock()
@@ -371,13 +457,9 @@ func writeChunks(ctx context.Context, seam *hostio.Seam, store *ChunkStore, x In
 				if err == nil && len(data) != ChunkLen(x.Size, i) {
 					err = fmt.Errorf("chunk %d is %d bytes, want %d", i, len(data), ChunkLen(x.Size, i))
 				}
-				if err != nil {
-					fail(err)
-					continue
+				if err == nil {
+					err = seam.Write(f, data, int64(i)*ChunkSize)
 				}
-				mu.Lock()
-				err = seam.Do(fmt.Sprintf("write chunk %d to %s", i, p), func() error { return exp.WriteAt(data, int64(i)*ChunkSize) })
-				mu.Unlock()
 				if err != nil {
 					fail(err)
 				}
@@ -403,8 +485,8 @@ func writeChunks(ctx context.Context, seam *hostio.Seam, store *ChunkStore, x In
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := seam.Do("flush "+p.String(), exp.Flush); err != nil {
-		return err
+	if x.Format == "raw" {
+		return seam.Sync(f) // the image itself
 	}
-	return exp.stop()
+	return nil // converted; the image is synced
 }

@@ -77,7 +77,7 @@ func codec() (*zstd.Encoder, *zstd.Decoder) {
 // encodeChunk is the file content of a chunk.
 func encodeChunk(data []byte) []byte {
 	e, _ := codec()
-	out := make([]byte, chunkHeader, chunkHeader+len(data)/2)
+	out := make([]byte, chunkHeader, chunkHeader+len(data)+len(data)/128+64) // room for incompressible data
 	copy(out, chunkMagic[:])
 	out = e.EncodeAll(data, out)
 	binary.BigEndian.PutUint32(out[8:], uint32(len(data)))

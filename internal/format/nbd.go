@@ -16,11 +16,11 @@ import (
 	"time"
 )
 
-// An image is read and written as the guest sees it through qemu-nbd:
-// QEMU itself resolves the format, the backing chain and compressed
-// clusters, and this package only speaks the few NBD messages it needs
-// (fixed newstyle handshake, NBD_OPT_GO, read, write, flush, disconnect;
-// simple replies only).
+// What cannot be read from an image's files as they lie (compressed or
+// encrypted clusters) and a dirty bitmap are read through qemu-nbd: QEMU
+// itself resolves the format and the backing chain, and this package only
+// speaks the few NBD messages it needs (fixed newstyle handshake,
+// NBD_OPT_GO, read, disconnect; simple replies only).
 
 const (
 	nbdMagic        = 0x4e42444d41474943 // "NBDMAGIC"
@@ -38,9 +38,7 @@ const (
 	nbdInfoExport  = 0
 	nbdRepFlagErr  = 1 << 31
 	nbdCmdRead     = 0
-	nbdCmdWrite    = 1
 	nbdCmdDisc     = 2
-	nbdCmdFlush    = 3
 	nbdMaxTransfer = 32 << 20 // qemu-nbd's limit per request
 )
 
@@ -117,8 +115,8 @@ func (n *nbdConn) handshake() error {
 	}
 }
 
-// request sends one command; payload is written after the header (write).
-func (n *nbdConn) request(cmd uint16, off int64, length int, payload []byte) (uint64, error) {
+// request sends one command.
+func (n *nbdConn) request(cmd uint16, off int64, length int) (uint64, error) {
 	n.cookie++
 	h := binary.BigEndian.AppendUint32(make([]byte, 0, 28), nbdRequestMagic)
 	h = binary.BigEndian.AppendUint16(h, 0)
@@ -126,13 +124,13 @@ func (n *nbdConn) request(cmd uint16, off int64, length int, payload []byte) (ui
 	h = binary.BigEndian.AppendUint64(h, n.cookie)
 	h = binary.BigEndian.AppendUint64(h, uint64(off))
 	h = binary.BigEndian.AppendUint32(h, uint32(length))
-	if _, err := n.c.Write(append(h, payload...)); err != nil {
+	if _, err := n.c.Write(h); err != nil {
 		return 0, err
 	}
 	return n.cookie, nil
 }
 
-// reply reads a simple reply to cookie, and into buf its data (read).
+// reply reads a simple reply to cookie, and into buf its data.
 func (n *nbdConn) reply(cookie uint64, buf []byte) error {
 	var rep struct {
 		Magic, Errno uint32
@@ -155,7 +153,7 @@ func (n *nbdConn) reply(cookie uint64, buf []byte) error {
 func (n *nbdConn) ReadAt(p []byte, off int64) error {
 	for len(p) > 0 {
 		l := min(len(p), nbdMaxTransfer)
-		c, err := n.request(nbdCmdRead, off, l, nil)
+		c, err := n.request(nbdCmdRead, off, l)
 		if err != nil {
 			return err
 		}
@@ -167,34 +165,9 @@ func (n *nbdConn) ReadAt(p []byte, off int64) error {
 	return nil
 }
 
-// WriteAt writes p at off.
-func (n *nbdConn) WriteAt(p []byte, off int64) error {
-	for len(p) > 0 {
-		l := min(len(p), nbdMaxTransfer)
-		c, err := n.request(nbdCmdWrite, off, l, p[:l])
-		if err != nil {
-			return err
-		}
-		if err := n.reply(c, nil); err != nil {
-			return fmt.Errorf("nbd write at %d: %w", off, err)
-		}
-		p, off = p[l:], off+int64(l)
-	}
-	return nil
-}
-
-// Flush makes every write durable in the image.
-func (n *nbdConn) Flush() error {
-	c, err := n.request(nbdCmdFlush, 0, 0, nil)
-	if err != nil {
-		return err
-	}
-	return n.reply(c, nil)
-}
-
 // Close says goodbye and closes the connection.
 func (n *nbdConn) Close() error {
-	_, _ = n.request(nbdCmdDisc, 0, 0, nil)
+	_, _ = n.request(nbdCmdDisc, 0, 0)
 	return n.c.Close()
 }
 
@@ -210,23 +183,17 @@ type nbdExport struct {
 // Socket is where the export listens (for qemu-img's own NBD client).
 func (e *nbdExport) Socket() string { return filepath.Join(e.dir, "nbd.sock") }
 
-// exportImage serves the image at path (of the given format) through
-// qemu-nbd and connects to it. writable exports allow writes; bitmap, if
-// not empty, also exposes that persistent dirty bitmap. The image takes
-// QEMU's locks as a VM would: an image a VM writes is not exported.
-func exportImage(ctx context.Context, path, format string, writable bool, bitmap string) (*nbdExport, error) {
+// exportImage serves the image at path (of the given format) read-only
+// through qemu-nbd and connects to it; bitmap, if not empty, also exposes
+// that persistent dirty bitmap. The image takes QEMU's locks as a VM
+// would: an image a VM writes is not exported.
+func exportImage(ctx context.Context, path, format string, bitmap string) (*nbdExport, error) {
 	dir, err := os.MkdirTemp("", "stoney-nbd-")
 	if err != nil {
 		return nil, err
 	}
 	e := &nbdExport{dir: dir, done: make(chan error, 1)}
-	args := []string{"--persistent", "--shared=4", "--socket=" + e.Socket(), "--format=" + format, "--cache=writeback"}
-	if writable {
-		// Zeros written become holes: a rebuilt image stays sparse.
-		args = append(args, "--discard=unmap", "--detect-zeroes=unmap")
-	} else {
-		args = append(args, "--read-only")
-	}
+	args := []string{"--persistent", "--shared=4", "--socket=" + e.Socket(), "--format=" + format, "--read-only"}
 	if bitmap != "" {
 		args = append(args, "--bitmap="+bitmap)
 	}
@@ -259,8 +226,7 @@ func exportImage(ctx context.Context, path, format string, writable bool, bitmap
 	}
 }
 
-// stop ends qemu-nbd (which flushes and closes the image on SIGTERM) and
-// removes its socket directory.
+// stop ends qemu-nbd and removes its socket directory.
 func (e *nbdExport) stop() error {
 	var err error
 	e.once.Do(func() {

@@ -558,7 +558,7 @@ func cleanBitmaps(ctx context.Context, path string, size int64) []string {
 	names, _ := ourBitmaps(ctx, path)
 	var clean []string
 	for _, n := range names {
-		exp, err := exportImage(ctx, path, "qcow2", false, n)
+		exp, err := exportImage(ctx, path, "qcow2", n)
 		if err != nil {
 			continue
 		}
