@@ -226,3 +226,30 @@ func killQEMU(t *testing.T, name string) {
 	}
 	t.Fatalf("no QEMU of %s found", name)
 }
+
+// TestChunkedShutOffVM: a shut-off VM's merge is an offline rebase, which
+// marks every cluster it copies in the overlay's bitmap. Its bitmap had
+// recorded nothing and is cleared, so the second night reads no chunk at
+// all; the backup restores to the disk's data.
+func TestChunkedShutOffVM(t *testing.T) {
+	s := newSite(t, env.root)
+	v := s.addVM(false, 64, 0xab)
+	startControl(t)
+	startNodeWith(t, node.Options{Node: s.host, Hypervisor: env.hv, Storage: format.StorageChunks})
+	s.backedUp(t, v, time.Date(2024, 1, 1, 3, 0, 0, 0, time.UTC))
+	two := s.backedUp(t, v, time.Date(2024, 1, 2, 3, 0, 0, 0, time.UTC))
+	if !hasTime(two, "retainChunks: 0 read, 3 reused, 13 holes, 0 new of 16") ||
+		!hasTime(two, "retainRead "+filepath.Base(v.disks[0].Path)+": bitmap stoney-20240101T030000Z") {
+		t.Fatalf("night 2 of an unchanged shut-off VM read chunks: %v", two.ExecutionTime)
+	}
+	if got := s.webUIRestore(t, v, two, true); got.ReturnValue != 0 {
+		t.Fatalf("restore: return value %d", got.ReturnValue)
+	}
+	if v.running(t) {
+		t.Fatal("the restored shut-off VM runs")
+	}
+	if err := testenv.StartVM(env.lv.URI, v.name); err != nil {
+		t.Fatal(err)
+	}
+	v.guestReads(t, "vda", 0xab)
+}
