@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stoneycloud/stoney-conductor/controld/control"
 	"github.com/stoneycloud/stoney-conductor/internal/format"
 	"github.com/stoneycloud/stoney-conductor/internal/hostio"
 	"github.com/stoneycloud/stoney-conductor/internal/testenv"
@@ -87,21 +88,28 @@ func TestChunkedBackupsAndRestores(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if idx1.Stored() != 4 || len(idx1.Chunks) != 16 {
-		t.Fatalf("night 1 index: %d chunks, %d stored; want 16 and 4", len(idx1.Chunks), idx1.Stored())
+	if idx1.Stored() != 4 || len(idx1.Chunks) != 16 || !hasTime(one, "retainChunks: 4 read, 0 reused, 12 holes, 4 new of 16") {
+		t.Fatalf("night 1 index: %d chunks, %d stored; want 16 and 4 (%v)", len(idx1.Chunks), idx1.Stored(), one.ExecutionTime)
+	}
+	// The saved state too is in the store, by its index.
+	if _, err := format.ReadFileIndex(hostio.In(dir1).MustJoin(v.name + ".state.index." + one.Name)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir1, v.name+".state."+one.Name)); !os.IsNotExist(err) {
+		t.Fatalf("chunks storage kept a plain copy of the state: %v", err)
 	}
 	after1 := storedChunks(t, s.backup)
-	if after1 != 4 {
-		t.Fatalf("night 1 stored %d chunks, want 4", after1)
-	}
 
 	// Night 2: only the pattern region changed.
 	if err := writeGuest(v, "vda", 0x11); err != nil {
 		t.Fatal(err)
 	}
 	two := s.backedUp(t, v, day(2))
-	if added := storedChunks(t, s.backup) - after1; added != 3 {
-		t.Fatalf("night 2 added %d chunks, want the 3 that changed", added)
+	t.Logf("night 2 added %d chunks to the store, disk and state", storedChunks(t, s.backup)-after1)
+	// The guest's RAM did not change: most of the saved state's chunks are
+	// found in the store (night 1 stored the whole 64 MiB).
+	if b1, b2 := retainBytes(t, one), retainBytes(t, two); b2*4 > b1 {
+		t.Fatalf("night 2 added %d bytes, night 1 %d: the state was stored again", b2, b1)
 	}
 	// The overlay of night 1 recorded the guest's writes: only their
 	// chunks were read, the steady one came from night 1's index.
@@ -125,13 +133,12 @@ func TestChunkedBackupsAndRestores(t *testing.T) {
 	noPreRestore(t, v)
 
 	// Night 3, with two iterations kept: night 1 goes, and its index with it.
-	before3 := storedChunks(t, s.backup)
 	if err := writeGuest(v, "vda", 0x22); err != nil {
 		t.Fatal(err)
 	}
 	three := s.backedUp(t, v, day(3))
-	if added := storedChunks(t, s.backup) - before3; added != 3 {
-		t.Fatalf("night 3 added %d chunks, want 3", added)
+	if !hasTime(three, "retainChunks: 4 read, 0 reused, 12 holes, 3 new of 16") {
+		t.Fatalf("night 3 did not store exactly the 3 changed chunks: %v", three.ExecutionTime)
 	}
 	// The restored disk has no history to pair with an index: read whole.
 	if !hasTime(three, "retainRead "+filepath.Base(disk)+": full: no dirty bitmap") {
@@ -252,4 +259,14 @@ func TestChunkedShutOffVM(t *testing.T) {
 		t.Fatal(err)
 	}
 	v.guestReads(t, "vda", 0xab)
+}
+
+func retainBytes(t *testing.T, l ldapschema.Leaf) int64 {
+	t.Helper()
+	_, bytes := control.ParseExecutionTimes(l.ExecutionTime)
+	n, ok := bytes["retainBytes"]
+	if !ok {
+		t.Fatalf("no retainBytes: %v", l.ExecutionTime)
+	}
+	return n
 }

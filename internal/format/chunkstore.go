@@ -21,6 +21,10 @@ import (
 // ChunkSize is the size of every chunk of a disk but its last.
 const ChunkSize = 4 << 20
 
+// maxChunkLen bounds any chunk: a disk's, or a plain file's content-defined
+// one (at most 8 MiB).
+const maxChunkLen = 8 << 20
+
 // ChunkID names a chunk: the SHA-256 of its uncompressed content.
 type ChunkID [sha256.Size]byte
 
@@ -69,7 +73,7 @@ func codec() (*zstd.Encoder, *zstd.Decoder) {
 	encOnce.Do(func() {
 		// Both are safe for concurrent EncodeAll/DecodeAll.
 		enc, _ = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
-		dec, _ = zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(2*ChunkSize))
+		dec, _ = zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(2*maxChunkLen))
 	})
 	return enc, dec
 }
@@ -94,7 +98,7 @@ func decodeChunk(id ChunkID, b []byte) ([]byte, error) {
 	if crc32.Checksum(b[chunkHeader:], castagnoli) != binary.BigEndian.Uint32(b[12:]) {
 		return nil, fmt.Errorf("%w %s: checksum mismatch", ErrCorruptChunk, id)
 	}
-	if n > ChunkSize {
+	if n > maxChunkLen {
 		return nil, fmt.Errorf("%w %s: length %d", ErrCorruptChunk, id, n)
 	}
 	_, d := codec()

@@ -47,7 +47,7 @@ func (s *ChunkStore) Touch(id ChunkID) error {
 type IndexRef struct {
 	Path           hostio.Path
 	Kind, Pool, VM string
-	Leaf, Disk     string // Disk: the image's file name
+	Leaf, Disk     string // Disk: the image's file name, or the state file's
 }
 
 func (r IndexRef) String() string { return fmt.Sprintf("%s %s %s", r.VM, r.Leaf, r.Disk) }
@@ -117,14 +117,14 @@ func CollectGarbage(ctx context.Context, store *ChunkStore, root string, grace t
 	}
 	used := map[ChunkID]bool{}
 	for _, ref := range refs {
-		x, err := ReadIndex(ref.Path)
+		ids, err := IndexChunks(ref.Path)
 		if err != nil {
 			r.BadIndexes = append(r.BadIndexes, fmt.Sprintf("%s: %v", ref, err))
 			continue
 		}
 		r.Indexes++
-		for _, id := range x.Chunks {
-			if id.IsHole() || used[id] {
+		for _, id := range ids {
+			if used[id] {
 				continue
 			}
 			used[id] = true
@@ -262,14 +262,11 @@ func Verify(ctx context.Context, store *ChunkStore, root string, part, parts int
 	}
 	backups := map[ChunkID][]string{}
 	for _, ref := range refs {
-		x, err := ReadIndex(ref.Path)
+		ids, err := IndexChunks(ref.Path)
 		if err != nil {
 			return r, err
 		}
-		for _, id := range x.Chunks {
-			if id.IsHole() {
-				continue
-			}
+		for _, id := range ids {
 			if _, bad := problems[id]; !bad && !store.Has(id) {
 				problems[id] = "missing"
 				if hostio.Exists(store.ChunkPath(id).Dir().MustJoin(id.String() + ".bad")) {

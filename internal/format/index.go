@@ -3,6 +3,7 @@ package format
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -108,9 +109,9 @@ func (x *Index) UnmarshalBinary(b []byte) error {
 	return nil
 }
 
-// WriteIndex writes x to p whole or not at all (temporary file, fsync,
-// rename, fsync of the directory).
-func WriteIndex(seam *hostio.Seam, p hostio.Path, x Index, perm os.FileMode) error {
+// WriteIndex writes an index (a disk's Index or a file's FileIndex) to p
+// whole or not at all (temporary file, fsync, rename, fsync of the directory).
+func WriteIndex(seam *hostio.Seam, p hostio.Path, x encoding.BinaryMarshaler, perm os.FileMode) error {
 	b, err := x.MarshalBinary()
 	if err != nil {
 		return err

@@ -21,7 +21,7 @@ func (j *job) chunkStore() *format.ChunkStore { return j.layout.ChunkStore(j.sea
 // chunkTotals adds up what storing a retain's disks did.
 type chunkTotals struct {
 	format.ChunkStats
-	logical int64    // the disks' virtual sizes
+	logical int64    // the disks' virtual sizes and the state file's size
 	how     []string // per disk: read whole or by bitmap, and why
 }
 
@@ -126,6 +126,27 @@ func (j *job) previous(ctx context.Context, from hostio.Path) (*format.Index, st
 	return &x, format.BitmapName(best), ""
 }
 
+// storeState puts the saved state from into the store in content-defined
+// chunks and writes its index idx last (see storeDisk).
+func (j *job) storeState(ctx context.Context, from, idx hostio.Path, perm os.FileMode, t *chunkTotals) error {
+	if x, err := format.ReadFileIndex(idx); err == nil {
+		t.logical += x.Size
+		return nil
+	}
+	x, st, err := format.StoreFile(ctx, j.chunkStore(), from)
+	if err != nil {
+		return fail(ldapschema.RCCannotCopyToBackup, err)
+	}
+	if err := format.WriteIndex(j.seam, idx, x, perm); err != nil {
+		return fail(ldapschema.RCCannotCopyToBackup, err)
+	}
+	j.log.WithField("chunks", st.Chunks).WithField("chunksNew", st.Written).WithField("bytesNew", st.Bytes).
+		Info("state stored in chunks")
+	t.logical += x.Size
+	t.Bytes += st.Bytes
+	return nil
+}
+
 // rebuildDisk writes the image of the index idx to to, unless to is already
 // that image (an earlier run rebuilt it).
 func (j *job) rebuildDisk(ctx context.Context, idx, to hostio.Path, perm os.FileMode) (int64, error) {
@@ -142,4 +163,16 @@ func (j *job) rebuildDisk(ctx context.Context, idx, to hostio.Path, perm os.File
 		return 0, fail(ldapschema.RCCannotCopyStateToRetain, err)
 	}
 	return int64(x.Stored()) * format.ChunkSize, nil
+}
+
+// rebuildState writes the saved state of the file index idx to to.
+func (j *job) rebuildState(ctx context.Context, idx, to hostio.Path, perm os.FileMode) (int64, error) {
+	x, err := format.ReadFileIndex(idx)
+	if err != nil {
+		return 0, fail(ldapschema.RCMissingFiles, err)
+	}
+	if err := format.RebuildFile(ctx, j.seam, j.chunkStore(), x, to, perm); err != nil {
+		return 0, fail(ldapschema.RCCannotCopyStateToRetain, err)
+	}
+	return x.Size, nil
 }

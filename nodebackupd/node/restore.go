@@ -84,7 +84,11 @@ func (a *Agent) unretain(ctx context.Context, j *job, names []string, code ldaps
 		to := filepath.Join(dst, j.layout.BackupName(n))
 		fromP, toP := j.layout.BackupPath().MustJoin(j.layout.BackupName(n)), j.layout.RetainPath().MustJoin(j.layout.BackupName(n))
 		if chunked(n) {
-			c, err := j.rebuildDisk(ctx, j.layout.BackupIndex(n), toP, j.cfg.Permission)
+			rebuild := j.rebuildDisk
+			if n == j.layout.StateName() {
+				rebuild = j.rebuildState
+			}
+			c, err := rebuild(ctx, j.layout.BackupIndex(n), toP, j.cfg.Permission)
 			if err != nil {
 				return nil, 0, err
 			}

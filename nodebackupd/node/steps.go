@@ -316,8 +316,9 @@ func (a *Agent) retain(ctx context.Context, j *job) ([]string, error) {
 	chunked := a.o.Storage == format.StorageChunks
 	// kept is what an iteration holds of f: its copy, or in chunks storage
 	// a disk's index.
+	state := func(f file) bool { return f.name == j.layout.StateName() }
 	kept := func(f file) hostio.Path {
-		if f.image && chunked {
+		if chunked && (f.image || state(f)) {
 			return j.layout.BackupIndex(f.name)
 		}
 		return dst.MustJoin(j.layout.BackupName(f.name))
@@ -363,6 +364,12 @@ func (a *Agent) retain(ctx context.Context, j *job) ([]string, error) {
 			chunks.how = append(chunks.how, fmt.Sprintf("retainRead %s: %s", f.name, how))
 			if err := j.seam.Chown(toP, uid, gid); err != nil {
 				return nil, fail(ldapschema.RCCannotChownImage, err)
+			}
+			continue
+		}
+		if chunked && state(f) {
+			if err := j.storeState(ctx, fromP, toP, f.perm, &chunks); err != nil {
+				return nil, err
 			}
 			continue
 		}
