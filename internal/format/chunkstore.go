@@ -155,34 +155,12 @@ func (s *ChunkStore) Put(id ChunkID, data []byte) (bool, error) {
 	if _, err := s.Seam.MkdirAll(dir, 0o700); err != nil {
 		return false, err
 	}
-	dst := s.ChunkPath(id)
 	// Unique per writer: two retains may store the same chunk at once.
 	tmp := dir.MustJoin(id.String() + "." + strconv.Itoa(os.Getpid()) + "-" + strconv.FormatInt(s.tmpSeq.Add(1), 10) + ".tmp")
-	f, err := s.Seam.Create(tmp, perm)
+	err := writeWhole(s.Seam, tmp, s.ChunkPath(id), perm, func(f *os.File) error {
+		return s.Seam.Write(f, encodeChunk(data), 0)
+	})
 	if err != nil {
-		return false, err
-	}
-	ok := false
-	defer func() {
-		if !ok {
-			f.Close()
-			var plain *hostio.Seam // cleaning up is no point of its own
-			_ = plain.Remove(tmp)
-		}
-	}()
-	if err := s.Seam.Write(f, encodeChunk(data), 0); err != nil {
-		return false, err
-	}
-	if err := s.Seam.Sync(f); err != nil {
-		return false, err
-	}
-	if err := f.Close(); err != nil {
-		return false, err
-	}
-	ok = true
-	if err := s.Seam.Rename(tmp, dst); err != nil {
-		var plain *hostio.Seam
-		_ = plain.Remove(tmp)
 		return false, err
 	}
 	s.mu.Lock()
@@ -219,4 +197,28 @@ func (s *ChunkStore) Get(id ChunkID) ([]byte, error) {
 		return nil, fmt.Errorf("chunk %s: %w", id, err)
 	}
 	return decodeChunk(id, b)
+}
+
+// writeWhole writes dst through tmp: created, filled by write, fsynced and
+// renamed; a failure removes tmp. The caller makes the rename durable.
+func writeWhole(seam *hostio.Seam, tmp, dst hostio.Path, perm os.FileMode, write func(*os.File) error) error {
+	var plain *hostio.Seam // cleaning up is no point of its own
+	f, err := seam.Create(tmp, perm)
+	if err != nil {
+		return err
+	}
+	err = write(f)
+	if err == nil {
+		err = seam.Sync(f)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = seam.Rename(tmp, dst)
+	}
+	if err != nil {
+		_ = plain.Remove(tmp)
+	}
+	return err
 }

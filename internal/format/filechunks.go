@@ -90,14 +90,8 @@ func (x *FileIndex) UnmarshalBinary(b []byte) error {
 // ReadFileIndex reads and checks the file index at p.
 func ReadFileIndex(p hostio.Path) (FileIndex, error) {
 	var x FileIndex
-	b, err := hostio.ReadFile(p)
-	if err != nil {
-		return x, err
-	}
-	if err := x.UnmarshalBinary(b); err != nil {
-		return x, fmt.Errorf("%s: %w", p, err)
-	}
-	return x, nil
+	err := readIndexFile(p, &x) // before x is returned
+	return x, err
 }
 
 // StoreFile puts the file at src into the store in content-defined chunks
@@ -147,45 +141,27 @@ func StoreFile(ctx context.Context, store *ChunkStore, src hostio.Path) (FileInd
 // checked against its name as it is read.
 func RebuildFile(ctx context.Context, seam *hostio.Seam, store *ChunkStore, x FileIndex, dst hostio.Path, perm os.FileMode) error {
 	tmp := dst.Dir().MustJoin(dst.Base() + ".partial")
-	f, err := seam.Create(tmp, perm)
+	err := writeWhole(seam, tmp, dst, perm, func(f *os.File) error {
+		var off int64
+		for i, c := range x.Chunks {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			data, err := store.Get(c.ID)
+			if err != nil {
+				return err
+			}
+			if len(data) != int(c.Len) {
+				return fmt.Errorf("chunk %d is %d bytes, the index says %d", i, len(data), c.Len)
+			}
+			if err := seam.Write(f, data, off); err != nil {
+				return err
+			}
+			off += int64(len(data))
+		}
+		return nil
+	})
 	if err != nil {
-		return err
-	}
-	ok := false
-	defer func() {
-		if !ok {
-			f.Close()
-			var plain *hostio.Seam // cleaning up is no point of its own
-			_ = plain.Remove(tmp)
-		}
-	}()
-	var off int64
-	for i, c := range x.Chunks {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		data, err := store.Get(c.ID)
-		if err != nil {
-			return err
-		}
-		if len(data) != int(c.Len) {
-			return fmt.Errorf("chunk %d is %d bytes, the index says %d", i, len(data), c.Len)
-		}
-		if err := seam.Write(f, data, off); err != nil {
-			return err
-		}
-		off += int64(len(data))
-	}
-	if err := seam.Sync(f); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	ok = true
-	if err := seam.Rename(tmp, dst); err != nil {
-		var plain *hostio.Seam
-		_ = plain.Remove(tmp)
 		return err
 	}
 	return seam.SyncDir(dst.Dir())

@@ -122,12 +122,18 @@ func WriteIndex(seam *hostio.Seam, p hostio.Path, x encoding.BinaryMarshaler, pe
 // ReadIndex reads and checks the index at p.
 func ReadIndex(p hostio.Path) (Index, error) {
 	var x Index
+	err := readIndexFile(p, &x) // before x is returned
+	return x, err
+}
+
+// readIndexFile reads the index file at p into x, checked.
+func readIndexFile(p hostio.Path, x encoding.BinaryUnmarshaler) error {
 	b, err := hostio.ReadFile(p)
 	if err != nil {
-		return x, err
+		return err
 	}
 	if err := x.UnmarshalBinary(b); err != nil {
-		return x, fmt.Errorf("%s: %w", p, err)
+		return fmt.Errorf("%s: %w", p, err)
 	}
-	return x, nil
+	return nil
 }
