@@ -111,6 +111,16 @@ func TestChunkedBackupsAndRestores(t *testing.T) {
 	if b1, b2 := retainBytes(t, one), retainBytes(t, two); b2*4 > b1 {
 		t.Fatalf("night 2 added %d bytes, night 1 %d: the state was stored again", b2, b1)
 	}
+	// controld ls shows what each backup holds and what it added.
+	listed, err := control.ListBackups(s.store, v.name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range listed {
+		if b.Leaf == two.Name && (b.LogicalBytes != retainLogical(t, two) || b.LogicalBytes <= 64<<20 || b.LogicalBytes < 4*b.SizeBytes) {
+			t.Fatalf("ls: night 2 holds %d bytes and added %d", b.LogicalBytes, b.SizeBytes)
+		}
+	}
 	// The overlay of night 1 recorded the guest's writes: only their
 	// chunks were read, the steady one came from night 1's index.
 	if !hasTime(two, "retainChunks: 3 read, 1 reused, 12 holes, 3 new of 16") ||
@@ -261,12 +271,18 @@ func TestChunkedShutOffVM(t *testing.T) {
 	v.guestReads(t, "vda", 0xab)
 }
 
-func retainBytes(t *testing.T, l ldapschema.Leaf) int64 {
+func retainBytes(t *testing.T, l ldapschema.Leaf) int64 { return executionBytes(t, l, "retainBytes") }
+
+func retainLogical(t *testing.T, l ldapschema.Leaf) int64 {
+	return executionBytes(t, l, "retainLogicalBytes")
+}
+
+func executionBytes(t *testing.T, l ldapschema.Leaf, name string) int64 {
 	t.Helper()
 	_, bytes := control.ParseExecutionTimes(l.ExecutionTime)
-	n, ok := bytes["retainBytes"]
+	n, ok := bytes[name]
 	if !ok {
-		t.Fatalf("no retainBytes: %v", l.ExecutionTime)
+		t.Fatalf("no %s: %v", name, l.ExecutionTime)
 	}
 	return n
 }
