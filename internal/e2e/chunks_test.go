@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -285,4 +286,39 @@ func executionBytes(t *testing.T, l ldapschema.Leaf, name string) int64 {
 		t.Fatalf("no %s: %v", name, l.ExecutionTime)
 	}
 	return n
+}
+
+// TestChunkedResizedDisk: a disk grown between two nights keeps its bitmap,
+// but the previous index is of another size: the second night reads the
+// whole disk, says why, and restores to the grown disk with its data.
+func TestChunkedResizedDisk(t *testing.T) {
+	s := newSite(t, env.root)
+	v := s.addVM(true, 64, 0xab)
+	if err := waitFilled(v); err != nil {
+		t.Fatal(err)
+	}
+	startControl(t)
+	startNodeWith(t, node.Options{Node: s.host, Hypervisor: env.hv, Storage: format.StorageChunks})
+	one := s.backedUp(t, v, time.Date(2024, 1, 1, 3, 0, 0, 0, time.UTC))
+	if out, err := exec.Command("virsh", "-c", env.lv.URI, "blockresize", v.name, "vda", "80M").CombinedOutput(); err != nil {
+		t.Fatalf("virsh blockresize: %v: %s", err, out)
+	}
+	if err := writeGuest(v, "vda", 0x11); err != nil {
+		t.Fatal(err)
+	}
+	two := s.backedUp(t, v, time.Date(2024, 1, 2, 3, 0, 0, 0, time.UTC))
+	want := "retainRead " + filepath.Base(v.disks[0].Path) + ": full: disk resized since " + one.Name
+	if !hasTime(two, want) || !hasTime(two, "retainChunks: 3 read, 0 reused, 17 holes, 3 new of 20") {
+		t.Fatalf("night 2 after a resize (%q): %v", want, two.ExecutionTime)
+	}
+	if err := writeGuest(v, "vda", 0x22); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.webUIRestore(t, v, two, true); got.ReturnValue != 0 {
+		t.Fatalf("restore: return value %d", got.ReturnValue)
+	}
+	v.guestReads(t, "vda", 0x11)
+	if im, err := format.ImageInfo(context.Background(), v.disks[0].Path); err != nil || im.VirtualSize != 80<<20 {
+		t.Fatalf("restored disk: %+v %v", im, err)
+	}
 }
