@@ -112,6 +112,11 @@ func TestChunkedBackupsAndRestores(t *testing.T) {
 	if b1, b2 := retainBytes(t, one), retainBytes(t, two); b2*4 > b1 {
 		t.Fatalf("night 2 added %d bytes, night 1 %d: the state was stored again", b2, b1)
 	}
+	// The live disk records the writes since night 2 in that night's bitmap
+	// alone: the merge did not carry night 1's down to it.
+	if im, err := format.ImageInfo(context.Background(), disk); err != nil || len(im.Bitmaps) != 1 || im.Bitmaps[0].Name != "stoney-"+two.Name {
+		t.Fatalf("live disk's bitmaps after night 2: %+v %v", im.Bitmaps, err)
+	}
 	// controld ls shows what each backup holds and what it added.
 	listed, err := control.ListBackups(s.store, v.name)
 	if err != nil {
