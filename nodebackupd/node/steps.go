@@ -284,7 +284,9 @@ func (j *job) retained() []libvirt.RetainedDisk {
 }
 
 // retain: copy every retained file into the backup directory with the leaf's
-// suffix, check each copy, and only then remove the retained files.
+// suffix, check each copy, and only then remove the retained files. In
+// chunks storage the disks and the state go to the backup root's chunk
+// store instead, and the backup directory gets their indexes.
 func (a *Agent) retain(ctx context.Context, j *job) ([]string, error) {
 	start := time.Now()
 	if err := j.checkRoots(); err != nil {
@@ -315,7 +317,7 @@ func (a *Agent) retain(ctx context.Context, j *job) ([]string, error) {
 	}
 	chunked := a.o.Storage == format.StorageChunks
 	// kept is what an iteration holds of f: its copy, or in chunks storage
-	// a disk's index.
+	// the index of a disk or of the state.
 	state := func(f file) bool { return f.name == j.layout.StateName() }
 	kept := func(f file) hostio.Path {
 		if chunked && (f.image || state(f)) {
