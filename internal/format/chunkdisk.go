@@ -452,8 +452,10 @@ func writeChunks(ctx context.Context, seam *hostio.Seam, store *ChunkStore, x In
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			buf := bufs.Get().([]byte)
+			defer func() { bufs.Put(buf[:cap(buf)]) }()
 			for i := range next {
-				data, err := store.Get(x.Chunks[i])
+				data, err := store.GetInto(x.Chunks[i], buf)
 				if err == nil && len(data) != ChunkLen(x.Size, i) {
 					err = fmt.Errorf("chunk %d is %d bytes, want %d", i, len(data), ChunkLen(x.Size, i))
 				}

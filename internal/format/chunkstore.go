@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"os"
 	"strconv"
 	"sync"
@@ -89,8 +90,9 @@ func encodeChunk(data []byte) []byte {
 	return out
 }
 
-// decodeChunk checks a chunk file's content against id and returns the chunk.
-func decodeChunk(id ChunkID, b []byte) ([]byte, error) {
+// decodeChunk checks a chunk file's content against id and returns the
+// chunk, in dst's storage when it has room.
+func decodeChunk(id ChunkID, b, dst []byte) ([]byte, error) {
 	if len(b) < chunkHeader || !bytes.Equal(b[:8], chunkMagic[:]) {
 		return nil, fmt.Errorf("%w %s: no chunk header", ErrCorruptChunk, id)
 	}
@@ -102,7 +104,7 @@ func decodeChunk(id ChunkID, b []byte) ([]byte, error) {
 		return nil, fmt.Errorf("%w %s: length %d", ErrCorruptChunk, id, n)
 	}
 	_, d := codec()
-	data, err := d.DecodeAll(b[chunkHeader:], make([]byte, 0, n))
+	data, err := d.DecodeAll(b[chunkHeader:], dst[:0])
 	if err != nil || len(data) != int(n) {
 		return nil, fmt.Errorf("%w %s: does not decompress to %d bytes: %v", ErrCorruptChunk, id, n, err)
 	}
@@ -191,12 +193,33 @@ func (s *ChunkStore) Sync() error {
 }
 
 // Get reads chunk id, checked against its checksum and its name.
-func (s *ChunkStore) Get(id ChunkID) ([]byte, error) {
-	b, err := hostio.ReadFile(s.ChunkPath(id))
+func (s *ChunkStore) Get(id ChunkID) ([]byte, error) { return s.GetInto(id, nil) }
+
+// fileBufs hold chunk files while they are decoded: a restore reads
+// thousands, and fresh buffers for each cost more than the decoding.
+var fileBufs = sync.Pool{New: func() any { return []byte(nil) }}
+
+// GetInto is Get into dst's storage when it has room (a buffer to reuse).
+func (s *ChunkStore) GetInto(id ChunkID, dst []byte) ([]byte, error) {
+	f, err := hostio.Open(s.ChunkPath(id))
 	if err != nil {
 		return nil, fmt.Errorf("chunk %s: %w", id, err)
 	}
-	return decodeChunk(id, b)
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	b := fileBufs.Get().([]byte)
+	defer func() { fileBufs.Put(b[:0]) }()
+	if int64(cap(b)) < fi.Size() {
+		b = make([]byte, fi.Size())
+	}
+	b = b[:fi.Size()]
+	if _, err := io.ReadFull(io.NewSectionReader(f, 0, fi.Size()), b); err != nil {
+		return nil, fmt.Errorf("chunk %s: %w", id, err)
+	}
+	return decodeChunk(id, b, dst)
 }
 
 // writeWhole writes dst through tmp: created, filled by write, fsynced and
