@@ -36,6 +36,8 @@ type config struct {
 	LeaseTTL time.Duration `yaml:"leaseTTL"`
 	// StateDir holds the steps' intent records; only root may write it.
 	StateDir string `yaml:"stateDir"`
+	// Storage is how retain keeps disks: full (default) or chunks.
+	Storage format.Storage `yaml:"storage"`
 	// QemuImg bounds every qemu-img call (zero keeps a default).
 	QemuImg struct {
 		QueryTimeout time.Duration `yaml:"queryTimeout"`
@@ -69,6 +71,9 @@ func loadConfig(path string) (config, error) {
 	}
 	if c.Libvirt.URI == "" {
 		c.Libvirt.URI = "qemu:///system"
+	}
+	if c.Storage, err = format.ParseStorage(string(c.Storage)); err != nil {
+		return c, fmt.Errorf("%s: %w", path, err)
 	}
 	if c.LDAP.URL == "" || c.LDAP.Base == "" {
 		return c, fmt.Errorf("%s: ldap.url and ldap.base are required", path)
@@ -140,7 +145,7 @@ func run(cfgPath string) int {
 		}, log)
 	}
 	agent := node.New(node.Options{Node: cfg.Node, Store: store, Hypervisor: hv, Log: log, Workers: cfg.Workers, LeaseTTL: cfg.LeaseTTL,
-		StateDir: cfg.StateDir, Seam: seam,
+		StateDir: cfg.StateDir, Seam: seam, Storage: cfg.Storage,
 		OnStep: m.Step, OnWatchError: func(error) { m.WatchReconnect() }, OnReconcileError: m.ReconcileError})
 	if err := agent.Run(ctx); err != nil {
 		log.WithError(err).Error("stopped")

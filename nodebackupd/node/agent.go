@@ -14,6 +14,7 @@ import (
 
 	"github.com/stoneycloud/stoney-conductor/fsm"
 	"github.com/stoneycloud/stoney-conductor/internal/daemon"
+	"github.com/stoneycloud/stoney-conductor/internal/format"
 	"github.com/stoneycloud/stoney-conductor/internal/hostio"
 	"github.com/stoneycloud/stoney-conductor/internal/workqueue"
 	"github.com/stoneycloud/stoney-conductor/ldapschema"
@@ -56,6 +57,9 @@ type Options struct {
 	// Seam is what every host operation of a step passes (tests arm it to
 	// crash or fail at an operation); nil runs them unchanged.
 	Seam *hostio.Seam
+	// Storage is how retain keeps disks (default format.StorageFull); a
+	// restore reads each iteration as it was stored, whatever it says.
+	Storage format.Storage
 }
 
 // DefaultStateDir holds the intent records unless configured otherwise.
