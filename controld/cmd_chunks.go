@@ -15,10 +15,6 @@ import (
 	"github.com/stoneycloud/stoney-conductor/internal/hostio"
 )
 
-func init() {
-	register(command{name: "chunks", summary: "garbage-collect, verify or rebuild from a chunk store (run where it is mounted)", raw: runChunks})
-}
-
 const chunksUsage = `usage: controld chunks gc|verify|rebuild [flags] ARGS
 
 Works on the chunk store of a backup root kept in chunks storage
