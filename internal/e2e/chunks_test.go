@@ -172,6 +172,20 @@ func TestChunkedBackupsAndRestores(t *testing.T) {
 	}
 }
 
+// chunkedSite is a site with one VM, filled by its guest, and a controld and
+// a node that keeps its backups in chunks storage.
+func chunkedSite(t *testing.T, running bool, mib int, pattern byte) (*site, *vm) {
+	t.Helper()
+	s := newSite(t, env.root)
+	v := s.addVM(running, mib, pattern)
+	if err := waitFilled(v); err != nil {
+		t.Fatal(err)
+	}
+	startControl(t)
+	startNodeWith(t, node.Options{Node: s.host, Hypervisor: env.hv, Storage: format.StorageChunks})
+	return s, v
+}
+
 func hasTime(l ldapschema.Leaf, prefix string) bool {
 	for _, v := range l.ExecutionTime {
 		if strings.HasPrefix(v, prefix) {
@@ -186,13 +200,7 @@ func hasTime(l ldapschema.Leaf, prefix string) bool {
 // the whole disk instead, says so, and its backup restores to that night's
 // data.
 func TestChunkedBackupAfterQEMUKilled(t *testing.T) {
-	s := newSite(t, env.root)
-	v := s.addVM(true, 64, 0xab)
-	if err := waitFilled(v); err != nil {
-		t.Fatal(err)
-	}
-	startControl(t)
-	startNodeWith(t, node.Options{Node: s.host, Hypervisor: env.hv, Storage: format.StorageChunks})
+	s, v := chunkedSite(t, true, 64, 0xab)
 	s.backedUp(t, v, time.Date(2024, 1, 1, 3, 0, 0, 0, time.UTC))
 	// On the image, but the bitmap that recorded it dies with QEMU.
 	if err := testenv.WriteGuestPatternDurable(env.lv.URI, env.lv.LogDir, v.name, "vda", 0x11, testenv.PatternOffset, testenv.PatternLength); err != nil {
@@ -297,13 +305,7 @@ func executionBytes(t *testing.T, l ldapschema.Leaf, name string) int64 {
 // but the previous index is of another size: the second night reads the
 // whole disk, says why, and restores to the grown disk with its data.
 func TestChunkedResizedDisk(t *testing.T) {
-	s := newSite(t, env.root)
-	v := s.addVM(true, 64, 0xab)
-	if err := waitFilled(v); err != nil {
-		t.Fatal(err)
-	}
-	startControl(t)
-	startNodeWith(t, node.Options{Node: s.host, Hypervisor: env.hv, Storage: format.StorageChunks})
+	s, v := chunkedSite(t, true, 64, 0xab)
 	one := s.backedUp(t, v, time.Date(2024, 1, 1, 3, 0, 0, 0, time.UTC))
 	if out, err := exec.Command("virsh", "-c", env.lv.URI, "blockresize", v.name, "vda", "80M").CombinedOutput(); err != nil {
 		t.Fatalf("virsh blockresize: %v: %s", err, out)
