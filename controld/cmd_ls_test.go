@@ -36,14 +36,7 @@ func TestPrintBackups(t *testing.T) {
 		t.Fatalf("table:\n%s\nwant:\n%s", b.String(), want)
 	}
 
-	b.Reset()
-	if err := printBackupsJSON(&b, bs); err != nil {
-		t.Fatal(err)
-	}
-	var got []map[string]any
-	if err := json.Unmarshal(b.Bytes(), &got); err != nil {
-		t.Fatal(err)
-	}
+	got := backupsJSON(t, &b, bs)
 	if len(got) != 3 || got[0]["sizeBytes"] != 75316594.0 || got[0]["durationSeconds"] != 5.604 ||
 		got[1]["return"] != "cannot save machine state" || got[1]["sizeBytes"] != nil || got[2]["planned"] != nil {
 		t.Fatalf("JSON: %s", b.String())
@@ -106,15 +99,22 @@ func TestPrintChunkedBackups(t *testing.T) {
 	if b.String() != want {
 		t.Fatalf("table:\n%s\nwant:\n%s", b.String(), want)
 	}
+	got := backupsJSON(t, &b, bs)
+	if got[0]["logicalBytes"] != float64(64<<20) || got[1]["logicalBytes"] != nil {
+		t.Fatalf("JSON: %s", b.String())
+	}
+}
+
+// backupsJSON is what ls -json prints of bs, decoded; b holds the text.
+func backupsJSON(t *testing.T, b *bytes.Buffer, bs []control.Backup) []map[string]any {
+	t.Helper()
 	b.Reset()
-	if err := printBackupsJSON(&b, bs); err != nil {
+	if err := printBackupsJSON(b, bs); err != nil {
 		t.Fatal(err)
 	}
 	var got []map[string]any
 	if err := json.Unmarshal(b.Bytes(), &got); err != nil {
 		t.Fatal(err)
 	}
-	if got[0]["logicalBytes"] != float64(64<<20) || got[1]["logicalBytes"] != nil {
-		t.Fatalf("JSON: %s", b.String())
-	}
+	return got
 }
