@@ -15,10 +15,12 @@ import (
 	"github.com/stoneycloud/stoney-conductor/internal/hostio"
 )
 
-const chunksUsage = `usage: controld chunks gc|verify|rebuild [flags] ARGS
+const chunksUsage = `usage: controld chunks gc|verify|status|rebuild [flags] ARGS
 
 Works on the chunk store of a backup root kept in chunks storage
 (<backup root>/.chunks); run it where the backup storage is mounted.
+gc and verify run one at a time per store, by hand or on a node's
+schedule (chunks: in nodebackupd.yaml); a second one fails at once.
 
   controld chunks gc [-grace 24h5m] [-json] ROOT
         remove the chunks no backup's index names any more (after its
@@ -31,6 +33,9 @@ Works on the chunk store of a backup root kept in chunks storage
         ones aside so that the next backup writes them again, and name
         every backup a damaged or missing chunk breaks. Exit status 1 if
         any.
+  controld chunks status [-json] ROOT
+        the last gc and verify of the store: when, on which host, what
+        they found.
   controld chunks rebuild [-format qcow2|raw] INDEX IMAGE
         write the disk of one backup, as its index lists it, to IMAGE
         (sparse; checked against the index). INDEX is
@@ -40,7 +45,7 @@ flags:`
 
 func runChunks(args []string) error {
 	if len(args) < 1 {
-		return usagef("name gc, verify or rebuild\n%s", chunksUsage)
+		return usagef("name gc, verify, status or rebuild\n%s", chunksUsage)
 	}
 	f := flag.NewFlagSet("chunks "+args[0], flag.ContinueOnError)
 	f.Usage = func() { fmt.Fprintln(f.Output(), chunksUsage); f.PrintDefaults() }
@@ -66,18 +71,20 @@ func runChunks(args []string) error {
 	switch {
 	case args[0] == "gc" && f.NArg() == 1:
 		root := filepath.Clean(f.Arg(0))
-		r, err := format.CollectGarbage(ctx, format.OpenChunkStore(root, nil), root, *grace)
+		job, err := format.RunGC(ctx, format.OpenChunkStore(root, nil), root, hostname(), *grace)
 		if err != nil {
 			return err
 		}
+		r := job.GC
 		return print(r, fmt.Sprintf("%d indexes, %d chunks: removed %d (%d bytes), %d (%d bytes) wait for the grace period of %v, %d temporary files removed, %d named chunks missing\n",
 			r.Indexes, r.Chunks, r.Removed, r.RemovedBytes, r.Pending, r.PendingBytes, *grace, r.TemporaryFiles, len(r.Missing)))
 	case args[0] == "verify" && f.NArg() == 1:
 		root := filepath.Clean(f.Arg(0))
-		r, err := format.Verify(ctx, format.OpenChunkStore(root, nil), root, *part, *parts)
+		job, err := format.RunVerify(ctx, format.OpenChunkStore(root, nil), root, hostname(), *part, *parts)
 		if err != nil {
 			return err
 		}
+		r := job.Verify
 		text := fmt.Sprintf("%d chunks checked, %d bad\n", r.Checked, len(r.Bad))
 		for _, b := range r.Bad {
 			text += fmt.Sprintf("%s: %s\n", b.ID, b.Problem)
@@ -92,6 +99,20 @@ func runChunks(args []string) error {
 			return fmt.Errorf("%d bad chunks", len(r.Bad))
 		}
 		return nil
+	case args[0] == "status" && f.NArg() == 1:
+		jobs, err := format.ReadStoreJobs(format.OpenChunkStore(filepath.Clean(f.Arg(0)), nil))
+		if err != nil {
+			return err
+		}
+		text := ""
+		for _, job := range []string{format.JobGC, format.JobVerify} {
+			if j, ok := jobs[job]; ok {
+				text += j.Summary() + " host=" + j.Host + "\n"
+			} else {
+				text += job + " never ran\n"
+			}
+		}
+		return print(jobs, text)
 	case args[0] == "rebuild" && f.NArg() == 2:
 		ref, root, err := format.ParseIndexPath(f.Arg(0))
 		if err != nil {
@@ -115,5 +136,14 @@ func runChunks(args []string) error {
 		return print(map[string]any{"image": out, "format": x.Format, "size": x.Size},
 			fmt.Sprintf("%s: %s of %d bytes, %d chunks, in %v\n", out, x.Format, x.Size, x.Stored(), time.Since(start).Round(time.Millisecond)))
 	}
-	return usagef("%v: want gc ROOT, verify ROOT or rebuild INDEX IMAGE\n%s", args, chunksUsage)
+	return usagef("%v: want gc ROOT, verify ROOT, status ROOT or rebuild INDEX IMAGE\n%s", args, chunksUsage)
+}
+
+// hostname names this host in a store job's record.
+func hostname() string {
+	h, err := os.Hostname()
+	if err != nil {
+		return "unknown"
+	}
+	return h
 }

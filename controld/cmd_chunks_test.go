@@ -61,6 +61,13 @@ func TestChunksCommand(t *testing.T) {
 	if err := runChunks([]string{"verify", root}); err == nil {
 		t.Fatal("verify passed a damaged chunk")
 	}
+	jobs, err := format.ReadStoreJobs(l.ChunkStore(nil))
+	if err != nil || jobs[format.JobGC].Failed() || !jobs[format.JobVerify].Failed() || len(jobs[format.JobVerify].Verify.Bad) != 1 {
+		t.Fatalf("the store's records of the runs: %+v %v", jobs, err)
+	}
+	if err := runChunks([]string{"status", root}); err != nil {
+		t.Fatal(err)
+	}
 	if err := runChunks([]string{"rebuild", filepath.Join(dir, "elsewhere.index"), filepath.Join(dir, "x")}); err == nil {
 		t.Fatal("an index outside a backup root's layout was taken")
 	}

@@ -20,7 +20,27 @@ func runStatus(_ context.Context, in *invocation) error {
 	if in.json {
 		return printJSON(os.Stdout, st)
 	}
-	return printStatus(os.Stdout, st)
+	if err := printStatus(os.Stdout, st); err != nil {
+		return err
+	}
+	reports, err := control.StoreReports(store)
+	if err != nil {
+		return backendError{err}
+	}
+	return printStoreReports(os.Stdout, reports)
+}
+
+// printStoreReports adds the chunk stores' last gc and verify, if any.
+func printStoreReports(w io.Writer, reports []control.StoreReport) error {
+	if len(reports) == 0 {
+		return nil
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "\nCHUNK STORE\tNODE\tLAST JOBS")
+	for _, r := range reports {
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", r.Root, r.Node, r.Report)
+	}
+	return tw.Flush()
 }
 
 func printStatus(w io.Writer, st []control.VMStatus) error {

@@ -83,5 +83,14 @@ func TestExampleConfigs(t *testing.T) {
 		if code != c.usage || !strings.Contains(out, "no-such-key") {
 			t.Errorf("%s with an unknown key: exit %d, want %d naming the key: %s", c.cmd, code, c.usage, out)
 		}
+		if c.cmd == "nodebackupd" {
+			// A store job's schedule is checked at start, not when it fires.
+			code, out = runWith(t, bin, c.example, func(s string) string {
+				return strings.Replace(s, `gc: "30 12 * * *"`, `gc: "61 12 * * *"`, 1)
+			})
+			if code != c.usage || !strings.Contains(out, "chunks.gc") {
+				t.Errorf("nodebackupd with a bad chunks.gc: exit %d, want %d naming the key: %s", code, c.usage, out)
+			}
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -19,6 +20,9 @@ import (
 //
 // A lease is taken and renewed by compare-and-swap on that description, so of
 // two contenders exactly one holds it; the other stands by until it expires.
+// The description is multi-valued: the value "holder=... until=..." is the
+// lease, and a holder may publish reports of its own next to it (Publish,
+// e.g. a node's chunk store jobs), which renewals leave alone.
 
 // Conductor is the container of leases.
 func (t Tree) Conductor() string { return "ou=conductor," + t.Virtualization() }
@@ -37,6 +41,8 @@ type LeaseRecord struct {
 	DN     string
 	Holder string
 	Until  time.Time
+	// Reports are the other description values, by key (Publish).
+	Reports map[string]string
 }
 
 // Expired says whether the holder's time is up at now, allowing for skew.
@@ -44,14 +50,41 @@ func (r LeaseRecord) Expired(now time.Time, skew time.Duration) bool {
 	return r.Holder == "" || now.After(r.Until.Add(skew))
 }
 
+const leasePrefix = "holder="
+
 func formatLease(holder string, until time.Time) string {
-	return "holder=" + holder + " until=" + until.UTC().Format(time.RFC3339Nano)
+	return leasePrefix + holder + " until=" + until.UTC().Format(time.RFC3339Nano)
 }
+
+// leaseValue is the description value that is the lease ("" when none).
+func leaseValue(e *ldap.Entry) string {
+	for _, v := range e.GetAttributeValues(AttrDescription) {
+		if strings.HasPrefix(v, leasePrefix) {
+			return v
+		}
+	}
+	return ""
+}
+
+// ChunkStoreReport starts the key of a node's report on the chunk store of
+// a backup root: the key is this prefix and the root.
+const ChunkStoreReport = "chunks "
+
+// reportSep divides a report's key from its text in a description value.
+const reportSep = ": "
 
 // ParseLease reads a lease entry's description.
 func ParseLease(e *ldap.Entry) (LeaseRecord, error) {
 	r := LeaseRecord{DN: e.DN}
-	v := e.GetAttributeValue(AttrDescription)
+	for _, v := range e.GetAttributeValues(AttrDescription) {
+		if k, text, ok := strings.Cut(v, reportSep); ok && !strings.HasPrefix(v, leasePrefix) {
+			if r.Reports == nil {
+				r.Reports = map[string]string{}
+			}
+			r.Reports[k] = text
+		}
+	}
+	v := leaseValue(e)
 	if v == "" {
 		return r, nil
 	}
@@ -137,12 +170,7 @@ func (l *Lease) Acquire(now time.Time) (bool, LeaseRecord, error) {
 		l.held = ""
 		return false, cur, nil
 	}
-	old := e.GetAttributeValue(AttrDescription)
-	assert := "(!(" + AttrDescription + "=*))"
-	if old != "" {
-		assert = equalityFilter(AttrDescription, old)
-	}
-	err = l.Store.Update(l.DN, assert, map[string][]string{AttrDescription: {next}})
+	err = l.swap(leaseValue(e), next)
 	if errors.Is(err, ErrConflict) {
 		l.held = ""
 		return false, cur, nil
@@ -159,13 +187,60 @@ func (l *Lease) Release() error {
 	if l.held == "" {
 		return nil
 	}
-	err := l.Store.Update(l.DN, equalityFilter(AttrDescription, l.held),
-		map[string][]string{AttrDescription: nil})
+	err := l.swap(l.held, "")
 	l.held = ""
 	if errors.Is(err, ErrConflict) {
 		return nil
 	}
 	return err
+}
+
+// swap replaces the lease value old ("" none) by next ("" none) in one
+// modify that fails with ErrConflict unless old is still the lease: a
+// contender that wrote first wins. Other values stay as they are.
+func (l *Lease) swap(old, next string) error {
+	req := ldap.NewModifyRequest(l.DN, nil)
+	assert := "(!(" + AttrDescription + "=" + leasePrefix + "*))"
+	if old != "" {
+		assert = equalityFilter(AttrDescription, old)
+		req.Delete(AttrDescription, []string{old})
+	}
+	if next != "" {
+		req.Add(AttrDescription, []string{next})
+	}
+	ctrl, err := assertion(assert)
+	if err != nil {
+		return err
+	}
+	req.Controls = append(req.Controls, ctrl)
+	return l.Store.Modify(req)
+}
+
+// Publish sets the report under key in the lease entry ("" removes it), for
+// whoever reads the leases (controld status). Only the holder publishes, so
+// reports need no compare-and-swap.
+func (l *Lease) Publish(key, text string) error {
+	if strings.Contains(key, reportSep) || strings.HasPrefix(key, leasePrefix) {
+		return fmt.Errorf("report key %q", key)
+	}
+	e, err := l.Store.Get(l.DN, AttrDescription)
+	if err != nil {
+		return err
+	}
+	req := ldap.NewModifyRequest(l.DN, nil)
+	next := key + reportSep + text
+	for _, v := range e.GetAttributeValues(AttrDescription) {
+		if strings.HasPrefix(v, key+reportSep) && v != next {
+			req.Delete(AttrDescription, []string{v})
+		}
+	}
+	if text != "" && !slices.Contains(e.GetAttributeValues(AttrDescription), next) {
+		req.Add(AttrDescription, []string{next})
+	}
+	if len(req.Changes) == 0 {
+		return nil
+	}
+	return l.Store.Modify(req)
 }
 
 // ReadLeases returns every lease below dn (e.g. Tree.Nodes()).

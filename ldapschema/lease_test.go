@@ -65,4 +65,32 @@ func TestLease(t *testing.T) {
 	if err != nil || len(leases) != 1 || leases[0].Holder != holder.Holder {
 		t.Fatalf("ReadLeases: %+v %v", leases, err)
 	}
+	// A report published next to the lease survives renewals, a takeover
+	// and a release, and is replaced under its key.
+	if err := holder.Publish("chunks /srv/backup", "gc removed=1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := holder.Publish("chunks /srv/backup", "gc removed=2"); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _, err := holder.Acquire(now.Add(50 * time.Second)); err != nil || !ok {
+		t.Fatalf("renewal beside a report: %v %v", ok, err)
+	}
+	if err := holder.Release(); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _, err := other.Acquire(now.Add(51 * time.Second)); err != nil || !ok {
+		t.Fatalf("a released lease with a report is not free: %v %v", ok, err)
+	}
+	leases, err = st.ReadLeases(st.Tree.Nodes())
+	if err != nil || len(leases) != 1 || leases[0].Holder != other.Holder ||
+		len(leases[0].Reports) != 1 || leases[0].Reports["chunks /srv/backup"] != "gc removed=2" {
+		t.Fatalf("after a report: %+v %v", leases, err)
+	}
+	if err := other.Publish("chunks /srv/backup", ""); err != nil {
+		t.Fatal(err)
+	}
+	if leases, _ = st.ReadLeases(st.Tree.Nodes()); len(leases) != 1 || len(leases[0].Reports) != 0 {
+		t.Fatalf("report not removed: %+v", leases)
+	}
 }

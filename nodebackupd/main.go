@@ -38,6 +38,8 @@ type config struct {
 	StateDir string `yaml:"stateDir"`
 	// Storage is how retain keeps disks: full (default) or chunks.
 	Storage format.Storage `yaml:"storage"`
+	// Chunks schedules garbage collection and verify of chunk stores.
+	Chunks node.StoreJobs `yaml:"chunks"`
 	// QemuImg bounds every qemu-img call (zero keeps a default).
 	QemuImg struct {
 		QueryTimeout time.Duration `yaml:"queryTimeout"`
@@ -73,6 +75,9 @@ func loadConfig(path string) (config, error) {
 		c.Libvirt.URI = "qemu:///system"
 	}
 	if c.Storage, err = format.ParseStorage(string(c.Storage)); err != nil {
+		return c, fmt.Errorf("%s: %w", path, err)
+	}
+	if err := c.Chunks.Check(); err != nil {
 		return c, fmt.Errorf("%s: %w", path, err)
 	}
 	if c.LDAP.URL == "" || c.LDAP.Base == "" {
@@ -146,6 +151,7 @@ func run(cfgPath string) int {
 	}
 	agent := node.New(node.Options{Node: cfg.Node, Store: store, Hypervisor: hv, Log: log, Workers: cfg.Workers, LeaseTTL: cfg.LeaseTTL,
 		StateDir: cfg.StateDir, Seam: seam, Storage: cfg.Storage,
+		StoreJobs: cfg.Chunks, OnStoreJob: m.StoreJob,
 		OnStep: m.Step, OnWatchError: func(error) { m.WatchReconnect() }, OnReconcileError: m.ReconcileError})
 	if err := agent.Run(ctx); err != nil {
 		log.WithError(err).Error("stopped")

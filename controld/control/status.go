@@ -97,3 +97,31 @@ func Status(store *ldapschema.Store) ([]VMStatus, error) {
 	sort.Slice(out, func(i, j int) bool { return out[i].VM < out[j].VM })
 	return out, nil
 }
+
+// StoreReport is a node's word on the chunk store of a backup root: its
+// last garbage collection and verify, as the node published them in its
+// lease entry.
+type StoreReport struct {
+	Node   string `json:"node"`
+	Root   string `json:"root"`
+	Report string `json:"report"`
+}
+
+// StoreReports returns what the nodes last said of their chunk stores.
+func StoreReports(store *ldapschema.Store) ([]StoreReport, error) {
+	leases, err := store.ReadLeases(store.Tree.Nodes())
+	if err != nil {
+		return nil, err
+	}
+	var out []StoreReport
+	for _, l := range leases {
+		node := strings.TrimPrefix(strings.SplitN(l.DN, ",", 2)[0], "cn=")
+		for k, v := range l.Reports {
+			if root, ok := strings.CutPrefix(k, ldapschema.ChunkStoreReport); ok {
+				out = append(out, StoreReport{Node: node, Root: root, Report: v})
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Node+out[i].Root < out[j].Node+out[j].Root })
+	return out, nil
+}

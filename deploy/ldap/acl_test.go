@@ -160,7 +160,12 @@ func TestLeases(t *testing.T) {
 			}
 		})
 	}
-	acquire("kvm-01 takes its heartbeat (and creates the containers)", lease(n1, tree.NodeLease(node1)))
+	l1 := lease(n1, tree.NodeLease(node1))
+	acquire("kvm-01 takes its heartbeat (and creates the containers)", l1)
+	if err := l1.Publish(ldapschema.ChunkStoreReport+"/srv/backup", "gc removed=0"); err != nil {
+		t.Errorf("kvm-01 publishes its chunk store report next to its heartbeat: %v", err)
+	}
+	t.Cleanup(func() { l1.Publish(ldapschema.ChunkStoreReport+"/srv/backup", "") })
 	acquire("kvm-02 takes its heartbeat", lease(n2, tree.NodeLease(node2)))
 	acquire("controld takes its lease", lease(ctl, tree.ControldLease()))
 
@@ -178,6 +183,11 @@ func TestLeases(t *testing.T) {
 	leases, err := ctl.ReadLeases(tree.Nodes())
 	if err != nil || len(leases) < 2 {
 		t.Errorf("controld reads the heartbeats: %d, %v", len(leases), err)
+	}
+	for _, l := range leases {
+		if l.DN == tree.NodeLease(node1) && l.Reports[ldapschema.ChunkStoreReport+"/srv/backup"] != "gc removed=0" {
+			t.Errorf("controld reads kvm-01's report: %+v", l)
+		}
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/stoneycloud/stoney-conductor/fsm"
+	"github.com/stoneycloud/stoney-conductor/internal/format"
 	"github.com/stoneycloud/stoney-conductor/ldapschema"
 )
 
@@ -80,6 +81,16 @@ type Node struct {
 	copied    prometheus.Counter
 	downtime  prometheus.Histogram
 	reconnect prometheus.Counter
+	storeJobs storeJobs
+}
+
+// storeJobs are the figures of the chunk store jobs a node ran, by root.
+type storeJobs struct {
+	last    *prometheus.GaugeVec
+	failed  *prometheus.GaugeVec
+	freed   *prometheus.CounterVec
+	waiting *prometheus.GaugeVec
+	bad     *prometheus.GaugeVec
 }
 
 // NewNode registers the node daemon's metrics.
@@ -103,9 +114,46 @@ func NewNode(reg prometheus.Registerer) *Node {
 		reconnect: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "stoney_node_watch_reconnects_total", Help: "Times the directory watch broke and was resumed.",
 		}),
+		storeJobs: storeJobs{
+			last: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+				Name: "stoney_chunk_store_job_last_timestamp_seconds", Help: "When this node's last garbage collection or verify of a chunk store ended.",
+			}, []string{"root", "job"}),
+			failed: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+				Name: "stoney_chunk_store_job_failed", Help: "1 if the last job failed or found bad or missing chunks, else 0.",
+			}, []string{"root", "job"}),
+			freed: prometheus.NewCounterVec(prometheus.CounterOpts{
+				Name: "stoney_chunk_store_freed_bytes_total", Help: "Bytes of chunks garbage collection removed.",
+			}, []string{"root"}),
+			waiting: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+				Name: "stoney_chunk_store_waiting_bytes", Help: "Bytes of chunks no backup names that the next collection after their grace period frees.",
+			}, []string{"root"}),
+			bad: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+				Name: "stoney_chunk_store_bad_chunks", Help: "Damaged or missing chunks the last verify found.",
+			}, []string{"root"}),
+		},
 	}
-	reg.MustRegister(n.steps, n.failures, n.copied, n.downtime, n.reconnect, n.errs)
+	j := n.storeJobs
+	reg.MustRegister(n.steps, n.failures, n.copied, n.downtime, n.reconnect, n.errs, j.last, j.failed, j.freed, j.waiting, j.bad)
 	return n
+}
+
+// StoreJob records a garbage collection (freed and waiting bytes) or a
+// verify (bad chunks) of the chunk store of root.
+func (n *Node) StoreJob(root string, r format.StoreJob) {
+	j := n.storeJobs
+	j.last.WithLabelValues(root, r.Job).Set(float64(r.End.Unix()))
+	failed := 0.0
+	if r.Failed() {
+		failed = 1
+	}
+	j.failed.WithLabelValues(root, r.Job).Set(failed)
+	if r.GC != nil {
+		j.freed.WithLabelValues(root).Add(float64(r.GC.RemovedBytes))
+		j.waiting.WithLabelValues(root).Set(float64(r.GC.PendingBytes))
+	}
+	if r.Verify != nil {
+		j.bad.WithLabelValues(root).Set(float64(len(r.Verify.Bad)))
+	}
 }
 
 // Step records one answered step and the execution times it reported.

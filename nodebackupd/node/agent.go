@@ -60,6 +60,10 @@ type Options struct {
 	// Storage is how retain keeps disks (default format.StorageFull); a
 	// restore reads each iteration as it was stored, whatever it says.
 	Storage format.Storage
+	// StoreJobs schedules garbage collection and verify of chunk stores;
+	// OnStoreJob is told about each run (metrics).
+	StoreJobs  StoreJobs
+	OnStoreJob func(root string, j format.StoreJob)
 }
 
 // DefaultStateDir holds the intent records unless configured otherwise.
@@ -118,8 +122,13 @@ func New(o Options) *Agent {
 	// Exactly one nodebackupd works for a host, so resuming its interrupted
 	// steps is safe; the lease is also the host's heartbeat. The node reads
 	// VM entries whole (ParseVM), so the watch asks for every attribute.
+	var background []func(context.Context)
+	if o.StoreJobs.enabled() {
+		background = append(background, a.runStoreJobs)
+	}
 	a.rt = daemon.New(daemon.Options[string]{
-		Store: o.Store, Log: o.Log, Now: o.Now,
+		Background: background,
+		Store:      o.Store, Log: o.Log, Now: o.Now,
 		Lease: a.lease, LeaseLost: ErrLeaseLost,
 		Watch:        ldapschema.WatchOptions{Base: a.tree.VirtualMachines(), Filter: watchFilter, Attrs: []string{"*"}},
 		OnWatchError: o.OnWatchError,
