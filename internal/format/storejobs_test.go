@@ -1,7 +1,6 @@
 package format
 
 import (
-	"context"
 	"crypto/sha256"
 	"errors"
 	"os"
@@ -14,7 +13,7 @@ import (
 // A store runs one job at a time; each run leaves its record, a failed one
 // too, and the records read back as they were written.
 func TestStoreJobsRunOneAtATimeAndKeepRecords(t *testing.T) {
-	ctx := context.Background()
+	ctx := t.Context()
 	root := t.TempDir()
 	s := OpenChunkStore(root, nil)
 	data := []byte("a chunk no index names")

@@ -47,7 +47,7 @@ func TestScheduledStoreJobsRunAndReport(t *testing.T) {
 			}
 			ran[j.Job] = j
 		}})
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
 	defer func() {
