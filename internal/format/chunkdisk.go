@@ -1,6 +1,7 @@
 package format
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -46,13 +47,19 @@ func zeroChunks(es []extent, size int64) []bool {
 }
 
 func allZero(b []byte) bool {
-	for _, c := range b {
-		if c != 0 {
+	// bytes.Equal against zeros runs vectorised: every chunk of every
+	// backup and restore passes here.
+	for len(b) > 0 {
+		n := min(len(b), len(zeroBlock))
+		if !bytes.Equal(b[:n], zeroBlock[:n]) {
 			return false
 		}
+		b = b[n:]
 	}
 	return true
 }
+
+var zeroBlock [qcowCluster]byte
 
 // imageMap is the allocation map of the image at path.
 func imageMap(ctx context.Context, path, format string) ([]extent, error) {
@@ -365,48 +372,40 @@ func storeChunk(store *ChunkStore, data []byte) (id ChunkID, wrote bool, n int64
 }
 
 // RebuildImage writes the disk of index x to dst as an image of x's format,
-// through a temporary name: the stored chunks go into a sparse raw file
-// (holes are not written; several chunks are read from the store at once,
-// each checked against its name), which is the image itself for raw and is
-// converted by qemu-img otherwise; the image is read back against the
-// index, fsynced and renamed.
+// through a temporary name: the stored chunks are read from the store
+// several at once, each checked against its name and length, and written
+// in place, a qcow2 built as it goes (qcow2write.go) or a sparse raw file;
+// holes and zero clusters are not written. A qcow2's structure is checked
+// by qemu-img; the image is fsynced and renamed.
 func RebuildImage(ctx context.Context, seam *hostio.Seam, store *ChunkStore, x Index, dst hostio.Path, perm os.FileMode) error {
 	tmp := dst.Dir().MustJoin(dst.Base() + ".partial")
-	raw := tmp
-	if x.Format != "raw" {
-		raw = dst.Dir().MustJoin(dst.Base() + ".partial.raw")
-	}
 	var plain *hostio.Seam // cleaning up is no point of its own
 	ok := false
 	defer func() {
-		_ = plain.Remove(raw)
 		if !ok {
 			_ = plain.Remove(tmp)
 		}
 	}()
-	for _, p := range []hostio.Path{tmp, raw} {
-		if err := hostio.CheckPath(p); err != nil {
-			return err
-		}
-		_ = plain.Remove(p)
-	}
-	if err := writeChunks(ctx, seam, store, x, raw, perm); err != nil {
+	if err := hostio.CheckPath(tmp); err != nil {
 		return err
 	}
-	if raw != tmp {
-		if err := seam.Do("convert "+raw.String()+" to "+x.Format, func() error {
-			_, err := qemuImg(ctx, imageTimeouts().dataTimeout(x.Size), "convert", "-W", "-f", "raw", "-O", x.Format, raw.String(), tmp.String())
-			return err
-		}); err != nil {
+	_ = plain.Remove(tmp)
+	var err error
+	switch x.Format {
+	case "raw":
+		err = writeRaw(ctx, seam, store, x, tmp, perm)
+	case "qcow2":
+		err = writeQcow2(ctx, seam, store, x, tmp, perm)
+	default:
+		err = fmt.Errorf("index of a %q image: only qcow2 and raw are rebuilt", x.Format)
+	}
+	if err != nil {
+		return err
+	}
+	if x.Format == "qcow2" {
+		if err := CheckImage(ctx, tmp.String(), x.Format); err != nil {
 			return err
 		}
-	}
-	got, _, err := StoreImage(ctx, nil, tmp.String(), StoreOptions{})
-	if err != nil {
-		return fmt.Errorf("check %s: %w", tmp, err)
-	}
-	if !got.Equal(x) {
-		return fmt.Errorf("%s: does not read back as its index says", tmp)
 	}
 	f, err := hostio.Open(tmp)
 	if err != nil {
@@ -427,8 +426,9 @@ func RebuildImage(ctx context.Context, seam *hostio.Seam, store *ChunkStore, x I
 	return seam.SyncDir(dst.Dir())
 }
 
-// writeChunks writes x's stored chunks into a new sparse raw file at p.
-func writeChunks(ctx context.Context, seam *hostio.Seam, store *ChunkStore, x Index, p hostio.Path, perm os.FileMode) error {
+// writeRaw writes x's stored chunks into a new sparse raw file at p; zero
+// clusters stay holes too.
+func writeRaw(ctx context.Context, seam *hostio.Seam, store *ChunkStore, x Index, p hostio.Path, perm os.FileMode) error {
 	f, err := seam.Create(p, perm)
 	if err != nil {
 		return err
@@ -437,58 +437,9 @@ func writeChunks(ctx context.Context, seam *hostio.Seam, store *ChunkStore, x In
 	if err := f.Truncate(x.Size); err != nil {
 		return err
 	}
-	next := make(chan int)
-	var mu sync.Mutex // the first error
-	var firstErr error
-	fail := func(err error) {
-		mu.Lock()
-		if firstErr == nil {
-			firstErr = err
-		}
-		mu.Unlock()
-	}
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			buf := bufs.Get().([]byte)
-			defer func() { bufs.Put(buf[:cap(buf)]) }()
-			for i := range next {
-				data, err := store.GetInto(x.Chunks[i], buf)
-				if err == nil && len(data) != ChunkLen(x.Size, i) {
-					err = fmt.Errorf("chunk %d is %d bytes, want %d", i, len(data), ChunkLen(x.Size, i))
-				}
-				if err == nil {
-					err = seam.Write(f, data, int64(i)*ChunkSize)
-				}
-				if err != nil {
-					fail(err)
-				}
-			}
-		}()
-	}
-	for i, id := range x.Chunks {
-		mu.Lock()
-		stop := firstErr != nil
-		mu.Unlock()
-		if stop || ctx.Err() != nil {
-			break
-		}
-		if !id.IsHole() {
-			next <- i
-		}
-	}
-	close(next)
-	wg.Wait()
-	if firstErr != nil {
-		return firstErr
-	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if x.Format == "raw" {
-		return seam.Sync(f) // the image itself
-	}
-	return nil // converted; the image is synced
+	return eachChunk(ctx, store, x, func(i int, data []byte) error {
+		return dataRuns(data, func(c, end int) error {
+			return seam.Write(f, data[c*qcowCluster:min(end*qcowCluster, len(data))], int64(i)*ChunkSize+int64(c)*qcowCluster)
+		})
+	})
 }
