@@ -107,7 +107,7 @@ func StoreImage(ctx context.Context, store *ChunkStore, path string, o StoreOpti
 		return x, st, err
 	}
 	zero := zeroChunks(es, x.Size)
-	dr, err := openDisk(ctx, chain, es, o.Bitmap)
+	dr, err := openDisk(ctx, chain, es)
 	if err != nil {
 		return x, st, err
 	}
@@ -117,7 +117,10 @@ func StoreImage(ctx context.Context, store *ChunkStore, path string, o StoreOpti
 		read[i] = true
 	}
 	if o.Since != nil {
-		if read, err = dirtyChunks(ctx, dr.exp, o.Bitmap, x.Size); err != nil {
+		if im.Format != "qcow2" {
+			return x, st, fmt.Errorf("%w: a %s image has no bitmaps", ErrBitmapUnusable, im.Format)
+		}
+		if read, err = qcow2DirtyChunks(im.Filename, o.Bitmap, x.Size); err != nil {
 			return x, st, err
 		}
 		if err := spotCheck(dr, *o.Since, read, zero); err != nil {
@@ -215,35 +218,6 @@ func StoreImage(ctx context.Context, store *ChunkStore, path string, o StoreOpti
 	return x, st, nil
 }
 
-// dirtyChunks marks the chunks in which the export's bitmap records a
-// write: qemu-img maps the export with the bitmap as its allocation, where
-// a dirty range reads as "no data".
-func dirtyChunks(ctx context.Context, exp *nbdExport, bitmap string, size int64) ([]bool, error) {
-	out, err := qemuImg(ctx, imageTimeouts().Check, "map", "--output=json", "--image-opts",
-		"driver=nbd,server.type=unix,server.path="+exp.Socket()+",x-dirty-bitmap=qemu:dirty-bitmap:"+bitmap)
-	if err != nil {
-		return nil, err
-	}
-	es, err := parseMap(out)
-	if err != nil {
-		return nil, err
-	}
-	dirty := make([]bool, ChunkCount(size))
-	var seen int64
-	for _, e := range es {
-		seen = max(seen, e.Start+e.Length)
-		if e.Data {
-			continue
-		}
-		for i := e.Start / ChunkSize; i < int64(len(dirty)) && i*ChunkSize < e.Start+e.Length; i++ {
-			dirty[i] = true
-		}
-	}
-	if seen < size {
-		return nil, fmt.Errorf("the map of bitmap %s ends at %d of %d bytes", bitmap, seen, size)
-	}
-	return dirty, nil
-}
 
 // spotCheck reads one chunk the bitmap calls unchanged, at random, and
 // compares it with the previous index: an image that was copied or
@@ -285,9 +259,9 @@ type diskReader struct {
 	exp   *nbdExport
 }
 
-func openDisk(ctx context.Context, chain []Image, es []extent, bitmap string) (*diskReader, error) {
+func openDisk(ctx context.Context, chain []Image, es []extent) (*diskReader, error) {
 	dr := &diskReader{es: es}
-	needNBD := bitmap != ""
+	needNBD := false
 	for _, e := range es {
 		needNBD = needNBD || (!e.Zero && !(e.Data && e.Offset != nil && e.Depth < len(chain)))
 	}
@@ -301,7 +275,7 @@ func openDisk(ctx context.Context, chain []Image, es []extent, bitmap string) (*
 	}
 	if needNBD {
 		var err error
-		if dr.exp, err = exportImage(ctx, chain[0].Filename, chain[0].Format, bitmap); err != nil {
+		if dr.exp, err = exportImage(ctx, chain[0].Filename, chain[0].Format, ""); err != nil {
 			dr.close()
 			return nil, err
 		}

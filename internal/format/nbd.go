@@ -17,7 +17,7 @@ import (
 )
 
 // What cannot be read from an image's files as they lie (compressed or
-// encrypted clusters) and a dirty bitmap are read through qemu-nbd: QEMU
+// encrypted clusters) is read through qemu-nbd: QEMU
 // itself resolves the format and the backing chain, and this package only
 // speaks the few NBD messages it needs (fixed newstyle handshake,
 // NBD_OPT_GO, read, disconnect; simple replies only).
@@ -185,7 +185,8 @@ func (e *nbdExport) Socket() string { return filepath.Join(e.dir, "nbd.sock") }
 
 // exportImage serves the image at path (of the given format) read-only
 // through qemu-nbd and connects to it; bitmap, if not empty, also exposes
-// that persistent dirty bitmap. The image takes QEMU's locks as a VM
+// that persistent dirty bitmap (QEMU's reading of it, against which the
+// tests hold qcow2bitmap.go's). The image takes QEMU's locks as a VM
 // would: an image a VM writes is not exported.
 func exportImage(ctx context.Context, path, format string, bitmap string) (*nbdExport, error) {
 	dir, err := os.MkdirTemp("", "stoney-nbd-")

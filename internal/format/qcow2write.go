@@ -37,18 +37,17 @@ const (
 
 // qcowLayout is where everything of the image lies, in clusters.
 type qcowLayout struct {
-	size        int64
-	l1Entries   int
-	l1          int64         // first cluster of the L1 table
-	l2          map[int]int64 // L1 slot -> cluster of its L2 table
-	data        int64         // first data cluster
-	stored      map[int]int64 // chunk index -> first cluster of its data
-	refBlocks   int64         // first refcount block
-	nRefBlocks  int64
-	refTable    int64
-	nRefTable   int64
-	clusters    int64 // the image's length in clusters
-	metaWritten int64 // header, L1, L2 and refcount clusters (all in use)
+	size       int64
+	l1Entries  int
+	l1         int64         // first cluster of the L1 table
+	l2         map[int]int64 // L1 slot -> cluster of its L2 table
+	data       int64         // first data cluster
+	stored     map[int]int64 // chunk index -> first cluster of its data
+	refBlocks  int64         // first refcount block
+	nRefBlocks int64
+	refTable   int64
+	nRefTable  int64
+	clusters   int64 // the image's length in clusters
 }
 
 func planQcow2(x Index) qcowLayout {

@@ -558,12 +558,7 @@ func cleanBitmaps(ctx context.Context, path string, size int64) []string {
 	names, _ := ourBitmaps(ctx, path)
 	var clean []string
 	for _, n := range names {
-		exp, err := exportImage(ctx, path, "qcow2", n)
-		if err != nil {
-			continue
-		}
-		dirty, err := dirtyChunks(ctx, exp, n, size)
-		exp.stop()
+		dirty, err := qcow2DirtyChunks(path, n, size)
 		if err == nil && !slices.Contains(dirty, true) {
 			clean = append(clean, n)
 		}
