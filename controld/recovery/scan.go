@@ -22,6 +22,9 @@ import (
 //	<root>/<vm-persistent|vm-templates>/<storage pool>/<vm>/<leaf>/
 //	    <vm>.state.<leaf>  <vm>.xml.<leaf>  <vm>.ldif.<leaf>  <disk file>.<leaf>...
 //
+// or, in chunks storage, <vm>.state.index.<leaf> and <disk file>.index.<leaf>
+// for the copies, their chunks in <root>/.chunks.
+//
 // It never writes and never asks the directory; Validate compares its report
 // with the directory.
 
