@@ -478,16 +478,31 @@ func TestChunkedCorruptChunk(t *testing.T) {
 	if !hasTime(three, "retainChunks: 3 read, 0 reused, 13 holes, 1 new of 16") {
 		t.Fatalf("night 3 did not store the damaged chunk again: %v", three.ExecutionTime)
 	}
-	if r, err := format.Verify(ctx, store, s.backup, 0, 1); err != nil || len(r.Bad) != 0 || r.Checked == 0 {
-		t.Fatalf("verify after night 3: %+v %v", r, err)
+	verifyClean(t, s.backup)
+	s.restoresTo(t, v, two, 0xab)
+}
+
+// verifyClean: format.Verify reads every chunk of the root's store and
+// finds none damaged or missing.
+func verifyClean(t *testing.T, backupRoot string) {
+	t.Helper()
+	r, err := format.Verify(context.Background(), format.OpenChunkStore(backupRoot, nil), backupRoot, 0, 1)
+	if err != nil || len(r.Bad) != 0 || r.Checked == 0 {
+		t.Fatalf("verify: %+v %v", r, err)
 	}
-	if err := writeGuest(v, "vda", 0x22); err != nil {
+}
+
+// restoresTo: after the guest wrote other data to vda, a restore of l
+// brings back what it reads as pattern.
+func (s *site) restoresTo(t *testing.T, v *vm, l ldapschema.Leaf, pattern byte) {
+	t.Helper()
+	if err := writeGuest(v, "vda", pattern^0xff); err != nil {
 		t.Fatal(err)
 	}
-	if got := s.webUIRestore(t, v, two, true); got.ReturnValue != 0 {
-		t.Fatalf("restore of night 2: return value %d", got.ReturnValue)
+	if got := s.webUIRestore(t, v, l, true); got.ReturnValue != 0 {
+		t.Fatalf("restore of %s: return value %d", l.Name, got.ReturnValue)
 	}
-	v.guestReads(t, "vda", 0xab)
+	v.guestReads(t, "vda", pattern)
 }
 
 // ageChunks sets the modification time of every file in the store d back:
@@ -571,16 +586,8 @@ func TestChunkedGarbageCollection(t *testing.T) {
 	if three.ReturnValue != 0 {
 		t.Fatalf("night 3: return value %d", three.ReturnValue)
 	}
-	if r, err := format.Verify(ctx, store, s.backup, 0, 1); err != nil || len(r.Bad) != 0 {
-		t.Fatalf("after the collections: %+v %v", r, err)
-	}
-	if err := writeGuest(v, "vda", 0x22); err != nil {
-		t.Fatal(err)
-	}
-	if got := s.webUIRestore(t, v, three, true); got.ReturnValue != 0 {
-		t.Fatalf("restore of night 3: return value %d", got.ReturnValue)
-	}
-	v.guestReads(t, "vda", 0xab)
+	verifyClean(t, s.backup)
+	s.restoresTo(t, v, three, 0xab)
 
 	// Night 2 goes: a collection frees exactly the chunks only it named.
 	named := chunkIDs(t, s.backup)

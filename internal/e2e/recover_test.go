@@ -347,14 +347,8 @@ func TestRecoverChunkedBackups(t *testing.T) {
 		}
 	}
 
-	if err := writeGuest(v, "vda", 0x22); err != nil {
-		t.Fatal(err)
-	}
-	if got := s.webUIRestore(t, v, s.recoverLeaf(t, v.name, two.Name), true); got.ReturnValue != 0 {
-		t.Fatalf("restore from the recovered night 2: return value %d", got.ReturnValue)
-	}
+	s.restoresTo(t, v, s.recoverLeaf(t, v.name, two.Name), 0x11)
 	if !v.running(t) {
 		t.Fatal("the VM restored from a running backup does not run")
 	}
-	v.guestReads(t, "vda", 0x11)
 }
