@@ -178,6 +178,10 @@ func TestScanBrokenChunkIterations(t *testing.T) {
 			return fmt.Sprintf("disk vda (vm-nochunk-vda.qcow2.index.%s): 1 of its 1 chunks missing from the store %s (first %s)",
 				leaf, filepath.Join(root, format.ChunkStoreDir), x.Chunks[0])
 		}},
+		{"vm-nostateindex", func(f fakeBackup) string {
+			os.Remove(f.index("vm-nostateindex.state"))
+			return "vm-nostateindex.state.index." + leaf + " is missing"
+		}},
 		{"vm-tornstate", func(f fakeBackup) string {
 			os.WriteFile(f.index("vm-tornstate.state"), []byte("STNYFIX1"), 0o640)
 			return "vm-tornstate.state.index." + leaf + ": " + f.index("vm-tornstate.state") + ": corrupt index: no file index header"

@@ -293,9 +293,14 @@ func scanIteration(ctx context.Context, root, kind, pool, vm, leaf string, image
 		it.Bytes += size
 		return p, size, ok
 	}
-	// In chunks storage, a file with neither index nor copy is missed by
-	// its index's name.
-	chunked := hostio.IsRegular(l.BackupIndex(l.StateName()))
+	// In chunks storage (any index in the directory), a file with neither
+	// index nor copy is missed by its index's name.
+	chunked := false
+	if es, err := os.ReadDir(it.Dir); err == nil {
+		for _, e := range es {
+			chunked = chunked || strings.HasSuffix(e.Name(), name(".index"))
+		}
+	}
 	indexed := func(base string) bool {
 		return hostio.IsRegular(l.BackupIndex(base)) ||
 			(chunked && !hostio.Exists(l.BackupPath().MustJoin(name(base))))
