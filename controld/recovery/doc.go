@@ -4,7 +4,8 @@
 // VM's ou=backup subtree is deleted, the files are still on the storage and
 // nobody knows them.
 //
-//	Scan      reads the backup roots into iterations, checking every file (scan.go)
+//	Scan      reads the backup roots into iterations, checking every file (scan.go;
+//	          chunks.go for the indexes and chunks of chunks storage)
 //	Validate  compares them with the directory, changing nothing (plan.go)
 //	Import    re-creates the missing entries, all or nothing per VM (import.go)
 //	Check     the other direction: leaves whose files are gone (check.go)

@@ -99,7 +99,7 @@ func importVM(store *ldapschema.Store, p *VMPlan, now time.Time) ImportResult {
 		stamp := RecoveredPrefix + fsm.FormatTime(now)
 		for _, it := range p.New() {
 			req := ldapschema.NewLeafAddRequest(tree, p.VM, it.Leaf, string(fsm.Finished), it.Leaf)
-			req.Attribute(ldapschema.AttrExecutionTime, []string{stamp, "retainBytes: " + strconv.FormatInt(it.Bytes, 10)})
+			req.Attribute(ldapschema.AttrExecutionTime, append([]string{stamp, "retainBytes: " + strconv.FormatInt(it.Bytes, 10)}, it.chunkTimes()...))
 			if err := add(req); err != nil {
 				return err
 			}

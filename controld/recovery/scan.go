@@ -12,6 +12,7 @@ import (
 	"github.com/go-ldap/ldap/v3"
 
 	"github.com/stoneycloud/stoney-conductor/internal/format"
+	"github.com/stoneycloud/stoney-conductor/internal/hostio"
 	"github.com/stoneycloud/stoney-conductor/ldapschema"
 )
 
@@ -20,6 +21,9 @@ import (
 //
 //	<root>/<vm-persistent|vm-templates>/<storage pool>/<vm>/<leaf>/
 //	    <vm>.state.<leaf>  <vm>.xml.<leaf>  <vm>.ldif.<leaf>  <disk file>.<leaf>...
+//
+// or, in chunks storage, <vm>.state.index.<leaf> and <disk file>.index.<leaf>
+// for the copies, their chunks in <root>/.chunks.
 //
 // It never writes and never asks the directory; Validate compares its report
 // with the directory.
@@ -68,8 +72,12 @@ type IterationDisk struct {
 	Target string `json:"target"`
 	Source string `json:"source"` // the image path on the node
 	Format string `json:"format,omitempty"`
-	File   string `json:"file"` // the backup file
-	Bytes  int64  `json:"bytes"`
+	File   string `json:"file"` // the backup file: the image, or its index
+	// Chunks: the disk is kept in chunks storage, File is its index.
+	Chunks bool `json:"chunks,omitempty"`
+	// Bytes: the image file's size, or the disk's virtual size when it is
+	// kept in chunks.
+	Bytes int64 `json:"bytes"`
 }
 
 // IterationStatus is what recover makes of one iteration.
@@ -98,7 +106,12 @@ type Iteration struct {
 	Notes       []string        `json:"notes,omitempty"`
 	State       string          `json:"state,omitempty"` // "saved" (the VM ran) or "placeholder"
 	Disks       []IterationDisk `json:"disks,omitempty"`
-	Bytes       int64           `json:"bytes"`
+	// Bytes is the size of the iteration's files, and of the chunks of the
+	// store it named first (see addNewChunks): as the node's retainBytes.
+	Bytes int64 `json:"bytes"`
+	// LogicalBytes, in chunks storage, is the size of the disks and state
+	// kept in chunks, as the node's retainLogicalBytes.
+	LogicalBytes int64 `json:"logicalBytes,omitempty"`
 	// From the saved LDIF.
 	Node   string `json:"node,omitempty"`
 	VMPool string `json:"vmPool,omitempty"`
@@ -106,7 +119,8 @@ type Iteration struct {
 	// The leaf in the directory, for known and known-different.
 	Directory string `json:"directory,omitempty"`
 
-	ldif []*ldap.Entry // the saved subtree, when it parsed
+	ldif   []*ldap.Entry            // the saved subtree, when it parsed
+	chunks map[format.ChunkID]int64 // the chunks its indexes name, with their files' sizes
 }
 
 // Broken reports whether the files cannot be recovered.
@@ -168,6 +182,7 @@ func Scan(ctx context.Context, roots []RootSource, o ScanOptions) *ScanReport {
 		}
 		return a.Leaf < b.Leaf
 	})
+	addNewChunks(r.Iterations)
 	return r
 }
 
@@ -240,6 +255,12 @@ func (r *ScanReport) scanRoot(ctx context.Context, root string, o ScanOptions) {
 }
 
 // scanIteration reads and checks the files of one iteration directory.
+// A file kept in chunks storage (it has an index, which a restore reads
+// instead of a copy) is checked as deeply as a copy, without reading the
+// whole disk: the index must be sound (its checksum) and every chunk it
+// names present in the store, as qemu-img check reads an image's metadata,
+// not its data; the saved state's header is read back from its chunks as
+// ReadState reads a state file. Reading every chunk is verify's job.
 func scanIteration(ctx context.Context, root, kind, pool, vm, leaf string, images ImageChecker) *Iteration {
 	if images == nil {
 		images = QemuImgChecker{}
@@ -247,9 +268,9 @@ func scanIteration(ctx context.Context, root, kind, pool, vm, leaf string, image
 	l := format.Layout{BackupRoot: root, Kind: kind, Pool: pool, VM: vm, Leaf: leaf}
 	it := &Iteration{Root: root, Kind: kind, StoragePool: pool, VM: vm, Leaf: leaf, Dir: l.BackupDir()}
 	name := l.BackupName
+	store := format.OpenChunkStore(root, nil) // only read
 	expected := map[string]bool{}
-	file := func(base string) (string, int64, bool) {
-		n := name(base)
+	file := func(n string) (string, int64, bool) {
 		expected[n] = true
 		p := filepath.Join(it.Dir, n)
 		st, err := os.Stat(p)
@@ -265,21 +286,42 @@ func scanIteration(ctx context.Context, root, kind, pool, vm, leaf string, image
 			it.problem("%s is not a regular file", n)
 			return p, 0, false
 		}
-		it.Bytes += st.Size()
 		return p, st.Size(), true
 	}
+	copied := func(base string) (string, int64, bool) {
+		p, size, ok := file(name(base))
+		it.Bytes += size
+		return p, size, ok
+	}
+	// In chunks storage (any index in the directory), a file with neither
+	// index nor copy is missed by its index's name.
+	chunked := false
+	if es, err := os.ReadDir(it.Dir); err == nil {
+		for _, e := range es {
+			chunked = chunked || strings.HasSuffix(e.Name(), name(".index"))
+		}
+	}
+	indexed := func(base string) bool {
+		return hostio.IsRegular(l.BackupIndex(base)) ||
+			(chunked && !hostio.Exists(l.BackupPath().MustJoin(name(base))))
+	}
 
-	if p, _, ok := file(l.StateName()); ok {
+	if indexed(l.StateName()) {
+		n := name(format.IndexName(l.StateName()))
+		if _, _, ok := file(n); ok {
+			it.readStateIndex(store, l.BackupIndex(l.StateName()), n)
+		}
+	} else if p, _, ok := copied(l.StateName()); ok {
 		kind, err := format.ReadState(p)
 		if err != nil {
 			it.problem("%s: %v", name(l.StateName()), err)
 		}
 		it.State = string(kind)
 	}
-	if p, _, ok := file(l.LDIFName()); ok {
+	if p, _, ok := copied(l.LDIFName()); ok {
 		it.readLDIF(p, name(l.LDIFName()))
 	}
-	if p, _, ok := file(l.XMLName()); ok {
+	if p, _, ok := copied(l.XMLName()); ok {
 		disks, err := xmlDisks(p, vm)
 		if err != nil {
 			it.problem("%s: %v", name(l.XMLName()), err)
@@ -292,7 +334,16 @@ func scanIteration(ctx context.Context, root, kind, pool, vm, leaf string, image
 				it.problem("disk %s: unusable image path %q", d.Target, d.Source)
 				continue
 			}
-			ip, size, ok := file(base)
+			if indexed(base) {
+				n := name(format.IndexName(base))
+				disk := IterationDisk{Target: d.Target, Source: d.Source, Format: d.Format, File: n, Chunks: true}
+				if _, _, ok := file(n); ok {
+					disk.Bytes = it.readDiskIndex(store, l.BackupIndex(base), fmt.Sprintf("disk %s (%s)", d.Target, n), d.Format)
+				}
+				it.Disks = append(it.Disks, disk)
+				continue
+			}
+			ip, size, ok := copied(base)
 			it.Disks = append(it.Disks, IterationDisk{Target: d.Target, Source: d.Source, Format: d.Format, File: name(base), Bytes: size})
 			if !ok {
 				continue

@@ -329,3 +329,295 @@ func TestChunkedResizedDisk(t *testing.T) {
 		t.Fatalf("restored disk: %+v %v", im, err)
 	}
 }
+
+// keepIterations sets how many backups of v retention keeps.
+func keepIterations(t *testing.T, s *site, v *vm, n int) {
+	t.Helper()
+	if err := s.store.Update(s.store.Tree.VMBackup(v.name), "", map[string][]string{
+		ldapschema.AttrBackupNumberOfIterations: {strconv.Itoa(n)}}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestChunkedDiskAdded: a disk attached between two nights has no bitmap
+// and no index of the first: the second night reads it whole and says why,
+// the first disk by its bitmap; restoring the second night brings back
+// both disks' data as the guest reads it.
+func TestChunkedDiskAdded(t *testing.T) {
+	s, v := chunkedSite(t, true, 64, 0xab)
+	one := s.backedUp(t, v, time.Date(2024, 1, 1, 3, 0, 0, 0, time.UTC))
+
+	// The operator adds a disk to the VM and its entry, and restarts it (the
+	// test machine has no PCI hotplug); QEMU stops cleanly, so vda's
+	// bitmap stays usable.
+	if err := writeGuest(v, "vda", 0x11); err != nil {
+		t.Fatal(err)
+	}
+	added := filepath.Join(s.images, v.name+"-disk1.qcow2")
+	for _, c := range [][]string{
+		{"qemu-img", "create", "-q", "-f", "qcow2", added, "32M"},
+		{"virsh", "-c", env.lv.URI, "attach-disk", v.name, added, "vdb",
+			"--driver", "qemu", "--subdriver", "qcow2", "--targetbus", "virtio", "--config"},
+		{"virsh", "-c", env.lv.URI, "destroy", v.name, "--graceful"},
+	} {
+		if out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v: %s", c, err, out)
+		}
+	}
+	if err := testenv.StartVM(env.lv.URI, v.name); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.store.Add(ldapschema.NewDiskAddRequest(s.store.Tree, v.name, ldapschema.Disk{Target: "vdb", SourceFile: added})); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeGuest(v, "vdb", 0xcd); err != nil {
+		t.Fatal(err)
+	}
+
+	two := s.backedUp(t, v, time.Date(2024, 1, 2, 3, 0, 0, 0, time.UTC))
+	for _, want := range []string{
+		"retainRead " + filepath.Base(v.disks[0].Path) + ": bitmap stoney-" + one.Name,
+		"retainRead " + filepath.Base(added) + ": full: no dirty bitmap",
+		// vda: its 3 written chunks read, its steady one reused; vdb's 3
+		// read whole, 5 holes. The logical size is both disks and the state.
+		"retainChunks: 6 read, 0 reused, 18 holes, 6 new of 24",
+	} {
+		if !hasTime(two, want) {
+			t.Fatalf("night 2 does not say %q: %v", want, two.ExecutionTime)
+		}
+	}
+	dir2 := filepath.Join(s.backup, "vm-persistent", "pool-a", v.name, two.Name)
+	if _, err := format.ReadIndex(hostio.In(dir2).MustJoin(filepath.Base(added) + ".index." + two.Name)); err != nil {
+		t.Fatalf("no index of the added disk: %v", err)
+	}
+
+	for _, w := range []struct {
+		target  string
+		pattern byte
+	}{{"vda", 0x22}, {"vdb", 0x33}} {
+		if err := writeGuest(v, w.target, w.pattern); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := s.webUIRestore(t, v, two, true); got.ReturnValue != 0 {
+		t.Fatalf("restore of night 2: return value %d", got.ReturnValue)
+	}
+	v.guestReads(t, "vda", 0x11)
+	v.guestReads(t, "vdb", 0xcd)
+}
+
+// chunkIDs are the chunks the indexes of the iterations in the backup
+// root name, by iteration (its leaf).
+func chunkIDs(t *testing.T, backupRoot string) map[string]map[format.ChunkID]bool {
+	t.Helper()
+	refs, err := format.FindIndexes(backupRoot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]map[format.ChunkID]bool{}
+	for _, ref := range refs {
+		ids, err := format.IndexChunks(ref.Path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out[ref.Leaf] == nil {
+			out[ref.Leaf] = map[format.ChunkID]bool{}
+		}
+		for _, id := range ids {
+			out[ref.Leaf][id] = true
+		}
+	}
+	return out
+}
+
+// TestChunkedCorruptChunk: a chunk two nights' indexes name is damaged on
+// the storage. Verify finds it, names both backups, and moves it aside;
+// the next night the guest writes that content again, the backup stores
+// it anew, and verify is clean.
+func TestChunkedCorruptChunk(t *testing.T) {
+	ctx := context.Background()
+	s, v := chunkedSite(t, true, 64, 0xab)
+	keepIterations(t, s, v, 3)
+	one := s.backedUp(t, v, time.Date(2024, 1, 1, 3, 0, 0, 0, time.UTC))
+	two := s.backedUp(t, v, time.Date(2024, 1, 2, 3, 0, 0, 0, time.UTC)) // nothing written: the same chunks
+	disk := filepath.Base(v.disks[0].Path)
+	idx, err := format.ReadIndex(hostio.In(filepath.Join(s.backup, "vm-persistent", "pool-a", v.name, two.Name)).MustJoin(disk + ".index." + two.Name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := idx.Chunks[0] // zeros, then the pattern from 1 MiB
+	store := format.OpenChunkStore(s.backup, nil)
+	f, err := os.OpenFile(store.ChunkPath(bad).String(), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte("damaged by the storage"), 100); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+
+	r, err := format.Verify(ctx, store, s.backup, 0, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{v.name + " " + one.Name + " " + disk, v.name + " " + two.Name + " " + disk}
+	if len(r.Bad) != 1 || r.Bad[0].ID != bad || !strings.Contains(r.Bad[0].Problem, "corrupt chunk") ||
+		strings.Join(r.Bad[0].Backups, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("verify found %+v; want chunk %s named by %q", r.Bad, bad, want)
+	}
+	if !hostio.Exists(store.ChunkPath(bad).Dir().MustJoin(bad.String() + ".bad")) {
+		t.Fatal("the damaged chunk was not moved aside")
+	}
+
+	// The guest writes the same content again: night 3 reads it by its
+	// bitmap and, the store lacking it, writes it.
+	if err := writeGuest(v, "vda", 0xab); err != nil {
+		t.Fatal(err)
+	}
+	three := s.backedUp(t, v, time.Date(2024, 1, 3, 3, 0, 0, 0, time.UTC))
+	if !hasTime(three, "retainChunks: 3 read, 0 reused, 13 holes, 1 new of 16") {
+		t.Fatalf("night 3 did not store the damaged chunk again: %v", three.ExecutionTime)
+	}
+	verifyClean(t, s.backup)
+	s.restoresTo(t, v, two, 0xab)
+}
+
+// verifyClean: format.Verify reads every chunk of the root's store and
+// finds none damaged or missing.
+func verifyClean(t *testing.T, backupRoot string) {
+	t.Helper()
+	r, err := format.Verify(context.Background(), format.OpenChunkStore(backupRoot, nil), backupRoot, 0, 1)
+	if err != nil || len(r.Bad) != 0 || r.Checked == 0 {
+		t.Fatalf("verify: %+v %v", r, err)
+	}
+}
+
+// restoresTo: after the guest wrote other data to vda, a restore of l
+// brings back what it reads as pattern.
+func (s *site) restoresTo(t *testing.T, v *vm, l ldapschema.Leaf, pattern byte) {
+	t.Helper()
+	if err := writeGuest(v, "vda", pattern^0xff); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.webUIRestore(t, v, l, true); got.ReturnValue != 0 {
+		t.Fatalf("restore of %s: return value %d", l.Name, got.ReturnValue)
+	}
+	v.guestReads(t, "vda", pattern)
+}
+
+// ageChunks sets the modification time of every file in the store d back:
+// for a collection's grace period, they were written long ago.
+func ageChunks(t *testing.T, backupRoot string, d time.Duration) {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(backupRoot, format.ChunkStoreDir, "*", "*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-d)
+	for _, f := range files {
+		if err := os.Chtimes(f, old, old); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestChunkedGarbageCollection: collections run again and again while a
+// retain stores content that only a deleted iteration named (so it is in
+// the store, unnamed, older than the grace period); that night restores to
+// the guest's data. Then a collection after deleting an iteration removes
+// exactly the chunks only it named.
+func TestChunkedGarbageCollection(t *testing.T) {
+	ctx := context.Background()
+	s, v := chunkedSite(t, true, 64, 0xab)
+	keepIterations(t, s, v, 3)
+	store := format.OpenChunkStore(s.backup, nil)
+	const grace = time.Hour
+	day := func(d int) time.Time { return time.Date(2024, 1, d, 3, 0, 0, 0, time.UTC) }
+	vmDir := filepath.Join(s.backup, "vm-persistent", "pool-a", v.name)
+	forget := func(l ldapschema.Leaf) { // as retention's delete does
+		t.Helper()
+		if err := os.RemoveAll(filepath.Join(vmDir, l.Name)); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.store.Delete(l.DN); err != nil {
+			t.Fatal(err)
+		}
+	}
+	one := s.backedUp(t, v, day(1))
+	if err := writeGuest(v, "vda", 0x11); err != nil {
+		t.Fatal(err)
+	}
+	two := s.backedUp(t, v, day(2))
+	if err := writeGuest(v, "vda", 0xab); err != nil { // night 1's content again
+		t.Fatal(err)
+	}
+	forget(one)
+	ageChunks(t, s.backup, 2*grace)
+	// Night 1's disk chunks are named by no index now: a collection
+	// removes them unless the retain found them first.
+	unnamed := storedChunks(t, s.backup) - len(chunkIDs(t, s.backup)[two.Name])
+	if unnamed < 3 {
+		t.Fatalf("%d chunks no index names; want at least night 1's 3 of the disk", unnamed)
+	}
+
+	_, started := control.StartBackups(s.store, []string{v.name}, day(3))
+	if started[0].Err != nil {
+		t.Fatal(started[0].Err)
+	}
+	waitLeaf(t, s.store, started[0].DN, leafLimit, modeIs("retaining"))
+	passes, removed := 0, 0
+	for {
+		r, err := format.CollectGarbage(ctx, store, s.backup, grace)
+		if err != nil {
+			t.Fatalf("collection during the retain: %v", err)
+		}
+		passes++
+		removed += r.Removed
+		e, err := s.store.Get(started[0].DN, ldapschema.AttrMode)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.GetAttributeValue(ldapschema.AttrMode) != "retaining" {
+			break
+		}
+	}
+	t.Logf("%d collections during the retain removed %d chunks", passes, removed)
+	three := waitLeaf(t, s.store, started[0].DN, leafLimit, modeIs("finished"))
+	if three.ReturnValue != 0 {
+		t.Fatalf("night 3: return value %d", three.ReturnValue)
+	}
+	verifyClean(t, s.backup)
+	s.restoresTo(t, v, three, 0xab)
+
+	// Night 2 goes: a collection frees exactly the chunks only it named.
+	named := chunkIDs(t, s.backup)
+	var only []format.ChunkID
+	for id := range named[two.Name] {
+		if !named[three.Name][id] {
+			only = append(only, id)
+		}
+	}
+	before := storedChunks(t, s.backup)
+	if want := len(named[three.Name]) + len(only); before != want || len(only) == 0 {
+		t.Fatalf("store holds %d chunks; nights 2 and 3 name %d, %d of them night 2 alone", before, want, len(only))
+	}
+	forget(two)
+	ageChunks(t, s.backup, 2*grace)
+	r, err := format.CollectGarbage(ctx, store, s.backup, grace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Removed != len(only) || storedChunks(t, s.backup) != before-len(only) {
+		t.Fatalf("collection after deleting night 2: %+v; want %d removed", r, len(only))
+	}
+	for _, id := range only {
+		if store.Has(id) {
+			t.Fatalf("chunk %s only night 2 named is still stored", id)
+		}
+	}
+	for id := range named[three.Name] {
+		if !store.Has(id) {
+			t.Fatalf("chunk %s night 3 names is gone", id)
+		}
+	}
+}

@@ -71,14 +71,20 @@ func ReadState(path string) (StateKind, error) {
 	if err != nil {
 		return "", err
 	}
+	return readState(f, st.Size())
+}
+
+// readState is ReadState of the size bytes r holds: a state file, or one
+// rebuilt from the chunk store as it is read.
+func readState(r io.ReaderAt, size int64) (StateKind, error) {
 	head := make([]byte, saveHeader)
-	n, err := io.ReadFull(f, head)
-	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+	n, err := r.ReadAt(head, 0)
+	if err != nil && !errors.Is(err, io.EOF) {
 		return "", err
 	}
 	head = head[:n]
 	text := strings.TrimSpace(Placeholder)
-	if strings.TrimSpace(string(head)) == text && st.Size() <= int64(len(text))+2 {
+	if strings.TrimSpace(string(head)) == text && size <= int64(len(text))+2 {
 		return StatePlaceholder, nil
 	}
 	if !bytes.HasPrefix(head, []byte(saveMagic)) {
@@ -93,12 +99,12 @@ func ReadState(path string) (StateKind, error) {
 	}
 	dataLen, compressed := int64(order.Uint32(head[20:])), order.Uint32(head[28:])
 	stream := int64(saveHeader) + dataLen
-	if st.Size() <= stream {
-		return "", fmt.Errorf("saved state cut short: %d bytes, its header promises more than %d", st.Size(), stream)
+	if size <= stream {
+		return "", fmt.Errorf("saved state cut short: %d bytes, its header promises more than %d", size, stream)
 	}
 	if compressed == 0 {
 		magic := make([]byte, len(qemuStream))
-		if _, err := f.ReadAt(magic, stream); err != nil || string(magic) != qemuStream {
+		if _, err := r.ReadAt(magic, stream); err != nil || string(magic) != qemuStream {
 			return "", errors.New("saved state holds no QEMU machine state after its header")
 		}
 	}
