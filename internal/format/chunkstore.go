@@ -137,8 +137,8 @@ func (s *ChunkStore) ChunkPath(id ChunkID) hostio.Path {
 
 // Has: the store holds a chunk file named id (not read: verify checks content).
 func (s *ChunkStore) Has(id ChunkID) bool {
-	fi, err := hostio.Lstat(s.ChunkPath(id))
-	return err == nil && fi.Mode().IsRegular() && fi.Size() >= chunkHeader
+	_, ok := s.StoredSize(id)
+	return ok
 }
 
 // Put stores data as chunk id unless the store has it; it reports whether
