@@ -92,19 +92,42 @@ var ErrBitmapMismatch = errors.New("the dirty bitmap does not match the previous
 // caller writes it once the store is synced, which StoreImage does). A nil
 // store only hashes, to check an image against an index.
 func StoreImage(ctx context.Context, store *ChunkStore, path string, o StoreOptions) (Index, ChunkStats, error) {
+	// An image with a bitmap is a qcow2: its map need not wait for the
+	// chain's formats (two qemu-img starts were most of an unchanged
+	// disk's retain).
+	var early chan mapResult
+	if o.Bitmap != "" {
+		early = make(chan mapResult, 1)
+		go func() {
+			es, err := imageMap(ctx, path, "qcow2")
+			early <- mapResult{es, err}
+		}()
+	}
 	chain, err := ImageChain(ctx, path)
 	if err != nil {
+		if early != nil {
+			<-early
+		}
 		return Index{}, ChunkStats{}, err
 	}
 	im := chain[0]
 	x := Index{Format: im.Format, Size: im.VirtualSize, Chunks: make([]ChunkID, ChunkCount(im.VirtualSize))}
 	st := ChunkStats{Chunks: len(x.Chunks)}
-	if o.Since != nil && o.Since.Size != x.Size {
-		return x, st, fmt.Errorf("%w: the disk is %d bytes, was %d", ErrBitmapMismatch, x.Size, o.Since.Size)
+	var es []extent
+	if early != nil {
+		r := <-early
+		es, err = r.es, r.err
+		if err == nil && im.Format != "qcow2" {
+			err = fmt.Errorf("%w: a %s image has no bitmaps", ErrBitmapUnusable, im.Format)
+		}
+	} else {
+		es, err = imageMap(ctx, path, im.Format)
 	}
-	es, err := imageMap(ctx, path, im.Format)
 	if err != nil {
 		return x, st, err
+	}
+	if o.Since != nil && o.Since.Size != x.Size {
+		return x, st, fmt.Errorf("%w: the disk is %d bytes, was %d", ErrBitmapMismatch, x.Size, o.Since.Size)
 	}
 	zero := zeroChunks(es, x.Size)
 	dr, err := openDisk(ctx, chain, es)
@@ -117,9 +140,6 @@ func StoreImage(ctx context.Context, store *ChunkStore, path string, o StoreOpti
 		read[i] = true
 	}
 	if o.Since != nil {
-		if im.Format != "qcow2" {
-			return x, st, fmt.Errorf("%w: a %s image has no bitmaps", ErrBitmapUnusable, im.Format)
-		}
 		if read, err = qcow2DirtyChunks(im.Filename, o.Bitmap, x.Size); err != nil {
 			return x, st, err
 		}
@@ -217,7 +237,6 @@ func StoreImage(ctx context.Context, store *ChunkStore, path string, o StoreOpti
 	}
 	return x, st, nil
 }
-
 
 // spotCheck reads one chunk the bitmap calls unchanged, at random, and
 // compares it with the previous index: an image that was copied or
@@ -321,6 +340,11 @@ func (dr *diskReader) close() error {
 	return dr.exp.stop()
 }
 
+type mapResult struct {
+	es  []extent
+	err error
+}
+
 type chunkJob struct {
 	i    int
 	data []byte
@@ -413,7 +437,7 @@ func writeRaw(ctx context.Context, seam *hostio.Seam, store *ChunkStore, x Index
 	}
 	return eachChunk(ctx, store, x, func(i int, data []byte) error {
 		return dataRuns(data, func(c, end int) error {
-			return seam.Write(f, data[c*qcowCluster:min(end*qcowCluster, len(data))], int64(i)*ChunkSize+int64(c)*qcowCluster)
+			return writeBack(seam, f, data[c*qcowCluster:min(end*qcowCluster, len(data))], int64(i)*ChunkSize+int64(c)*qcowCluster)
 		})
 	})
 }
