@@ -53,3 +53,12 @@ func DialStore(tb testing.TB, opts ldapschema.StoreOptions) *ldapschema.Store {
 	tb.Cleanup(func() { st.Close() })
 	return st
 }
+
+// Image is CreateImage for a test, which fails if it cannot; it returns path.
+func Image(tb testing.TB, path string, sizeMiB int, writes ...string) string {
+	tb.Helper()
+	if err := CreateImage(path, sizeMiB, writes...); err != nil {
+		tb.Fatal(err)
+	}
+	return path
+}
