@@ -5,8 +5,6 @@ import (
 	"sort"
 	"time"
 
-	"github.com/go-ldap/ldap/v3"
-
 	"github.com/stoneycloud/stoney-conductor/fsm"
 	"github.com/stoneycloud/stoney-conductor/ldapschema"
 )
@@ -35,28 +33,13 @@ type VMOverview struct {
 // Overview joins Status, ListSchedule and every VM's newest good backup.
 // Only what store's bind may read appears.
 func Overview(store *ldapschema.Store, loc *time.Location, now time.Time) ([]VMOverview, error) {
-	st, err := Status(store)
+	st, good, err := readStatus(store)
 	if err != nil {
 		return nil, err
 	}
 	plans, err := ListSchedule(store, loc, now)
 	if err != nil && !errors.Is(err, ldapschema.ErrNotFound) {
 		return nil, err
-	}
-	es, err := store.Search(store.Tree.VirtualMachines(), ldap.ScopeWholeSubtree,
-		"(objectClass="+ldapschema.ClassProvisioning+")", []string{"*"})
-	if err != nil && !errors.Is(err, ldapschema.ErrNotFound) {
-		return nil, err
-	}
-	good := map[string]string{}
-	for _, e := range es {
-		l, err := ldapschema.ParseLeaf(store.Tree, e)
-		if err != nil || !l.FSM("").GoodBackup() {
-			continue
-		}
-		if l.Name > good[l.VM] {
-			good[l.VM] = l.Name
-		}
 	}
 	by := map[string]*VMOverview{}
 	get := func(vm string) *VMOverview {

@@ -55,12 +55,20 @@ func leafStatus(l ldapschema.Leaf) LeafStatus {
 
 // Status reads every VM's running leaves and last result from the directory.
 func Status(store *ldapschema.Store) ([]VMStatus, error) {
+	st, _, err := readStatus(store)
+	return st, err
+}
+
+// readStatus is Status and, by VM, the name of its newest good backup
+// (fsm.Leaf.GoodBackup), from the same read of the leaves.
+func readStatus(store *ldapschema.Store) ([]VMStatus, map[string]string, error) {
 	tree := store.Tree
 	es, err := store.Search(tree.VirtualMachines(), ldap.ScopeWholeSubtree,
 		"(|(objectClass="+ldapschema.ClassProvisioning+")(objectClass="+ldapschema.ClassVirtualMachine+"))", []string{"*"})
 	if err != nil && !errors.Is(err, ldapschema.ErrNotFound) {
-		return nil, err
+		return nil, nil, err
 	}
+	good := map[string]string{}
 	by := map[string]*VMStatus{}
 	get := func(vm string) *VMStatus {
 		if by[vm] == nil {
@@ -79,6 +87,9 @@ func Status(store *ldapschema.Store) ([]VMStatus, error) {
 		if err != nil {
 			continue
 		}
+		if l.FSM("").GoodBackup() && l.Name > good[l.VM] {
+			good[l.VM] = l.Name
+		}
 		s := get(l.VM)
 		if l.Mode != string(fsm.Finished) {
 			s.Running = append(s.Running, leafStatus(l))
@@ -95,5 +106,5 @@ func Status(store *ldapschema.Store) ([]VMStatus, error) {
 		out = append(out, *s)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].VM < out[j].VM })
-	return out, nil
+	return out, good, nil
 }
