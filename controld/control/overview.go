@@ -2,7 +2,6 @@ package control
 
 import (
 	"errors"
-	"sort"
 	"time"
 
 	"github.com/stoneycloud/stoney-conductor/fsm"
@@ -41,26 +40,19 @@ func Overview(store *ldapschema.Store, loc *time.Location, now time.Time) ([]VMO
 	if err != nil && !errors.Is(err, ldapschema.ErrNotFound) {
 		return nil, err
 	}
-	by := map[string]*VMOverview{}
-	get := func(vm string) *VMOverview {
-		if by[vm] == nil {
-			by[vm] = &VMOverview{VM: vm}
-		}
-		return by[vm]
-	}
+	by := newPerVM(func(vm string) *VMOverview { return &VMOverview{VM: vm} })
 	for _, p := range plans {
-		o := get(p.VM)
+		o := by.get(p.VM)
 		o.Plan, o.Host, o.Pool = p, p.Host, p.Pool
 	}
 	for _, s := range st {
-		o := get(s.VM)
+		o := by.get(s.VM)
 		if o.Host == "" {
 			o.Host = s.Node
 		}
 		o.Last, o.Running = s.Last, s.Running
 	}
-	out := make([]VMOverview, 0, len(by))
-	for vm, o := range by {
+	for vm, o := range by.by {
 		if name := good[vm]; name != "" {
 			o.LastGoodLeaf = name
 			o.LastGood, _ = fsm.ParseTime(name)
@@ -69,10 +61,8 @@ func Overview(store *ldapschema.Store, loc *time.Location, now time.Time) ([]VMO
 			o.Due = lastPlanned(o.Plan.Schedule, now.Add(-OverdueGrace))
 			o.Overdue = !o.Due.IsZero() && o.LastGood.Before(o.Due)
 		}
-		out = append(out, *o)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].VM < out[j].VM })
-	return out, nil
+	return by.sorted(), nil
 }
 
 // lastPlanned is the schedule's latest run at or before t, looking back a
