@@ -3,11 +3,11 @@ package main
 import (
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 
 	"github.com/stoneycloud/stoney-conductor/internal/format"
+	"github.com/stoneycloud/stoney-conductor/internal/testenv"
 )
 
 // A disk backed up in chunks is rebuilt by hand with the command, as qcow2
@@ -15,15 +15,7 @@ import (
 func TestChunksCommand(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	img := filepath.Join(dir, "disk.qcow2")
-	for _, c := range [][]string{
-		{"qemu-img", "create", "-q", "-f", "qcow2", img, "12M"},
-		{"qemu-io", "-f", "qcow2", "-c", "write -P 0x5a 3M 2M", img},
-	} {
-		if out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
-			t.Fatalf("%v: %v %s", c, err, out)
-		}
-	}
+	img := testenv.Image(t, filepath.Join(dir, "disk.qcow2"), 12, "write -P 0x5a 3M 2M")
 	root := filepath.Join(dir, "backup")
 	l := format.Layout{BackupRoot: root, Kind: "vm-persistent", Pool: "p", VM: "vm-1", Leaf: "20240101T030000Z"}
 	if err := os.MkdirAll(l.BackupDir(), 0o700); err != nil {

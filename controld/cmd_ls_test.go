@@ -9,13 +9,11 @@ import (
 	"time"
 
 	"github.com/stoneycloud/stoney-conductor/controld/control"
+	"github.com/stoneycloud/stoney-conductor/internal/testenv"
 )
 
 func TestPrintBackups(t *testing.T) {
-	loc, err := time.LoadLocation("Europe/Zurich")
-	if err != nil {
-		t.Fatal(err)
-	}
+	loc := testenv.Zone(t, "Europe/Zurich")
 	bs := []control.Backup{
 		{Leaf: "20240601T010000Z", Planned: time.Date(2024, 6, 1, 1, 0, 0, 0, time.UTC), Mode: "finished",
 			SizeBytes: 75316594, Duration: 5604 * time.Millisecond, Downtime: 2899 * time.Millisecond},
@@ -44,10 +42,7 @@ func TestPrintBackups(t *testing.T) {
 }
 
 func TestPrintSchedule(t *testing.T) {
-	loc, err := time.LoadLocation("Europe/Zurich")
-	if err != nil {
-		t.Fatal(err)
-	}
+	loc := testenv.Zone(t, "Europe/Zurich")
 	s, err := control.ParseSchedule(control.Spec{Minute: []string{"0"}, Hour: []string{"3"}, Day: []string{"*"},
 		Month: []string{"*"}, DayOfWeek: []string{"1,3", "5"}}, loc)
 	if err != nil {

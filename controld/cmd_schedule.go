@@ -12,8 +12,7 @@ import (
 )
 
 func runSchedule(_ context.Context, in *invocation) error {
-	cfg, store := in.cfg, in.store
-	plans, err := control.ListSchedule(store, cfg.location(), time.Now())
+	plans, err := control.ListSchedule(in.store, in.cfg.location(), time.Now())
 	if err != nil {
 		return backendError{err}
 	}

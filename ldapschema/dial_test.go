@@ -34,58 +34,61 @@ type testCA struct {
 
 func newCA(t *testing.T, name string) *testCA {
 	t.Helper()
-	key, der := sign(t, &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: name},
+	key, cert := sign(t, name, &x509.Certificate{
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
 		BasicConstraintsValid: true,
 		IsCA:                  true,
 	}, nil)
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &testCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
+	return &testCA{cert: cert, key: key, pem: pemCert(cert)}
 }
 
 // issue returns a server certificate and its key, both PEM, valid for the
 // given IP addresses and DNS names.
 func (ca *testCA) issue(t *testing.T, ips []net.IP, names []string) (certPEM, keyPEM []byte) {
 	t.Helper()
-	key, der := sign(t, &x509.Certificate{
-		SerialNumber: big.NewInt(2),
-		Subject:      pkix.Name{CommonName: "slapd under test"},
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses:  ips,
-		DNSNames:     names,
+	key, cert := sign(t, "slapd under test", &x509.Certificate{
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IPAddresses: ips,
+		DNSNames:    names,
 	}, ca)
 	pkcs8, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8})
+	return pemCert(cert), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8})
 }
 
-// sign makes a key and a certificate (DER) for tmpl, valid from an hour ago
-// for a day, signed by ca or, when ca is nil, by the new key itself.
-func sign(t *testing.T, tmpl *x509.Certificate, ca *testCA) (*ecdsa.PrivateKey, []byte) {
+func pemCert(c *x509.Certificate) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+}
+
+// sign makes a key and a certificate for tmpl named name, valid from
+// an hour ago for a day, signed by ca or, when ca is nil, by the new key
+// itself. The CA's own certificate is serial 1, what it issues serial 2.
+func sign(t *testing.T, name string, tmpl *x509.Certificate, ca *testCA) (*ecdsa.PrivateKey, *x509.Certificate) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
+	tmpl.Subject = pkix.Name{CommonName: name}
+	tmpl.SerialNumber = big.NewInt(1)
 	tmpl.NotBefore, tmpl.NotAfter = time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour)
 	parent, parentKey := tmpl, key
 	if ca != nil {
+		tmpl.SerialNumber = big.NewInt(2)
 		parent, parentKey = ca.cert, ca.key
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, parentKey)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return key, der
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return key, cert
 }
 
 func writeFile(t *testing.T, dir, name string, data []byte) string {

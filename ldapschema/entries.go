@@ -53,10 +53,7 @@ type Leaf struct {
 // must be present (the entry may have been read with a subset of attributes,
 // so absent ExecutionDate and ReturnValue read as 0).
 func ParseLeaf(t Tree, e *ldap.Entry) (Leaf, error) {
-	if e == nil {
-		return Leaf{}, fmt.Errorf("%w: nil leaf entry", ErrMalformed)
-	}
-	vm, name, err := ParseLeafDN(t, e.DN)
+	vm, name, err := entryBelowVM(t, e, "leaf", ParseLeafDN)
 	if err != nil {
 		return Leaf{}, err
 	}
@@ -231,10 +228,7 @@ type Disk struct {
 
 // ParseDisk reads a disk entry below ou=devices of a VM.
 func ParseDisk(t Tree, e *ldap.Entry) (Disk, error) {
-	if e == nil {
-		return Disk{}, fmt.Errorf("%w: nil disk entry", ErrMalformed)
-	}
-	vm, target, err := ParseDiskDN(t, e.DN)
+	vm, target, err := entryBelowVM(t, e, "disk", ParseDiskDN)
 	if err != nil {
 		return Disk{}, err
 	}
@@ -618,6 +612,15 @@ func attrStrings(a *ldap.EntryAttribute) []string {
 		s[i] = string(b)
 	}
 	return s
+}
+
+// entryBelowVM takes the DN of an entry below a VM apart with parse
+// (ParseLeafDN, ParseDiskDN); what names the kind of entry when e is nil.
+func entryBelowVM(t Tree, e *ldap.Entry, what string, parse func(Tree, string) (string, string, error)) (vm, name string, err error) {
+	if e == nil {
+		return "", "", fmt.Errorf("%w: nil %s entry", ErrMalformed, what)
+	}
+	return parse(t, e.DN)
 }
 
 func entryValues(e *ldap.Entry, attr string) []string {

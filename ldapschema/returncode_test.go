@@ -1,33 +1,46 @@
 package ldapschema
 
-import "testing"
+import (
+	"bufio"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// returnCodesShown reads the table the web UI displays, as the original
+// defined it: one code and its text a line.
+func returnCodesShown(t *testing.T) map[int]string {
+	t.Helper()
+	f, err := os.Open("testdata/returncodes.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	want := map[int]string{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if sc.Text() == "" || strings.HasPrefix(sc.Text(), "#") {
+			continue
+		}
+		num, text, ok := strings.Cut(sc.Text(), " ")
+		n, err := strconv.Atoi(num)
+		if !ok || err != nil {
+			t.Fatalf("returncodes.txt: %q", sc.Text())
+		}
+		want[n] = text
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if len(want) != 48 {
+		t.Fatalf("returncodes.txt holds %d codes, want 48 (0 to 48 but 14)", len(want))
+	}
+	return want
+}
 
 func TestReturnCodes(t *testing.T) {
-	// The table the web UI displays; 14 was never assigned.
-	want := map[int]string{
-		0: "success", 1: "undefined error", 2: "missing parameter in config file",
-		3: "configured RAM disk is not valid", 4: "not enough space on RAM disk",
-		5: "cannot save machine state", 6: "cannot write to backup location",
-		7: "cannot copy file to backup location", 8: "cannot copy image", 9: "cannot copy XML",
-		10: "cannot copy backend file", 11: "cannot merge disk images",
-		12: "cannot remove old disk image", 13: "cannot remove file",
-		15: "cannot create empty disk image", 16: "cannot rename disk image",
-		17: "cannot connect to backend", 18: "wrong state information",
-		19: "cannot set disk image ownership", 20: "cannot set disk image permission",
-		21: "cannot restore machine", 22: "cannot lock machine", 23: "cannot find machine",
-		24: "cannot copy state file to retain", 25: "retain root directory does not exist",
-		26: "backup root directory does not exist", 27: "cannot create directory",
-		28: "cannot save XML", 29: "cannot save backend entry",
-		30: "cannot set directory ownership", 31: "cannot set directory permission",
-		32: "cannot find configuration entry", 33: "backend/XML inconsistency",
-		34: "cannot create tarball", 35: "unsupported file transfer protocol",
-		36: "unknown backend type", 37: "missing necessary files", 38: "corrupt disk image found",
-		39: "unsupported configuration parameter", 40: "cannot move disk image to original location",
-		41: "cannot define machine", 42: "cannot start machine", 43: "cannot work on undefined object",
-		44: "cannot read state file", 45: "cannot read XML file",
-		46: "not all files deleted from retain location", 47: "not enough disk space",
-		48: "no disk space information",
-	}
+	want := returnCodesShown(t)
 	for n := 0; n <= 48; n++ {
 		c := ReturnCode(n)
 		text, ok := want[n]

@@ -209,3 +209,13 @@ func copyFile(t *testing.T, src, dst string) {
 		t.Fatal(err)
 	}
 }
+
+// snapshot takes a snapshot that must succeed.
+func snapshot(t testing.TB, h *Hypervisor, req SnapshotRequest) SnapshotResult {
+	t.Helper()
+	res, err := h.Snapshot(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}

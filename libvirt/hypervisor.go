@@ -176,6 +176,16 @@ func (h *Hypervisor) lockDomain(name string) func() {
 	return m.Unlock
 }
 
+// timedOnDomain runs op with the domain locked and returns how long it
+// took, the wait for the lock included: what the caller of a step waited.
+func (h *Hypervisor) timedOnDomain(name string, op func()) time.Duration {
+	start := time.Now()
+	unlock := h.lockDomain(name)
+	defer unlock()
+	op()
+	return time.Since(start)
+}
+
 func (h *Hypervisor) fail(step string) error {
 	if h.failAt == nil {
 		return nil

@@ -43,11 +43,9 @@ const pollInterval = 100 * time.Millisecond
 // and its caller's deadline must see it move. Starting a pull, a rebase and
 // an abort each pass the seam; looking at a job does not.
 func (h *Hypervisor) Merge(ctx context.Context, req MergeRequest) (MergeResult, error) {
-	start := time.Now()
-	unlock := h.lockDomain(req.Domain)
-	defer unlock()
-	err := h.merge(ctx, req)
-	return MergeResult{Duration: time.Since(start)}, err
+	var err error
+	took := h.timedOnDomain(req.Domain, func() { err = h.merge(ctx, req) })
+	return MergeResult{Duration: took}, err
 }
 
 func (h *Hypervisor) merge(ctx context.Context, req MergeRequest) error {

@@ -62,6 +62,17 @@ func traceOps(s *hostio.Seam, errno syscall.Errno) *[]string {
 	return &ops
 }
 
+// backupOnSeam is a snapshot of a new VM (64 MiB, RAM state on the RAM
+// disk) by a Hypervisor of the test's own, whose seam the test then arms.
+func backupOnSeam(t *testing.T, name string, running bool, patterns ...byte) (*Hypervisor, *hostio.Seam, *testVM, SnapshotResult) {
+	t.Helper()
+	h := ownH(t)
+	seam := &hostio.Seam{}
+	h.SetSeam(seam)
+	v := newVM(t, name, "", 64, running, patterns...)
+	return h, seam, v, snapshot(t, h, v.request(ramDisk))
+}
+
 // A block pull that lasts (bandwidth-limited) reports its progress all along,
 // so that the node can show it and controld's deadline follows it; starting
 // the pull is one seam point, and a failure there leaves the disk backed
@@ -69,14 +80,7 @@ func traceOps(s *hostio.Seam, errno syscall.Errno) *[]string {
 func TestMergeReportsProgressWhilePulling(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	h := ownH(t)
-	seam := &hostio.Seam{}
-	h.SetSeam(seam)
-	v := newVM(t, "mprog", "", 64, true, 0x5a)
-	res, err := h.Snapshot(ctx, v.request(ramDisk))
-	if err != nil {
-		t.Fatal(err)
-	}
+	h, seam, v, res := backupOnSeam(t, "mprog", true, 0x5a)
 
 	ops := traceOps(seam, syscall.EIO)
 	if _, err := h.Merge(ctx, MergeRequest{Domain: "mprog", Disks: res.Disks}); !errors.Is(err, syscall.EIO) || !errors.Is(err, ErrMergeFailed) {
@@ -113,14 +117,7 @@ func TestMergeReportsProgressWhilePulling(t *testing.T) {
 func TestMergeReportsProgressOffline(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	h := ownH(t)
-	seam := &hostio.Seam{}
-	h.SetSeam(seam)
-	v := newVM(t, "mprogoff", "", 64, false, 0x6b, 0x7c)
-	res, err := h.Snapshot(ctx, v.request(ramDisk))
-	if err != nil {
-		t.Fatal(err)
-	}
+	h, seam, v, res := backupOnSeam(t, "mprogoff", false, 0x6b, 0x7c)
 	ops := traceOps(seam, syscall.ENOSPC)
 	if _, err := h.Merge(ctx, MergeRequest{Domain: "mprogoff", Disks: res.Disks}); !errors.Is(err, syscall.ENOSPC) {
 		t.Fatalf("failed rebase: %v", err)
@@ -155,17 +152,10 @@ func TestMergeReportsProgressOffline(t *testing.T) {
 // leaves the disk backed; the next merge finishes it.
 func TestMergeCancelAbortsThroughSeam(t *testing.T) {
 	t.Parallel()
-	h := ownH(t)
-	seam := &hostio.Seam{}
-	h.SetSeam(seam)
-	v := newVM(t, "mcancel", "", 64, true, 0x4d)
-	res, err := h.Snapshot(context.Background(), v.request(ramDisk))
-	if err != nil {
-		t.Fatal(err)
-	}
+	h, seam, v, res := backupOnSeam(t, "mcancel", true, 0x4d)
 	ops := traceOps(seam, 0)
 	ctx, cancel := context.WithCancel(context.Background())
-	_, err = h.Merge(ctx, MergeRequest{Domain: "mcancel", Disks: res.Disks, BandwidthMiBs: 1, Progress: func(done, _ int64) {
+	_, err := h.Merge(ctx, MergeRequest{Domain: "mcancel", Disks: res.Disks, BandwidthMiBs: 1, Progress: func(done, _ int64) {
 		if done > 0 {
 			cancel()
 		}

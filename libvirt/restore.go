@@ -92,12 +92,9 @@ func (r RestoreRequest) parkedState() (hostio.Path, error) {
 // previous definition and the parked state, which is removed only once the
 // previous VM runs from it; if the put-back fails too, the record stays open
 // and the error says where the previous disks and state are.
-func (h *Hypervisor) Restore(ctx context.Context, req RestoreRequest) (RestoreResult, error) {
-	start := time.Now()
-	unlock := h.lockDomain(req.Domain)
-	defer unlock()
-	res, err := h.restoreVM(ctx, req)
-	res.Duration = time.Since(start)
+func (h *Hypervisor) Restore(ctx context.Context, req RestoreRequest) (res RestoreResult, err error) {
+	took := h.timedOnDomain(req.Domain, func() { res, err = h.restoreVM(ctx, req) })
+	res.Duration = took
 	return res, err
 }
 

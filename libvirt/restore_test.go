@@ -51,10 +51,7 @@ func restoreRequest(t testing.TB, h *Hypervisor, name string, res SnapshotResult
 func backedUp(t *testing.T, h *Hypervisor, v *testVM) SnapshotResult {
 	t.Helper()
 	ctx := context.Background()
-	res, err := h.Snapshot(ctx, v.request(ramDisk))
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := snapshot(t, h, v.request(ramDisk))
 	if _, err := h.Merge(ctx, MergeRequest{Domain: v.spec.Name, Disks: res.Disks}); err != nil {
 		t.Fatal(err)
 	}
@@ -106,6 +103,65 @@ func (v *testVM) readsPrevious(t *testing.T, h *Hypervisor, boots int) {
 	}
 }
 
+// backedUpVM is a running one-disk VM (0xab) backed up through a
+// Hypervisor of the test's own, and a park directory for its restores.
+func backedUpVM(t *testing.T, name string, memMiB int) (*Hypervisor, *testVM, SnapshotResult, string) {
+	t.Helper()
+	h := ownH(t)
+	v := newVM(t, name, "", memMiB, true, 0xab)
+	return h, v, backedUp(t, h, v), t.TempDir()
+}
+
+// restoreRuns is what an every-operation test needs: the operations of an
+// undisturbed restore of res, and again, which brings back the backup's
+// files as that restore found them and has the guest write over its data.
+func restoreRuns(t *testing.T, h *Hypervisor, v *testVM, res SnapshotResult, park string) (ops []string, again func()) {
+	t.Helper()
+	keep := t.TempDir()
+	files := []string{res.Disks[0].Retained, res.StateFile, res.XMLFile}
+	for _, f := range files {
+		copyFile(t, f, filepath.Join(keep, filepath.Base(f)))
+	}
+	h.SetSeam(&hostio.Seam{Trace: func(n int, op string) { ops = append(ops, op) }})
+	if _, err := h.Restore(context.Background(), restoreRequest(t, h, v.spec.Name, res, park)); err != nil {
+		t.Fatal(err)
+	}
+	return ops, func() {
+		t.Helper()
+		for _, f := range files {
+			copyFile(t, filepath.Join(keep, filepath.Base(f)), f)
+		}
+		v.guestWrites(t, "vda", 0xee, testenv.PatternOffset, 2<<20)
+	}
+}
+
+// injectAt fails the step of that name (see Hypervisor.failAt).
+func injectAt(name string) func(string) error {
+	return func(step string) error {
+		if step == name {
+			return errors.New("injected")
+		}
+		return nil
+	}
+}
+
+// putBack tells whether a restore failed and put the previous VM back.
+func putBack(err error) bool {
+	return errors.Is(err, ErrRestoreFailed) && strings.Contains(err.Error(), "put back")
+}
+
+// leftParked lists what a settled restore of v must not leave: the
+// previous image or the previous RAM state, parked.
+func (v *testVM) leftParked(park string) []string {
+	var left []string
+	for _, p := range []string{v.spec.Disks[0].Path + preRestore, filepath.Join(park, v.spec.Name+".pre-restore.state")} {
+		if _, err := os.Stat(p); !os.IsNotExist(err) {
+			left = append(left, p)
+		}
+	}
+	return left
+}
+
 // crashSeam is a seam whose crash parks the goroutine for ever: the host is
 // left exactly as a kill at that point would leave it. crashed tells the op.
 func crashSeam(f hostio.Fault) (*hostio.Seam, chan string) {
@@ -118,14 +174,11 @@ func crashSeam(f hostio.Fault) (*hostio.Seam, chan string) {
 	return s, crashed
 }
 
-// runUntilCrash runs the restore in a goroutine of its own; it returns the
-// operation it crashed at, or "" and the restore's outcome.
-func runUntilCrash(h *Hypervisor, req RestoreRequest, crashed chan string) (string, error) {
+// runUntilCrash runs a step in a goroutine of its own; it returns the
+// operation it crashed at, or "" and the step's outcome.
+func runUntilCrash(step func() error, crashed chan string) (string, error) {
 	done := make(chan error, 1)
-	go func() {
-		_, err := h.Restore(context.Background(), req)
-		done <- err
-	}()
+	go func() { done <- step() }()
 	select {
 	case op := <-crashed:
 		return op, nil
@@ -134,13 +187,29 @@ func runUntilCrash(h *Hypervisor, req RestoreRequest, crashed chan string) (stri
 	}
 }
 
-// rerun is the daemon started again: a new Hypervisor with a fresh seam,
-// the same request and record.
-func rerun(t *testing.T, req RestoreRequest) (RestoreResult, error, *Hypervisor) {
+// restoreUntilCrash is runUntilCrash of a restore.
+func restoreUntilCrash(h *Hypervisor, req RestoreRequest, crashed chan string) (string, error) {
+	return runUntilCrash(func() error {
+		_, err := h.Restore(context.Background(), req)
+		return err
+	}, crashed)
+}
+
+// restarted is the daemon started again: a new Hypervisor with a fresh
+// seam, which req's record now passes.
+func restarted(t *testing.T, req *RestoreRequest) *Hypervisor {
 	t.Helper()
 	h := ownH(t)
 	h.SetSeam(&hostio.Seam{})
 	req.Record.Seam = h.seam
+	return h
+}
+
+// rerun is the restore run again by the restarted daemon, with the same
+// request and record.
+func rerun(t *testing.T, req RestoreRequest) (RestoreResult, error, *Hypervisor) {
+	t.Helper()
+	h := restarted(t, &req)
 	res, err := h.Restore(context.Background(), req)
 	return res, err, h
 }
@@ -197,10 +266,7 @@ func TestRestoreShutOff(t *testing.T) {
 	ctx := context.Background()
 	h := openH(t)
 	v := newVM(t, "restoff", "", 64, false, 0x31)
-	res, err := h.Snapshot(ctx, v.request(""))
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := snapshot(t, h, v.request(""))
 	if _, err := h.Merge(ctx, MergeRequest{Domain: "restoff", Disks: res.Disks}); err != nil {
 		t.Fatal(err)
 	}
@@ -225,20 +291,12 @@ func TestRestoreShutOff(t *testing.T) {
 func TestRestoreFailureGoesBack(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	h := ownH(t)
-	v := newVM(t, "restback", "", 64, true, 0xab)
-	res := backedUp(t, h, v)
+	h, v, res, park := backedUpVM(t, "restback", 64)
 	before := v.boots(t)
-	park := t.TempDir()
 	req := restoreRequest(t, h, "restback", res, park)
 
-	h.failAt = func(step string) error {
-		if step == "restore-start" {
-			return errors.New("injected")
-		}
-		return nil
-	}
-	if _, err := h.Restore(ctx, req); !errors.Is(err, ErrRestoreFailed) || !strings.Contains(err.Error(), "put back") {
+	h.failAt = injectAt("restore-start")
+	if _, err := h.Restore(ctx, req); !putBack(err) {
 		t.Fatalf("failed restore: %v", err)
 	}
 	v.readsPrevious(t, h, before)
@@ -274,11 +332,8 @@ func TestRestoreFailureGoesBack(t *testing.T) {
 // exactly that disk and resume the parked RAM state.
 func TestRestoreRerunNeverTruncatesTheLiveDisk(t *testing.T) {
 	t.Parallel()
-	h := ownH(t)
-	v := newVM(t, "resttrunc", "", 64, true, 0xab)
-	res := backedUp(t, h, v)
+	h, v, res, park := backedUpVM(t, "resttrunc", 64)
 	before := v.boots(t)
-	park := t.TempDir()
 
 	// Crash just before the operation that follows the rename of the live
 	// image to .pre-restore.
@@ -294,7 +349,7 @@ func TestRestoreRerunNeverTruncatesTheLiveDisk(t *testing.T) {
 	}
 	h.SetSeam(s)
 	req := restoreRequest(t, h, "resttrunc", res, park)
-	if op, err := runUntilCrash(h, req, crashed); op == "" {
+	if op, err := restoreUntilCrash(h, req, crashed); op == "" {
 		t.Fatalf("the restore never renamed the live image: %v", err)
 	}
 	live := res.Disks[0].Source
@@ -302,25 +357,15 @@ func TestRestoreRerunNeverTruncatesTheLiveDisk(t *testing.T) {
 		t.Fatalf("the live image is not parked at the crash: %v", err)
 	}
 
-	h2 := ownH(t)
-	h2.SetSeam(&hostio.Seam{})
-	req.Record.Seam = h2.seam
-	h2.failAt = func(step string) error {
-		if step == "restore-start" {
-			return errors.New("injected")
-		}
-		return nil
-	}
-	_, err := h2.Restore(context.Background(), req)
-	if !errors.Is(err, ErrRestoreFailed) || !strings.Contains(err.Error(), "put back") {
+	h2 := restarted(t, &req)
+	h2.failAt = injectAt("restore-start")
+	if _, err := h2.Restore(context.Background(), req); !putBack(err) {
 		t.Fatalf("failing re-run: %v", err)
 	}
 	v.readsPrevious(t, h2, before)
 	offlineReads(t, res.Disks[0].Retained, 0xab, testenv.PatternOffset, testenv.PatternLength)
-	for _, p := range []string{live + preRestore, filepath.Join(park, "resttrunc.pre-restore.state")} {
-		if _, err := os.Stat(p); !os.IsNotExist(err) {
-			t.Fatalf("%s left after the put-back: %v", p, err)
-		}
+	if left := v.leftParked(park); left != nil {
+		t.Fatalf("%q left after the put-back", left)
 	}
 }
 
@@ -330,10 +375,7 @@ func TestRestoreRerunNeverTruncatesTheLiveDisk(t *testing.T) {
 // resumes the backup's state a second time (same domain id).
 func TestRestoreRerunAfterResumeSucceeds(t *testing.T) {
 	t.Parallel()
-	h := ownH(t)
-	v := newVM(t, "restagain", "", 64, true, 0xab)
-	res := backedUp(t, h, v)
-	park := t.TempDir()
+	h, v, res, park := backedUpVM(t, "restagain", 64)
 
 	crashed := make(chan string, 1)
 	resumed := false
@@ -347,7 +389,7 @@ func TestRestoreRerunAfterResumeSucceeds(t *testing.T) {
 	}
 	h.SetSeam(s)
 	req := restoreRequest(t, h, "restagain", res, park)
-	if op, err := runUntilCrash(h, req, crashed); op == "" {
+	if op, err := restoreUntilCrash(h, req, crashed); op == "" {
 		t.Fatalf("the restore never resumed: %v", err)
 	}
 	if rec := loadRecord(t, req); rec.Phase != RestoreResuming {
@@ -382,11 +424,8 @@ func TestRestoreRerunAfterResumeSucceeds(t *testing.T) {
 // previous VM from that very state.
 func TestParkedStateSurvivesFailedPutBack(t *testing.T) {
 	t.Parallel()
-	h := ownH(t)
-	v := newVM(t, "restpark", "", 64, true, 0xab)
-	res := backedUp(t, h, v)
+	h, v, res, park := backedUpVM(t, "restpark", 64)
 	before := v.boots(t)
-	park := t.TempDir()
 	parked := filepath.Join(park, "restpark.pre-restore.state")
 	retained := res.Disks[0].Retained
 	req := restoreRequest(t, h, "restpark", res, park)
@@ -420,7 +459,7 @@ func TestParkedStateSurvivesFailedPutBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err, h2 := rerun(t, req)
-	if !errors.Is(err, ErrRestoreFailed) || !strings.Contains(err.Error(), "put back") {
+	if !putBack(err) {
 		t.Fatalf("re-run of the put-back: %v", err)
 	}
 	v.readsPrevious(t, h2, before)
@@ -438,9 +477,7 @@ func TestParkedStateSurvivesFailedPutBack(t *testing.T) {
 // host files is refused before anything is touched.
 func TestSavedXMLWithForeignDiskIsRefused(t *testing.T) {
 	t.Parallel()
-	h := ownH(t)
-	v := newVM(t, "restxml", "", 64, true, 0xab)
-	res := backedUp(t, h, v)
+	h, v, res, _ := backedUpVM(t, "restxml", 64)
 	orig, err := os.ReadFile(res.XMLFile)
 	if err != nil {
 		t.Fatal(err)
@@ -543,29 +580,8 @@ func TestSavedXMLReachingHostFilesIsRefused(t *testing.T) {
 // every point.
 func TestRestoreCrashAtEveryOperation(t *testing.T) {
 	t.Parallel()
-	h := ownH(t)
-	v := newVM(t, "restcrash", "", 32, true, 0xab)
-	res := backedUp(t, h, v)
-	park := t.TempDir()
-	// The backup's files as the restore finds them, kept for every round.
-	keep := t.TempDir()
-	files := []string{res.Disks[0].Retained, res.StateFile, res.XMLFile}
-	for _, f := range files {
-		copyFile(t, f, filepath.Join(keep, filepath.Base(f)))
-	}
-	again := func() {
-		t.Helper()
-		for _, f := range files {
-			copyFile(t, filepath.Join(keep, filepath.Base(f)), f)
-		}
-		v.guestWrites(t, "vda", 0xee, testenv.PatternOffset, 2<<20)
-	}
-	// Count the operations with a restore that is not crashed.
-	var ops []string
-	h.SetSeam(&hostio.Seam{Trace: func(n int, op string) { ops = append(ops, op) }})
-	if _, err := h.Restore(context.Background(), restoreRequest(t, h, "restcrash", res, park)); err != nil {
-		t.Fatal(err)
-	}
+	h, v, res, park := backedUpVM(t, "restcrash", 32)
+	ops, again := restoreRuns(t, h, v, res, park)
 	if len(ops) < 15 {
 		t.Fatalf("only %d operations: %v", len(ops), ops)
 	}
@@ -581,7 +597,7 @@ func TestRestoreCrashAtEveryOperation(t *testing.T) {
 		s, crashed := crashSeam(f)
 		hc.SetSeam(s)
 		req := restoreRequest(t, hc, "restcrash", res, park)
-		op, err := runUntilCrash(hc, req, crashed)
+		op, err := restoreUntilCrash(hc, req, crashed)
 		if op == "" {
 			t.Fatalf("%v: no crash (%v)", f, err)
 		}
@@ -593,10 +609,8 @@ func TestRestoreCrashAtEveryOperation(t *testing.T) {
 			t.Fatalf("%v (%s): VM not running", f, op)
 		}
 		v.guestReadsOriginal(t)
-		for _, p := range []string{res.Disks[0].Source + preRestore, filepath.Join(park, "restcrash.pre-restore.state")} {
-			if _, err := os.Stat(p); !os.IsNotExist(err) {
-				t.Fatalf("%v (%s): %s left: %v", f, op, p, err)
-			}
+		if left := v.leftParked(park); left != nil {
+			t.Fatalf("%v (%s): %q left", f, op, left)
 		}
 		if rec := loadRecord(t, req); rec.Phase != RestoreCleaned {
 			t.Fatalf("%v (%s): record at %q", f, op, rec.Phase)
@@ -613,26 +627,11 @@ func TestRestoreCrashAtEveryOperation(t *testing.T) {
 // restored and a re-run finishes. Never a lost disk, never a VM left off.
 func TestRestoreFailureAtEveryOperation(t *testing.T) {
 	t.Parallel()
-	h := ownH(t)
-	v := newVM(t, "restfail", "", 32, true, 0xab)
-	res := backedUp(t, h, v)
-	park := t.TempDir()
-	keep := t.TempDir()
-	files := []string{res.Disks[0].Retained, res.StateFile, res.XMLFile}
-	for _, f := range files {
-		copyFile(t, f, filepath.Join(keep, filepath.Base(f)))
-	}
-	var ops []string
-	h.SetSeam(&hostio.Seam{Trace: func(n int, op string) { ops = append(ops, op) }})
-	if _, err := h.Restore(context.Background(), restoreRequest(t, h, "restfail", res, park)); err != nil {
-		t.Fatal(err)
-	}
+	h, v, res, park := backedUpVM(t, "restfail", 32)
+	ops, again := restoreRuns(t, h, v, res, park)
 	held, points := 0, pointsToRun(len(ops))
 	for _, n := range points {
-		for _, f := range files {
-			copyFile(t, filepath.Join(keep, filepath.Base(f)), f)
-		}
-		v.guestWrites(t, "vda", 0xee, testenv.PatternOffset, 2<<20)
+		again()
 		boots := v.boots(t)
 		hf := ownH(t)
 		s := &hostio.Seam{}
@@ -665,10 +664,8 @@ func TestRestoreFailureAtEveryOperation(t *testing.T) {
 		default:
 			t.Fatalf("fail:%d (%s): record at %q: %v", n, ops[n-1], rec.Phase, ferr)
 		}
-		for _, p := range []string{res.Disks[0].Source + preRestore, filepath.Join(park, "restfail.pre-restore.state")} {
-			if _, err := os.Stat(p); !os.IsNotExist(err) {
-				t.Fatalf("fail:%d (%s): %s left: %v", n, ops[n-1], p, err)
-			}
+		if left := v.leftParked(park); left != nil {
+			t.Fatalf("fail:%d (%s): %q left", n, ops[n-1], left)
 		}
 		t.Logf("fail:%d:EIO at %q: %s, held", n, ops[n-1], rec.Phase)
 		held++

@@ -129,12 +129,9 @@ func (r *snapRecord) at(phase string) bool { return snapPhaseOrder[r.Phase] >= s
 // the VM is down, any failure is rolled back so that the VM runs again on
 // its own disks, and the error is returned. Run again after a crash,
 // Snapshot continues from its intent record.
-func (h *Hypervisor) Snapshot(ctx context.Context, req SnapshotRequest) (SnapshotResult, error) {
-	start := time.Now()
-	unlock := h.lockDomain(req.Domain)
-	defer unlock()
-	res, err := h.snapshot(ctx, req)
-	res.Total = time.Since(start)
+func (h *Hypervisor) Snapshot(ctx context.Context, req SnapshotRequest) (res SnapshotResult, err error) {
+	took := h.timedOnDomain(req.Domain, func() { res, err = h.snapshot(ctx, req) })
+	res.Total = took
 	return res, err
 }
 

@@ -35,10 +35,7 @@ func TestSnapshotMergeRunning(t *testing.T) {
 	}
 
 	req := v.request(ramDisk)
-	res, err := h.Snapshot(ctx, req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := snapshot(t, h, req)
 	t.Logf("save %v restore %v downtime %v total %v", res.Save, res.Restore, res.Downtime, res.Total)
 	retained := filepath.Join(v.retain, filepath.Base(src))
 	if !res.WasRunning || res.Downtime <= 0 || res.Downtime < res.Save || len(res.Disks) != 1 ||
@@ -131,10 +128,7 @@ func TestSnapshotMergeTwoDisks(t *testing.T) {
 	h := openH(t)
 	v := newVM(t, "two", "", 64, true, 0xa1, 0xb2)
 	// No RAM disk: the state goes straight into the retain directory.
-	res, err := h.Snapshot(ctx, v.request(""))
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := snapshot(t, h, v.request(""))
 	if len(res.Disks) != 2 || !format.IsSaveImage(res.StateFile) {
 		t.Fatalf("%+v", res)
 	}
@@ -166,10 +160,7 @@ func TestSnapshotMergeShutOff(t *testing.T) {
 	v := newVM(t, "off", "", 64, false, 0x77)
 	req := v.request(ramDisk)
 	req.Ownership = Ownership{Owner: "root", Group: "daemon", Perm: 0o660}
-	res, err := h.Snapshot(ctx, req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := snapshot(t, h, req)
 	if res.WasRunning || res.Downtime != 0 {
 		t.Fatalf("%+v", res)
 	}
@@ -267,11 +258,7 @@ func TestSnapshotNoSpace(t *testing.T) {
 	h := openH(t)
 	dir := filepath.Join(smallFS, "full")
 	v := newVM(t, "full", dir, 128, true, 0x42)
-	_, err := h.Snapshot(context.Background(), v.request(tinyRAM))
-	if !errors.Is(err, ErrNoSpace) {
-		t.Fatalf("got %v, want ErrNoSpace", err)
-	}
-	v.onOwnDisks(t, h, true)
+	v.snapshotRefused(t, h, tinyRAM, ErrNoSpace)
 }
 
 // A save that fails on a full filesystem leaves the VM running (trap 3):
@@ -281,14 +268,10 @@ func TestSnapshotSaveFails(t *testing.T) {
 	h := ownH(t)
 	h.stateSize = func(format.Domain) uint64 { return 1 << 20 } // wrong on purpose
 	v := newVM(t, "enospc", "", 64, true, 0x99)
-	_, err := h.Snapshot(context.Background(), v.request(tinyRAM))
-	if !errors.Is(err, ErrSaveFailed) {
-		t.Fatalf("got %v, want ErrSaveFailed", err)
-	}
+	v.snapshotRefused(t, h, tinyRAM, ErrSaveFailed)
 	if _, err := os.Stat(filepath.Join(tinyRAM, "enospc.state")); !os.IsNotExist(err) {
 		t.Errorf("partial state file left: %v", err)
 	}
-	v.onOwnDisks(t, h, true)
 }
 
 // A failure after the VM went down is rolled back: it runs on its own disks
@@ -306,12 +289,7 @@ func TestSnapshotRollback(t *testing.T) {
 		{"restore", ErrRestoreFailed}, // restore refused
 		{"verify", ErrRestoreFailed},  // restored, but on the wrong chain
 	} {
-		h.failAt = func(step string) error {
-			if step == tc.step {
-				return errors.New("injected")
-			}
-			return nil
-		}
+		h.failAt = injectAt(tc.step)
 		_, err := h.Snapshot(ctx, v.request(ramDisk))
 		if !errors.Is(err, tc.want) || !strings.Contains(err.Error(), "rolled back") {
 			t.Fatalf("fail at %s: %v", tc.step, err)
@@ -324,10 +302,7 @@ func TestSnapshotRollback(t *testing.T) {
 	// The VM goes on writing to its own disks.
 	v.guestWrites(t, "vdb", 0x1f, 24<<20, 1<<20)
 	h.failAt = nil
-	res, err := h.Snapshot(ctx, v.request(ramDisk))
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := snapshot(t, h, v.request(ramDisk))
 	v.guestReadsOriginal(t)
 	v.guestReads(t, "vdb", 0x1f, 24<<20, 1<<20)
 	offlineReads(t, res.Disks[1].Retained, 0x1f, 24<<20, 1<<20)
@@ -341,31 +316,7 @@ func TestSnapshotCrashedAtEveryOperationEndsRunningOnAValidChain(t *testing.T) {
 	ctx := context.Background()
 	v := newVM(t, "crashes", "", 64, true, 0x21)
 	src := v.spec.Disks[0].Path
-	reset := func(h *Hypervisor, res SnapshotResult) {
-		t.Helper()
-		if _, err := h.Merge(ctx, MergeRequest{Domain: "crashes", Disks: res.Disks}); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.RemoveAll(v.retain); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.MkdirAll(v.retain, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// Count the operations of an undisturbed run.
-	var ops []string
-	seam := &hostio.Seam{Trace: func(n int, op string) { ops = append(ops, op) }}
-	h := ownH(t)
-	h.SetSeam(seam)
-	req := v.request(ramDisk)
-	req.Record = v.record(seam)
-	res, err := h.Snapshot(ctx, req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.SetSeam(nil) // count the snapshot's own: reset's merge passes the seam too
-	reset(h, res)
+	ops := v.snapshotOps(t, ramDisk)
 	if len(ops) < 15 {
 		t.Fatalf("only %d operations pass the seam: %v", len(ops), ops)
 	}
@@ -374,27 +325,7 @@ func TestSnapshotCrashedAtEveryOperationEndsRunningOnAValidChain(t *testing.T) {
 		for _, kind := range []hostio.FaultKind{hostio.CrashBefore, hostio.CrashAfter} {
 			want++
 			f := hostio.Fault{Kind: kind, N: n}
-			crashed := make(chan string, 1)
-			seam := &hostio.Seam{Crash: func(op string, _ int) {
-				crashed <- op
-				select {} // the process is gone: nothing after this runs
-			}}
-			seam.Arm(f)
-			dead, err := Open(lvd.URI)
-			if err != nil {
-				t.Fatal(err)
-			}
-			dead.SetSeam(seam)
-			req := v.request(ramDisk)
-			req.Record = v.record(seam)
-			done := make(chan error, 1)
-			go func() { _, err := dead.Snapshot(ctx, req); done <- err }()
-			var op string
-			select {
-			case op = <-crashed:
-			case err := <-done:
-				t.Fatalf("%s: the run ended without reaching its point: %v", f, err)
-			}
+			op := v.crashedSnapshot(t, ramDisk, f)
 			// A new process runs the step again.
 			h := ownH(t)
 			res, err := h.Snapshot(ctx, v.request(ramDisk))
@@ -414,7 +345,7 @@ func TestSnapshotCrashedAtEveryOperationEndsRunningOnAValidChain(t *testing.T) {
 				t.Fatalf("%s (%s): record or RAM disk state left", f, op)
 			}
 			v.guestReadsOriginal(t)
-			reset(h, res)
+			v.resetRetain(t, h, res)
 			held++
 			t.Logf("%s %s: held", f, op)
 		}
@@ -426,23 +357,15 @@ func TestSnapshotCrashedAtEveryOperationEndsRunningOnAValidChain(t *testing.T) {
 // again (a resumed step, a tidy) must not start it from the old memory.
 func TestShutDownGuestIsNeverResumedFromAnOldState(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
 	h := openH(t)
 	v := newVM(t, "shut", "", 64, true, 0x41)
 	req := v.request(ramDisk)
-	if _, err := h.Snapshot(ctx, req); err != nil {
-		t.Fatal(err)
-	}
+	snapshot(t, h, req)
 	destroy(t, "shut")
-	res, err := h.Snapshot(ctx, req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := snapshot(t, h, req)
 	settle := req
 	settle.SettleOnly = true
-	if _, err := h.Snapshot(ctx, settle); err != nil {
-		t.Fatal(err)
-	}
+	snapshot(t, h, settle)
 	if v.running(t, h) {
 		t.Fatal("a VM its owner shut down was started from an old state")
 	}
@@ -455,15 +378,11 @@ func TestShutDownGuestIsNeverResumedFromAnOldState(t *testing.T) {
 // another VM, is never restored (with its own XML) by the root daemon.
 func TestPlantedSaveImageIsNeverRestored(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
 	h := openH(t)
 	other := newVM(t, "plantsrc", "", 64, true, 0x51)
 	v := newVM(t, "planted", "", 64, false, 0x52)
 	save(t, "plantsrc", filepath.Join(ramDisk, "planted.state"))
-	res, err := h.Snapshot(ctx, v.request(ramDisk))
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := snapshot(t, h, v.request(ramDisk))
 	if other.running(t, h) || v.running(t, h) || res.WasRunning {
 		t.Fatalf("the planted image was restored: %+v", res)
 	}
@@ -477,14 +396,10 @@ func TestPlantedSaveImageIsNeverRestored(t *testing.T) {
 // is not resumed by the next backup of the VM while it is shut off.
 func TestStrayStateOnRAMDiskIsNotResumed(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
 	h := openH(t)
 	v := newVM(t, "stray", "", 64, true, 0x61)
 	save(t, "stray", filepath.Join(ramDisk, "stray.state"))
-	res, err := h.Snapshot(ctx, v.request(ramDisk))
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := snapshot(t, h, v.request(ramDisk))
 	if v.running(t, h) || res.WasRunning {
 		t.Fatalf("a stray state file was resumed: %+v", res)
 	}
@@ -499,28 +414,18 @@ func TestDiskNamedLikeBackupFilesIsRefused(t *testing.T) {
 	t.Parallel()
 	h := openH(t)
 	v := newVMWithDisk(t, "named", "named.xml", true, 0x71)
-	if err := testenv.WaitGuestFilled(v.spec, 2*time.Minute); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := h.Snapshot(context.Background(), v.request(ramDisk)); !errors.Is(err, ErrRenameImage) {
-		t.Fatalf("got %v, want a refusal", err)
-	}
-	v.onOwnDisks(t, h, true)
+	v.snapshotRefused(t, h, ramDisk, ErrRenameImage)
 }
 
 // The state file is the guest's RAM: no group or world read; the XML is
 // never world-readable, whatever mode the images get.
 func TestStateFileIsNotGroupReadable(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
 	h := openH(t)
 	v := newVM(t, "modes", "", 64, false, 0x81)
 	req := v.request(ramDisk)
 	req.Ownership.Perm = 0o664
-	res, err := h.Snapshot(ctx, req)
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := snapshot(t, h, req)
 	for f, want := range map[string]os.FileMode{res.StateFile: 0o600, res.XMLFile: 0o660} {
 		if fi, err := os.Stat(f); err != nil || fi.Mode().Perm() != want {
 			t.Errorf("%s: %v %v, want %v", f, fi.Mode(), err, want)
@@ -588,49 +493,13 @@ func TestVMWhoseSaveWasCutShortIsStartedAgain(t *testing.T) {
 func cutShortSave(t *testing.T, name, magic string, want error) {
 	ctx := context.Background()
 	v := newVM(t, name, "", 64, true, 0x2c)
-	crashed := make(chan string, 1)
-	seam := &hostio.Seam{Crash: func(op string, _ int) {
-		crashed <- op
-		select {} // the process is gone
-	}}
 	// Crash right after the save: the VM is shut off, its memory in the image.
-	var ops []string
-	count := &hostio.Seam{Trace: func(_ int, op string) { ops = append(ops, op) }}
-	probe, err := Open(lvd.URI)
-	if err != nil {
-		t.Fatal(err)
-	}
-	probe.SetSeam(count)
-	req := v.request("")
-	req.Record = v.record(count)
-	res, err := probe.Snapshot(ctx, req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	probe.SetSeam(nil)
-	if _, err := probe.Merge(ctx, MergeRequest{Domain: name, Disks: res.Disks}); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.RemoveAll(v.retain); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(v.retain, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	ops := v.snapshotOps(t, "")
 	save := slices.IndexFunc(ops, func(op string) bool { return strings.HasPrefix(op, "save ") })
 	if save < 0 {
 		t.Fatalf("no save among %v", ops)
 	}
-	seam.Arm(hostio.Fault{Kind: hostio.CrashAfter, N: save + 1})
-	dead, err := Open(lvd.URI)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead.SetSeam(seam)
-	req = v.request("")
-	req.Record = v.record(seam)
-	go dead.Snapshot(ctx, req)
-	<-crashed
+	v.crashedSnapshot(t, "", hostio.Fault{Kind: hostio.CrashAfter, N: save + 1})
 	h := ownH(t)
 	if v.running(t, h) {
 		t.Fatal("the VM runs after its save: the test did not reach its point")
@@ -647,7 +516,7 @@ func cutShortSave(t *testing.T, name, magic string, want error) {
 		f.WriteAt([]byte(magic), 0)
 		f.Close()
 	}
-	_, err = h.Snapshot(ctx, v.request(""))
+	_, err := h.Snapshot(ctx, v.request(""))
 	if !errors.Is(err, want) {
 		t.Fatalf("re-run: %v, want %v", err, want)
 	}
@@ -661,4 +530,64 @@ func cutShortSave(t *testing.T, name, magic string, want error) {
 	if _, err := os.Stat(state); !os.IsNotExist(err) {
 		t.Errorf("the cut-short state file is left: %v", err)
 	}
+}
+
+// snapshotRefused checks that a snapshot of v (state on ramDisk) is refused
+// with want and leaves the VM running on its own disks.
+func (v *testVM) snapshotRefused(t *testing.T, h *Hypervisor, ramDisk string, want error) {
+	t.Helper()
+	if _, err := h.Snapshot(context.Background(), v.request(ramDisk)); !errors.Is(err, want) {
+		t.Fatalf("got %v, want %v", err, want)
+	}
+	v.onOwnDisks(t, h, true)
+}
+
+// snapshotOps is the operations an undisturbed snapshot of v (state on
+// ramDisk) passes the seam with; the backup is merged and gone after it.
+func (v *testVM) snapshotOps(t *testing.T, ramDisk string) []string {
+	t.Helper()
+	var ops []string
+	seam := &hostio.Seam{Trace: func(_ int, op string) { ops = append(ops, op) }}
+	h := ownH(t)
+	h.SetSeam(seam)
+	req := v.request(ramDisk)
+	req.Record = v.record(seam)
+	res := snapshot(t, h, req)
+	h.SetSeam(nil) // count the snapshot's own: the merge passes the seam too
+	v.resetRetain(t, h, res)
+	return ops
+}
+
+// resetRetain merges the backup res back and empties the retain directory,
+// for the next snapshot of v to start afresh.
+func (v *testVM) resetRetain(t *testing.T, h *Hypervisor, res SnapshotResult) {
+	t.Helper()
+	if _, err := h.Merge(context.Background(), MergeRequest{Domain: v.spec.Name, Disks: res.Disks}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(v.retain); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(v.retain, 0o755); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// crashedSnapshot runs a snapshot of v (state on ramDisk) by a process
+// that dies at f, and returns the operation it died at.
+func (v *testVM) crashedSnapshot(t *testing.T, ramDisk string, f hostio.Fault) string {
+	t.Helper()
+	seam, crashed := crashSeam(f)
+	dead := ownH(t)
+	dead.SetSeam(seam)
+	req := v.request(ramDisk)
+	req.Record = v.record(seam)
+	op, err := runUntilCrash(func() error {
+		_, err := dead.Snapshot(context.Background(), req)
+		return err
+	}, crashed)
+	if op == "" {
+		t.Fatalf("%s: the run ended without reaching its point: %v", f, err)
+	}
+	return op
 }

@@ -14,12 +14,16 @@ import (
 	"github.com/stoneycloud/stoney-conductor/ldapschema"
 )
 
-func quiet() *logrus.Logger {
+// testLog is a controller's log into out, from level up.
+func testLog(out *testenv.Output, level logrus.Level) *logrus.Logger {
 	l := logrus.New()
-	l.SetLevel(logrus.WarnLevel)
-	l.SetOutput(&logBuffer{})
+	l.SetLevel(level)
+	l.SetOutput(out)
 	return l
 }
+
+// quiet is the log of a test that reads none of it: warnings and worse.
+func quiet() *logrus.Logger { return testLog(&testenv.Output{}, logrus.WarnLevel) }
 
 func runController(t *testing.T, o Options) (stop func()) {
 	t.Helper()

@@ -3,7 +3,6 @@ package control
 import (
 	"context"
 	"fmt"
-	"io"
 	"path/filepath"
 	"runtime"
 	"sync"
@@ -11,7 +10,6 @@ import (
 	"time"
 
 	"github.com/go-ldap/ldap/v3"
-	"github.com/sirupsen/logrus"
 
 	"github.com/stoneycloud/stoney-conductor/fsm"
 	"github.com/stoneycloud/stoney-conductor/internal/testenv"
@@ -90,14 +88,9 @@ func peakMemory() (stop func() uint64) {
 //	x-ldap-floor  controld's time / the floor (goal at most 1.3)
 //	MiB-peak      most heap and stacks in use while controld ran (goal under 200)
 func BenchmarkNightly10k(b *testing.B) {
-	loc, err := time.LoadLocation("Europe/Zurich")
-	if err != nil {
-		b.Fatal(err)
-	}
+	loc := zurich(b)
 	due := time.Date(2024, 6, 3, 3, 0, 0, 0, loc)
-	log := logrus.New()
-	log.SetOutput(io.Discard)
-	log.SetLevel(logrus.WarnLevel)
+	log := quiet()
 
 	var ratios, loads, creates, floors float64
 	var peak uint64

@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -35,7 +34,7 @@ type world struct {
 	rec    *recorder
 	ctrl   *Controller
 	stop   func()
-	logBuf *logBuffer
+	logBuf *testenv.Output
 }
 
 func newWorld(t *testing.T, now time.Time) *world {
@@ -48,10 +47,8 @@ func newWorld(t *testing.T, now time.Time) *world {
 // w.stop), and waits for its first view of the directory.
 func (w *world) start(mod func(*Options)) {
 	w.t.Helper()
-	w.logBuf = &logBuffer{}
-	log := logrus.New()
-	log.SetOutput(w.logBuf)
-	log.SetLevel(logrus.DebugLevel)
+	w.logBuf = &testenv.Output{}
+	log := testLog(w.logBuf, logrus.DebugLevel)
 	o := Options{
 		Store: w.slapd.AdminStore(w.t), Log: log, OnWrite: w.rec.write,
 		// The fake clock moves by days; leaves left waiting on purpose must
@@ -284,23 +281,6 @@ func (r *recorder) wroteLocked(dn string, to fsm.Mode) bool {
 func (r *recorder) waitWrite(t testing.TB, dn string, to fsm.Mode) {
 	t.Helper()
 	r.wait(t, fmt.Sprintf("%s → %s", dn, to), func() bool { return r.wroteLocked(dn, to) })
-}
-
-type logBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // fakeNode answers every request in the directory at once, as nodebackupd

@@ -2,10 +2,7 @@ package control
 
 import (
 	"errors"
-	"sort"
 	"time"
-
-	"github.com/go-ldap/ldap/v3"
 
 	"github.com/stoneycloud/stoney-conductor/fsm"
 	"github.com/stoneycloud/stoney-conductor/ldapschema"
@@ -35,7 +32,7 @@ type VMOverview struct {
 // Overview joins Status, ListSchedule and every VM's newest good backup.
 // Only what store's bind may read appears.
 func Overview(store *ldapschema.Store, loc *time.Location, now time.Time) ([]VMOverview, error) {
-	st, err := Status(store)
+	st, good, err := readStatus(store)
 	if err != nil {
 		return nil, err
 	}
@@ -43,41 +40,19 @@ func Overview(store *ldapschema.Store, loc *time.Location, now time.Time) ([]VMO
 	if err != nil && !errors.Is(err, ldapschema.ErrNotFound) {
 		return nil, err
 	}
-	es, err := store.Search(store.Tree.VirtualMachines(), ldap.ScopeWholeSubtree,
-		"(objectClass="+ldapschema.ClassProvisioning+")", []string{"*"})
-	if err != nil && !errors.Is(err, ldapschema.ErrNotFound) {
-		return nil, err
-	}
-	good := map[string]string{}
-	for _, e := range es {
-		l, err := ldapschema.ParseLeaf(store.Tree, e)
-		if err != nil || !l.FSM("").GoodBackup() {
-			continue
-		}
-		if l.Name > good[l.VM] {
-			good[l.VM] = l.Name
-		}
-	}
-	by := map[string]*VMOverview{}
-	get := func(vm string) *VMOverview {
-		if by[vm] == nil {
-			by[vm] = &VMOverview{VM: vm}
-		}
-		return by[vm]
-	}
+	by := newPerVM(func(vm string) *VMOverview { return &VMOverview{VM: vm} })
 	for _, p := range plans {
-		o := get(p.VM)
+		o := by.get(p.VM)
 		o.Plan, o.Host, o.Pool = p, p.Host, p.Pool
 	}
 	for _, s := range st {
-		o := get(s.VM)
+		o := by.get(s.VM)
 		if o.Host == "" {
 			o.Host = s.Node
 		}
 		o.Last, o.Running = s.Last, s.Running
 	}
-	out := make([]VMOverview, 0, len(by))
-	for vm, o := range by {
+	for vm, o := range by.by {
 		if name := good[vm]; name != "" {
 			o.LastGoodLeaf = name
 			o.LastGood, _ = fsm.ParseTime(name)
@@ -86,10 +61,8 @@ func Overview(store *ldapschema.Store, loc *time.Location, now time.Time) ([]VMO
 			o.Due = lastPlanned(o.Plan.Schedule, now.Add(-OverdueGrace))
 			o.Overdue = !o.Due.IsZero() && o.LastGood.Before(o.Due)
 		}
-		out = append(out, *o)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].VM < out[j].VM })
-	return out, nil
+	return by.sorted(), nil
 }
 
 // lastPlanned is the schedule's latest run at or before t, looking back a

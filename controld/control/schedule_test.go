@@ -7,16 +7,11 @@ import (
 	"time"
 
 	"github.com/robfig/cron/v3"
+
+	"github.com/stoneycloud/stoney-conductor/internal/testenv"
 )
 
-func zurich(t testing.TB) *time.Location {
-	t.Helper()
-	loc, err := time.LoadLocation("Europe/Zurich")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return loc
-}
+func zurich(t testing.TB) *time.Location { return testenv.Zone(t, "Europe/Zurich") }
 
 func mustSchedule(t testing.TB, loc *time.Location, fields ...string) *Schedule {
 	t.Helper()
@@ -103,10 +98,7 @@ func TestScheduleDaylightSaving(t *testing.T) {
 // The same checks in a zone west of UTC, where the changes fall on other dates
 // (2024-03-10 02:00 EST → 03:00 EDT, 2024-11-03 02:00 EDT → 01:00 EST).
 func TestScheduleDaylightSavingNewYork(t *testing.T) {
-	loc, err := time.LoadLocation("America/New_York")
-	if err != nil {
-		t.Fatal(err)
-	}
+	loc := testenv.Zone(t, "America/New_York")
 	eq(t, "skipped 02:30", runs(mustSchedule(t, loc, "30", "2", "*", "*", "*"), utc(2024, 3, 9, 12, 0), utc(2024, 3, 11, 12, 0)),
 		[]string{"20240310T070000Z", "20240311T063000Z"})
 	eq(t, "repeated 01:30", runs(mustSchedule(t, loc, "30", "1", "*", "*", "*"), utc(2024, 11, 2, 12, 0), utc(2024, 11, 4, 12, 0)),

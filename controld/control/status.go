@@ -2,6 +2,8 @@ package control
 
 import (
 	"errors"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 
@@ -55,23 +57,25 @@ func leafStatus(l ldapschema.Leaf) LeafStatus {
 
 // Status reads every VM's running leaves and last result from the directory.
 func Status(store *ldapschema.Store) ([]VMStatus, error) {
+	st, _, err := readStatus(store)
+	return st, err
+}
+
+// readStatus is Status and, by VM, the name of its newest good backup
+// (fsm.Leaf.GoodBackup), from the same read of the leaves.
+func readStatus(store *ldapschema.Store) ([]VMStatus, map[string]string, error) {
 	tree := store.Tree
 	es, err := store.Search(tree.VirtualMachines(), ldap.ScopeWholeSubtree,
 		"(|(objectClass="+ldapschema.ClassProvisioning+")(objectClass="+ldapschema.ClassVirtualMachine+"))", []string{"*"})
 	if err != nil && !errors.Is(err, ldapschema.ErrNotFound) {
-		return nil, err
+		return nil, nil, err
 	}
-	by := map[string]*VMStatus{}
-	get := func(vm string) *VMStatus {
-		if by[vm] == nil {
-			by[vm] = &VMStatus{VM: vm}
-		}
-		return by[vm]
-	}
+	good := map[string]string{}
+	by := newPerVM(func(vm string) *VMStatus { return &VMStatus{VM: vm} })
 	for _, e := range es {
 		if !isLeaf(e) {
 			if vm, err := ldapschema.ParseVM(tree, e); err == nil {
-				get(vm.Name).Node = vm.Node
+				by.get(vm.Name).Node = vm.Node
 			}
 			continue
 		}
@@ -79,7 +83,10 @@ func Status(store *ldapschema.Store) ([]VMStatus, error) {
 		if err != nil {
 			continue
 		}
-		s := get(l.VM)
+		if l.FSM("").GoodBackup() && l.Name > good[l.VM] {
+			good[l.VM] = l.Name
+		}
+		s := by.get(l.VM)
 		if l.Mode != string(fsm.Finished) {
 			s.Running = append(s.Running, leafStatus(l))
 			continue
@@ -89,13 +96,36 @@ func Status(store *ldapschema.Store) ([]VMStatus, error) {
 			s.Last = &ls
 		}
 	}
-	out := make([]VMStatus, 0, len(by))
-	for _, s := range by {
+	for _, s := range by.by {
 		sort.Slice(s.Running, func(i, j int) bool { return s.Running[i].Leaf < s.Running[j].Leaf })
-		out = append(out, *s)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].VM < out[j].VM })
-	return out, nil
+	return by.sorted(), good, nil
+}
+
+// perVM holds one T a VM, made by its constructor when the VM first comes
+// up, and lists them in the order of the VMs' names.
+type perVM[T any] struct {
+	by     map[string]*T
+	create func(vm string) *T
+}
+
+func newPerVM[T any](create func(vm string) *T) perVM[T] {
+	return perVM[T]{by: map[string]*T{}, create: create}
+}
+
+func (p perVM[T]) get(vm string) *T {
+	if p.by[vm] == nil {
+		p.by[vm] = p.create(vm)
+	}
+	return p.by[vm]
+}
+
+func (p perVM[T]) sorted() []T {
+	out := make([]T, 0, len(p.by))
+	for _, vm := range slices.Sorted(maps.Keys(p.by)) {
+		out = append(out, *p.by[vm])
+	}
+	return out
 }
 
 // StoreReport is a node's word on the chunk store of a backup root: its

@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,6 +16,7 @@ import (
 
 	"github.com/stoneycloud/stoney-conductor/controld/control"
 	"github.com/stoneycloud/stoney-conductor/fsm"
+	"github.com/stoneycloud/stoney-conductor/internal/testenv"
 	"github.com/stoneycloud/stoney-conductor/ldapschema"
 )
 
@@ -159,21 +159,8 @@ func TestRunJSON(t *testing.T) {
 // terminal is the operator's side of an interactive session: what
 // the command printed so far, and a pipe for the answers.
 type terminal struct {
-	mu  sync.Mutex
-	out bytes.Buffer
-	in  *io.PipeWriter
-}
-
-func (r *terminal) Write(p []byte) (int, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.out.Write(p)
-}
-
-func (r *terminal) String() string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.out.String()
+	testenv.Output
+	in *io.PipeWriter
 }
 
 // wait waits for the n-th occurrence of prompt.

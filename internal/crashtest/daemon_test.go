@@ -13,6 +13,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/stoneycloud/stoney-conductor/internal/testenv"
 )
 
 // daemon is one of our binaries running as a child process. Like systemd
@@ -43,7 +45,7 @@ func (d *daemon) start() error {
 }
 
 func (d *daemon) startLocked() error {
-	if d.cmd != nil && !closedChan(d.done) {
+	if d.cmd != nil && !testenv.Closed(d.done) {
 		return fmt.Errorf("%s is already running", d.name)
 	}
 	f, err := os.OpenFile(d.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
@@ -105,7 +107,7 @@ func (d *daemon) kill() <-chan struct{} {
 func (d *daemon) running() bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.cmd != nil && !closedChan(d.done)
+	return d.cmd != nil && !testenv.Closed(d.done)
 }
 
 // stop ends the daemon for good: SIGTERM, then SIGKILL after a grace time.
@@ -133,15 +135,6 @@ func (d *daemon) takeSelfExits() []string {
 	out := d.selfExits
 	d.selfExits = nil
 	return out
-}
-
-func closedChan(ch chan struct{}) bool {
-	select {
-	case <-ch:
-		return true
-	default:
-		return false
-	}
 }
 
 func exitCode(err error) int {

@@ -99,21 +99,41 @@ func (c *crash) fire() {
 	c.once.Do(func() {
 		c.killAt = time.Now()
 		c.modeAtKill = c.mon.state().mode()
-		var dead <-chan struct{}
-		switch c.p.victim {
-		case vNode:
-			dead = c.w.node.kill()
-		case vCtl:
-			dead = c.w.ctl.kill()
-		case vSlapd:
-			dead = background(func() { _ = c.w.slapd.Kill() })
-		case vLibvirtd:
-			c.w.lvUp = false
-			dead = background(c.w.lv.Kill)
-		}
+		dead := c.w.process(c.p.victim).kill()
 		close(c.fired)
 		go c.after(dead)
 	})
+}
+
+// process is how a victim is killed (the channel closes once it is dead)
+// and started again.
+type process struct {
+	kill    func() <-chan struct{}
+	restart func() error
+}
+
+func (w *world) process(v victim) process {
+	switch v {
+	case vNode:
+		return process{w.node.kill, w.node.start}
+	case vCtl:
+		return process{w.ctl.kill, w.ctl.start}
+	case vSlapd:
+		return process{func() <-chan struct{} { return background(func() { _ = w.slapd.Kill() }) }, w.slapd.Restart}
+	case vLibvirtd:
+		return process{
+			func() <-chan struct{} {
+				w.lvUp = false
+				return background(w.lv.Kill)
+			},
+			func() error {
+				err := w.lv.Restart()
+				w.lvUp = err == nil
+				return err
+			},
+		}
+	}
+	panic("crashtest: unknown victim " + string(v))
 }
 
 func background(f func()) <-chan struct{} {
@@ -149,20 +169,7 @@ func (c *crash) after(dead <-chan struct{}) {
 		c.vanishFailed = ok && st.exists && leafFailed(st.leaf)
 	}
 	c.modeAtRestart = c.mon.state().mode()
-	var err error
-	switch c.p.victim {
-	case vNode:
-		err = c.w.node.start()
-	case vCtl:
-		err = c.w.ctl.start()
-	case vSlapd:
-		err = c.w.slapd.Restart()
-	case vLibvirtd:
-		if err = c.w.lv.Restart(); err == nil {
-			c.w.lvUp = true
-		}
-	}
-	if err != nil {
+	if err := c.w.process(c.p.victim).restart(); err != nil {
 		c.errorf("restart of %s: %v", c.p.victim, err)
 	}
 	c.restartAt = time.Now()

@@ -55,11 +55,8 @@ func TestBackupBatch(t *testing.T) {
 	}
 
 	var writes writeLog
-	c := control.New(control.Options{Store: newStore(t), Log: quietLog(t).WithField("side", "control"), OnWrite: writes.add})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { c.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
+	_, stop := startControlWith(t, control.Options{OnWrite: writes.add})
+	defer stop()
 	startNode(t, s.host, env.hv)
 
 	name, started := control.StartBackups(s.store, []string{one.name, two.name, off.name}, time.Now())
@@ -331,10 +328,7 @@ func TestBadInput(t *testing.T) {
 // state file: 47, and the VM runs on.
 func TestNoRoomForState(t *testing.T) {
 	s := newSite(t, env.small)
-	v := s.addVM(true, 96, 0xab)
-	if err := waitFilled(v); err != nil {
-		t.Fatal(err)
-	}
+	v := s.filledVM(true, 96, 0xab)
 	startNode(t, s.host, env.hv)
 	dn := request(t, s.store, v.name, "20240101T000000Z", fsm.Snapshot)
 	rv := waitLeafRaw(t, s.store, dn, func(mode string, rv int) bool { return mode == "snapshotted" })

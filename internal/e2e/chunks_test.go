@@ -51,14 +51,8 @@ func storedChunks(t *testing.T, backupRoot string) int {
 // retention's deletion of the oldest night removes its index.
 func TestChunkedBackupsAndRestores(t *testing.T) {
 	s := newSite(t, env.root)
-	v := s.addVM(true, 64, 0xab)
-	if err := waitFilled(v); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.store.Update(s.store.Tree.VMBackup(v.name), "", map[string][]string{
-		ldapschema.AttrBackupNumberOfIterations: {"2"}}); err != nil {
-		t.Fatal(err)
-	}
+	v := s.filledVM(true, 64, 0xab)
+	s.keepIterations(v, 2)
 	writeSteady := func(p byte) {
 		t.Helper()
 		if err := testenv.WriteGuestPattern(env.lv.URI, env.lv.LogDir, v.name, "vda", p, steadyOffset, steadyLength); err != nil {
@@ -136,14 +130,10 @@ func TestChunkedBackupsAndRestores(t *testing.T) {
 
 	// Each night restores to exactly its own data.
 	writeSteady(0x77)
-	if got := s.webUIRestore(t, v, one, true); got.ReturnValue != 0 {
-		t.Fatalf("restore of night 1: return value %d", got.ReturnValue)
-	}
+	s.restored(t, v, one)
 	v.guestReads(t, "vda", 0xab)
 	readsSteady(0x5a)
-	if got := s.webUIRestore(t, v, two, true); got.ReturnValue != 0 {
-		t.Fatalf("restore of night 2: return value %d", got.ReturnValue)
-	}
+	s.restored(t, v, two)
 	v.guestReads(t, "vda", 0x11)
 	readsSteady(0x5a)
 	noPreRestore(t, v)
@@ -160,16 +150,10 @@ func TestChunkedBackupsAndRestores(t *testing.T) {
 	if !hasTime(three, "retainRead "+filepath.Base(disk)+": full: no dirty bitmap") {
 		t.Fatalf("night 3 after a restore did not read the whole disk: %v", three.ExecutionTime)
 	}
-	deadline := time.Now().Add(leafLimit)
-	for {
-		if _, err := os.Stat(dir1); os.IsNotExist(err) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("night 1's index is still there after retention")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitUntil(t, leafLimit, "night 1's index is still there after retention", func() bool {
+		_, err := os.Stat(dir1)
+		return os.IsNotExist(err)
+	})
 }
 
 // chunkedSite is a site with one VM, filled by its guest, and a controld and
@@ -177,10 +161,7 @@ func TestChunkedBackupsAndRestores(t *testing.T) {
 func chunkedSite(t *testing.T, running bool, mib int, pattern byte) (*site, *vm) {
 	t.Helper()
 	s := newSite(t, env.root)
-	v := s.addVM(running, mib, pattern)
-	if err := waitFilled(v); err != nil {
-		t.Fatal(err)
-	}
+	v := s.filledVM(running, mib, pattern)
 	startControl(t)
 	startNodeWith(t, node.Options{Node: s.host, Hypervisor: env.hv, Storage: format.StorageChunks})
 	return s, v
@@ -207,13 +188,7 @@ func TestChunkedBackupAfterQEMUKilled(t *testing.T) {
 		t.Fatal(err)
 	}
 	killQEMU(t, v.name)
-	deadline := time.Now().Add(leafLimit)
-	for v.running(t) {
-		if time.Now().After(deadline) {
-			t.Fatal("the killed VM still runs")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitUntil(t, leafLimit, "the killed VM still runs", func() bool { return !v.running(t) })
 	if err := testenv.StartVM(env.lv.URI, v.name); err != nil {
 		t.Fatal(err)
 	}
@@ -228,13 +203,7 @@ func TestChunkedBackupAfterQEMUKilled(t *testing.T) {
 	if !hasTime(two, want) {
 		t.Fatalf("night 2 does not say it read the whole disk (%q): %v", want, two.ExecutionTime)
 	}
-	if err := writeGuest(v, "vda", 0x22); err != nil {
-		t.Fatal(err)
-	}
-	if got := s.webUIRestore(t, v, two, true); got.ReturnValue != 0 {
-		t.Fatalf("restore of night 2: return value %d", got.ReturnValue)
-	}
-	v.guestReads(t, "vda", 0x11)
+	s.restoresTo(t, v, two, 0x11)
 }
 
 // killQEMU ends the VM's QEMU with SIGKILL, as the OOM killer would.
@@ -273,9 +242,7 @@ func TestChunkedShutOffVM(t *testing.T) {
 		!hasTime(two, "retainRead "+filepath.Base(v.disks[0].Path)+": bitmap stoney-20240101T030000Z") {
 		t.Fatalf("night 2 of an unchanged shut-off VM read chunks: %v", two.ExecutionTime)
 	}
-	if got := s.webUIRestore(t, v, two, true); got.ReturnValue != 0 {
-		t.Fatalf("restore: return value %d", got.ReturnValue)
-	}
+	s.restored(t, v, two)
 	if v.running(t) {
 		t.Fatal("the restored shut-off VM runs")
 	}
@@ -318,13 +285,7 @@ func TestChunkedResizedDisk(t *testing.T) {
 	if !hasTime(two, want) || !hasTime(two, "retainChunks: 3 read, 0 reused, 17 holes, 3 new of 20") {
 		t.Fatalf("night 2 after a resize (%q): %v", want, two.ExecutionTime)
 	}
-	if err := writeGuest(v, "vda", 0x22); err != nil {
-		t.Fatal(err)
-	}
-	if got := s.webUIRestore(t, v, two, true); got.ReturnValue != 0 {
-		t.Fatalf("restore: return value %d", got.ReturnValue)
-	}
-	v.guestReads(t, "vda", 0x11)
+	s.restoresTo(t, v, two, 0x11)
 	if im, err := format.ImageInfo(context.Background(), v.disks[0].Path); err != nil || im.VirtualSize != 80<<20 {
 		t.Fatalf("restored disk: %+v %v", im, err)
 	}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -101,12 +103,35 @@ func startNodeWith(t testing.TB, o node.Options) *node.Agent {
 // startControl runs a controller until the test ends.
 func startControl(t testing.TB) *control.Controller {
 	t.Helper()
-	c := control.New(control.Options{Store: newStore(t), Log: quietLog(t).WithField("side", "control")})
+	c, _ := startControlWith(t, control.Options{})
+	return c
+}
+
+// startNightlyControl runs a controller with its scheduler (and so
+// retention); the returned func stops it, as does the test's end.
+func startNightlyControl(t testing.TB) (*control.Controller, func()) {
+	t.Helper()
+	return startControlWith(t, control.Options{Nightly: &control.NightlyOptions{Location: time.UTC, CatchUpWindow: 0}})
+}
+
+// startControlWith runs a controller with o, on a store and a log of its
+// own unless o has them; the returned func stops it, as does the test's end.
+func startControlWith(t testing.TB, o control.Options) (*control.Controller, func()) {
+	t.Helper()
+	if o.Store == nil {
+		o.Store = newStore(t)
+	}
+	if o.Log == nil {
+		o.Log = quietLog(t).WithField("side", "control")
+	}
+	c := control.New(o)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { c.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return c
+	var once sync.Once
+	stop := func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(stop)
+	return c, stop
 }
 
 // site is one test's world: its host name, its directories, its VMs.
@@ -172,10 +197,42 @@ func (s *site) addVM(running bool, memMiB int, patterns ...byte) *vm {
 	return &vm{name: name, spec: spec, disks: disks}
 }
 
+// filledVM is addVM once a running VM's guest has filled its RAM.
+func (s *site) filledVM(running bool, memMiB int, patterns ...byte) *vm {
+	s.t.Helper()
+	v := s.addVM(running, memMiB, patterns...)
+	if err := waitFilled(v); err != nil {
+		s.t.Fatal(err)
+	}
+	return v
+}
+
+// keepIterations has the VM keep n backups.
+func (s *site) keepIterations(v *vm, n int) {
+	s.t.Helper()
+	if err := s.store.Update(s.store.Tree.VMBackup(v.name), "", map[string][]string{
+		ldapschema.AttrBackupNumberOfIterations: {strconv.Itoa(n)}}); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
 func (s *site) addEntries(name string, disks []testenv.DiskSpec, cfg ldapschema.BackupConfig) {
 	s.t.Helper()
 	if err := testenv.VMEntries(s.store, s.host, "vmpool-1", name, disks, &cfg); err != nil {
 		s.t.Fatal(err)
+	}
+}
+
+// waitUntil polls cond until it holds; after limit the test fails with
+// what, the thing that did not happen.
+func waitUntil(t testing.TB, limit time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal(what)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 

@@ -25,10 +25,7 @@ func recoverSetup(t *testing.T) (*site, []*vm, [2]string) {
 	var names []string
 	for _, v := range vms {
 		names = append(names, v.name)
-		if err := s.store.Update(s.store.Tree.VMBackup(v.name), "", map[string][]string{
-			ldapschema.AttrBackupNumberOfIterations: {"2"}}); err != nil {
-			t.Fatal(err)
-		}
+		s.keepIterations(v, 2)
 	}
 	if err := waitFilled(vms[0]); err != nil {
 		t.Fatal(err)

@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -66,6 +65,25 @@ func (s *site) displayName(t *testing.T, vmName string) string {
 	return e.GetAttributeValue(ldapschema.AttrDisplayName)
 }
 
+// restored restores l through the web UI's sequence, which must succeed.
+func (s *site) restored(t *testing.T, v *vm, l ldapschema.Leaf) {
+	t.Helper()
+	if got := s.webUIRestore(t, v, l, true); got.ReturnValue != 0 {
+		t.Fatalf("restore of %s of %s: return value %d", l.Name, v.name, got.ReturnValue)
+	}
+}
+
+// restoresTo checks that l brings v's data back to pattern: the guest
+// overwrites it (0x22), then l is restored.
+func (s *site) restoresTo(t *testing.T, v *vm, l ldapschema.Leaf, pattern byte) {
+	t.Helper()
+	if err := writeGuest(v, "vda", 0x22); err != nil {
+		t.Fatal(err)
+	}
+	s.restored(t, v, l)
+	v.guestReads(t, "vda", pattern)
+}
+
 // webUIRestore replays what the web UI writes, with ldapmodify, and its check of
 // the unretained LDIF; goOn false cancels after the small files.
 func (s *site) webUIRestore(t *testing.T, v *vm, l ldapschema.Leaf, goOn bool) ldapschema.Leaf {
@@ -110,10 +128,7 @@ sstProvisioningMode: ` + mode + "\n"); err != nil {
 // RAM state resumes (no reboot), the entry is as it was.
 func TestRestoreRunningVM(t *testing.T) {
 	s := newSite(t, env.root)
-	v := s.addVM(true, 64, 0xab)
-	if err := waitFilled(v); err != nil {
-		t.Fatal(err)
-	}
+	v := s.filledVM(true, 64, 0xab)
 	startControl(t)
 	startNode(t, s.host, env.hv)
 	l := s.backedUp(t, v, time.Now())
@@ -196,20 +211,12 @@ func TestRestoreCancel(t *testing.T) {
 		t.Fatalf("backup directory changed:\n%s\n%s", filesBefore, after)
 	}
 	retainLeaf := filepath.Join(s.retain, "vm-persistent", "pool-a", v.name, l.Name)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if _, err := os.Stat(retainLeaf); os.IsNotExist(err) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the cancelled restore's files stay in the retain directory")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitUntil(t, 30*time.Second, "the cancelled restore's files stay in the retain directory", func() bool {
+		_, err := os.Stat(retainLeaf)
+		return os.IsNotExist(err)
+	})
 	// The backup can still be restored afterwards.
-	if got := s.webUIRestore(t, v, l, true); got.ReturnValue != 0 {
-		t.Fatalf("restore after a cancel: return value %d", got.ReturnValue)
-	}
+	s.restored(t, v, l)
 	v.guestReads(t, "vda", 0xab)
 }
 
@@ -250,14 +257,10 @@ func TestRestoreTwoDisksAndShutOff(t *testing.T) {
 	if out, err := exec.Command("qemu-io", "-f", "qcow2", "-c", "write -P 0x33 1M 8M", off.disks[0].Path).CombinedOutput(); err != nil {
 		t.Fatalf("%v %s", err, out)
 	}
-	if got := s.webUIRestore(t, two, l2, true); got.ReturnValue != 0 {
-		t.Fatalf("two disks: return value %d", got.ReturnValue)
-	}
+	s.restored(t, two, l2)
 	two.guestReads(t, "vda", 0xcd)
 	two.guestReads(t, "vdb", 0xce)
-	if got := s.webUIRestore(t, off, lo, true); got.ReturnValue != 0 {
-		t.Fatalf("shut-off VM: return value %d", got.ReturnValue)
-	}
+	s.restored(t, off, lo)
 	if off.running(t) {
 		t.Fatal("the VM that was shut off at backup time runs after its restore")
 	}
@@ -337,14 +340,8 @@ func writeGuest(v *vm, target string, pattern byte) error {
 // it brings back what the guest had.
 func TestRestoreNotStartedWhileBackupRuns(t *testing.T) {
 	s := newSite(t, env.root)
-	v := s.addVM(true, 64, 0xab)
-	if err := waitFilled(v); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.store.Update(s.store.Tree.VMBackup(v.name), "", map[string][]string{
-		ldapschema.AttrBackupNumberOfIterations: {"1"}}); err != nil {
-		t.Fatal(err)
-	}
+	v := s.filledVM(true, 64, 0xab)
+	s.keepIterations(v, 1)
 	startNode(t, s.host, env.hv)
 	day := func(d int) time.Time { return time.Date(2024, 1, d, 3, 0, 0, 0, time.UTC) }
 
@@ -400,16 +397,10 @@ func TestRestoreNotStartedWhileBackupRuns(t *testing.T) {
 		t.Fatal("the refused restore made the backup unrestorable")
 	}
 	// Retention has run once the old failed leaf is gone; the good backup stays.
-	deadline := time.Now().Add(leafLimit)
-	for {
-		if _, err := s.store.Get(s.store.Tree.Leaf(v.name, old), "1.1"); errors.Is(err, ldapschema.ErrNotFound) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("retention never removed the old failed leaf")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitUntil(t, leafLimit, "retention never removed the old failed leaf", func() bool {
+		_, err := s.store.Get(s.store.Tree.Leaf(v.name, old), "1.1")
+		return errors.Is(err, ldapschema.ErrNotFound)
+	})
 	e, err := s.store.Get(good.DN, "*")
 	if err != nil {
 		t.Fatalf("retention deleted the only good backup after a failed night: %v", err)
@@ -441,19 +432,4 @@ func TestRestoreNotStartedWhileBackupRuns(t *testing.T) {
 		t.Fatalf("restore: return value %d, last restore %+v", got.ReturnValue, got.LastRestore)
 	}
 	v.guestReads(t, "vda", 0xab)
-}
-
-// startNightlyControl runs a controller with its scheduler (and so
-// retention); the returned func stops it, as does the test's end.
-func startNightlyControl(t *testing.T) (*control.Controller, func()) {
-	t.Helper()
-	c := control.New(control.Options{Store: newStore(t), Log: quietLog(t).WithField("side", "control"),
-		Nightly: &control.NightlyOptions{Location: time.UTC, CatchUpWindow: 0}})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { c.Run(ctx); close(done) }()
-	var once sync.Once
-	stop := func() { once.Do(func() { cancel(); <-done }) }
-	t.Cleanup(stop)
-	return c, stop
 }

@@ -1,14 +1,12 @@
 package e2e
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/stoneycloud/stoney-conductor/controld/control"
-	"github.com/stoneycloud/stoney-conductor/ldapschema"
 )
 
 // With three iterations configured, the fourth backup leaves three leaves and
@@ -17,16 +15,9 @@ import (
 func TestRetentionWithRealNode(t *testing.T) {
 	s := newSite(t, env.root)
 	v := s.addVM(false, 64, 0xab)
-	if err := s.store.Update(s.store.Tree.VMBackup(v.name), "", map[string][]string{
-		ldapschema.AttrBackupNumberOfIterations: {"3"}}); err != nil {
-		t.Fatal(err)
-	}
-	c := control.New(control.Options{Store: newStore(t), Log: quietLog(t),
-		Nightly: &control.NightlyOptions{Location: time.UTC, CatchUpWindow: 0}})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { c.Run(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
+	s.keepIterations(v, 3)
+	_, stop := startNightlyControl(t)
+	defer stop()
 	startNode(t, s.host, env.hv)
 
 	base := time.Date(2024, 1, 1, 3, 0, 0, 0, time.UTC)

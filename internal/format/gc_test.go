@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/stoneycloud/stoney-conductor/internal/testenv"
 )
 
 // Two backups of one disk share most chunks. Deleting the first and
@@ -18,13 +20,8 @@ func TestGarbageCollectionAndVerify(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	root := filepath.Join(dir, "backup")
-	img := filepath.Join(dir, "disk.qcow2")
-	if _, err := qemuImg(ctx, time.Minute, "create", "-q", "-f", "qcow2", img, "16M"); err != nil {
-		t.Fatal(err)
-	}
-	for i, p := range []string{"0x11", "0x12", "0x13"} {
-		qemuIOWrite(t, img, "write -P "+p+" "+string(rune('0'+4*i))+"M 4M")
-	}
+	img := testenv.Image(t, filepath.Join(dir, "disk.qcow2"), 16,
+		"write -P 0x11 0M 4M", "write -P 0x12 4M 4M", "write -P 0x13 8M 4M")
 	if err := os.MkdirAll(root, 0o700); err != nil {
 		t.Fatal(err)
 	}

@@ -228,7 +228,7 @@ func (d *Libvirtd) signal(sig syscall.Signal, grace time.Duration) {
 // then stops libvirtd. Safe to call twice and after Kill.
 func (d *Libvirtd) Stop() error {
 	d.mu.Lock()
-	running := d.cmd != nil && !isClosed(d.done)
+	running := d.cmd != nil && !Closed(d.done)
 	d.mu.Unlock()
 	var firstErr error
 	if !running {
@@ -272,7 +272,9 @@ func (d *Libvirtd) Restart() error {
 	return d.start()
 }
 
-func isClosed(ch chan struct{}) bool {
+// Closed reports whether ch is closed: for a child process's done
+// channel, whether it has exited.
+func Closed(ch <-chan struct{}) bool {
 	select {
 	case <-ch:
 		return true

@@ -3,6 +3,7 @@ package testenv
 import (
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/stoneycloud/stoney-conductor/ldapschema"
 )
@@ -52,4 +53,24 @@ func DialStore(tb testing.TB, opts ldapschema.StoreOptions) *ldapschema.Store {
 	}
 	tb.Cleanup(func() { st.Close() })
 	return st
+}
+
+// Image is CreateImage for a test, which fails if it cannot; it returns path.
+func Image(tb testing.TB, path string, sizeMiB int, writes ...string) string {
+	tb.Helper()
+	if err := CreateImage(path, sizeMiB, writes...); err != nil {
+		tb.Fatal(err)
+	}
+	return path
+}
+
+// Zone loads the time zone name (e.g. Europe/Zurich) for a test, which
+// fails if the system has no data for it.
+func Zone(tb testing.TB, name string) *time.Location {
+	tb.Helper()
+	loc, err := time.LoadLocation(name)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return loc
 }

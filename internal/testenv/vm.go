@@ -103,20 +103,33 @@ func (s VMSpec) DomainXML() (string, error) {
 	return dom.Marshal()
 }
 
+// CreateImage makes a qcow2 image of sizeMiB at path and runs each qemu-io
+// command of writes on it (e.g. "write -P 0x5a 3M 2M"): data written
+// offline, as a guest would have.
+func CreateImage(path string, sizeMiB int, writes ...string) error {
+	if err := run("qemu-img", "create", "-q", "-f", "qcow2", path, fmt.Sprintf("%dM", sizeMiB)); err != nil {
+		return err
+	}
+	for _, cmd := range writes {
+		if err := run("qemu-io", "-f", "qcow2", "-c", cmd, path); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // DefineVM creates the VM's images (qcow2 data disks with their patterns
 // written offline, and the boot floppy), defines the domain and starts it if
 // spec.Running. Existing images are overwritten.
 func DefineVM(uri string, spec VMSpec) error {
 	spec = spec.withDefaults()
 	for _, d := range spec.Disks {
-		if err := run("qemu-img", "create", "-q", "-f", "qcow2", d.Path, fmt.Sprintf("%dM", d.SizeMiB)); err != nil {
-			return err
-		}
+		var writes []string
 		if d.Pattern != 0 {
-			cmd := fmt.Sprintf("write -P 0x%02x %d %d", d.Pattern, PatternOffset, PatternLength)
-			if err := run("qemu-io", "-f", "qcow2", "-c", cmd, d.Path); err != nil {
-				return err
-			}
+			writes = append(writes, fmt.Sprintf("write -P 0x%02x %d %d", d.Pattern, PatternOffset, PatternLength))
+		}
+		if err := CreateImage(d.Path, d.SizeMiB, writes...); err != nil {
+			return err
 		}
 	}
 	// A full 1.44 MB image so that the floppy geometry is recognised.
