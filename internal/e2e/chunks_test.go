@@ -291,15 +291,6 @@ func TestChunkedResizedDisk(t *testing.T) {
 	}
 }
 
-// keepIterations sets how many backups of v retention keeps.
-func keepIterations(t *testing.T, s *site, v *vm, n int) {
-	t.Helper()
-	if err := s.store.Update(s.store.Tree.VMBackup(v.name), "", map[string][]string{
-		ldapschema.AttrBackupNumberOfIterations: {strconv.Itoa(n)}}); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // TestChunkedDiskAdded: a disk attached between two nights has no bitmap
 // and no index of the first: the second night reads it whole and says why,
 // the first disk by its bitmap; restoring the second night brings back
@@ -398,7 +389,7 @@ func chunkIDs(t *testing.T, backupRoot string) map[string]map[format.ChunkID]boo
 func TestChunkedCorruptChunk(t *testing.T) {
 	ctx := context.Background()
 	s, v := chunkedSite(t, true, 64, 0xab)
-	keepIterations(t, s, v, 3)
+	s.keepIterations(v, 3)
 	one := s.backedUp(t, v, time.Date(2024, 1, 1, 3, 0, 0, 0, time.UTC))
 	two := s.backedUp(t, v, time.Date(2024, 1, 2, 3, 0, 0, 0, time.UTC)) // nothing written: the same chunks
 	disk := filepath.Base(v.disks[0].Path)
@@ -453,19 +444,6 @@ func verifyClean(t *testing.T, backupRoot string) {
 	}
 }
 
-// restoresTo: after the guest wrote other data to vda, a restore of l
-// brings back what it reads as pattern.
-func (s *site) restoresTo(t *testing.T, v *vm, l ldapschema.Leaf, pattern byte) {
-	t.Helper()
-	if err := writeGuest(v, "vda", pattern^0xff); err != nil {
-		t.Fatal(err)
-	}
-	if got := s.webUIRestore(t, v, l, true); got.ReturnValue != 0 {
-		t.Fatalf("restore of %s: return value %d", l.Name, got.ReturnValue)
-	}
-	v.guestReads(t, "vda", pattern)
-}
-
 // ageChunks sets the modification time of every file in the store d back:
 // for a collection's grace period, they were written long ago.
 func ageChunks(t *testing.T, backupRoot string, d time.Duration) {
@@ -490,7 +468,7 @@ func ageChunks(t *testing.T, backupRoot string, d time.Duration) {
 func TestChunkedGarbageCollection(t *testing.T) {
 	ctx := context.Background()
 	s, v := chunkedSite(t, true, 64, 0xab)
-	keepIterations(t, s, v, 3)
+	s.keepIterations(v, 3)
 	store := format.OpenChunkStore(s.backup, nil)
 	const grace = time.Hour
 	day := func(d int) time.Time { return time.Date(2024, 1, d, 3, 0, 0, 0, time.UTC) }

@@ -321,7 +321,7 @@ func TestRecoverFromBaseTree(t *testing.T) {
 // wrote, and the newest restores to what the guest had that night.
 func TestRecoverChunkedBackups(t *testing.T) {
 	s, v := chunkedSite(t, true, 64, 0xab)
-	keepIterations(t, s, v, 2)
+	s.keepIterations(v, 2)
 	one := s.backedUp(t, v, time.Date(2024, 1, 1, 3, 0, 0, 0, time.UTC))
 	if err := writeGuest(v, "vda", 0x11); err != nil {
 		t.Fatal(err)

@@ -74,10 +74,10 @@ func (s *site) restored(t *testing.T, v *vm, l ldapschema.Leaf) {
 }
 
 // restoresTo checks that l brings v's data back to pattern: the guest
-// overwrites it (0x22), then l is restored.
+// overwrites it with other data, then l is restored.
 func (s *site) restoresTo(t *testing.T, v *vm, l ldapschema.Leaf, pattern byte) {
 	t.Helper()
-	if err := writeGuest(v, "vda", 0x22); err != nil {
+	if err := writeGuest(v, "vda", pattern^0xff); err != nil {
 		t.Fatal(err)
 	}
 	s.restored(t, v, l)
