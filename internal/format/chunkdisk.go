@@ -437,7 +437,7 @@ func writeRaw(ctx context.Context, seam *hostio.Seam, store *ChunkStore, x Index
 	}
 	return eachChunk(ctx, store, x, func(i int, data []byte) error {
 		return dataRuns(data, func(c, end int) error {
-			return writeBack(seam, f, data[c*qcowCluster:min(end*qcowCluster, len(data))], int64(i)*ChunkSize+int64(c)*qcowCluster)
+			return seam.Write(f, data[c*qcowCluster:min(end*qcowCluster, len(data))], int64(i)*ChunkSize+int64(c)*qcowCluster)
 		})
 	})
 }

@@ -7,8 +7,6 @@ import (
 	"os"
 	"sync"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/stoneycloud/stoney-conductor/internal/hostio"
 )
 
@@ -115,7 +113,7 @@ func writeQcow2(ctx context.Context, seam *hostio.Seam, store *ChunkStore, x Ind
 		first := int64(i) * qcowChunkCluster
 		host := l.stored[i]
 		return dataRuns(data, func(c, end int) error {
-			if err := writeBack(seam, f, data[c*qcowCluster:min(end*qcowCluster, len(data))], (host+int64(c))*qcowCluster); err != nil {
+			if err := seam.Write(f, data[c*qcowCluster:min(end*qcowCluster, len(data))], (host+int64(c))*qcowCluster); err != nil {
 				return err
 			}
 			for k := c; k < end; k++ {
@@ -179,18 +177,6 @@ func (l qcowLayout) metadata(mapped []int64) (front, refs []byte) {
 		be.PutUint64(table[b*8:], uint64((l.refBlocks+b)*qcowCluster))
 	}
 	return front, refs
-}
-
-// writeBack writes b at off and starts its writeback at once: the disk
-// works while the next chunks are read and checked, and the fsync at the
-// end finds little left (it took half of a restore's time without).
-func writeBack(seam *hostio.Seam, f *os.File, b []byte, off int64) error {
-	if err := seam.Write(f, b, off); err != nil {
-		return err
-	}
-	// Only a hint: the fsync that follows is what makes the data durable.
-	_ = unix.SyncFileRange(int(f.Fd()), off, int64(len(b)), unix.SYNC_FILE_RANGE_WRITE)
-	return nil
 }
 
 // dataRuns calls write for each run [c, end) of 64 KiB clusters of data
