@@ -33,6 +33,15 @@
 //  6. Move the state file (mode 0600: the guest's RAM) into the retain
 //     directory, and remove the record.
 //
+// With SnapshotRequest.Live, step 2 writes the memory while the guest runs
+// (an external memory snapshot with --live, no disk snapshot, no snapshot
+// metadata, halting the domain at the instant the copy is complete); the
+// file is a save image like the one of step 2, and steps 3 to 6 follow
+// unchanged. Past SnapshotRequest.Bound the guest is paused and the copy
+// ends as a plain save's. The disks cannot be switched live and keep their
+// paths: docs/live-snapshots.md says why and what it costs. The downtime is
+// measured from libvirt's lifecycle events, suspended to resumed.
+//
 // Every phase, and each disk's rename and overlay, is announced in the
 // record (written and fsynced) before it runs, and every operation that
 // changes a domain or a file passes the seam, beneath its root, never

@@ -209,3 +209,42 @@ func copyFile(t *testing.T, src, dst string) {
 		t.Fatal(err)
 	}
 }
+
+// seedLayout checks the files a Snapshot of a running VM with memMiB of
+// filled RAM leaves: a real state image moved off the RAM disk (0600), the
+// XML without backingStore, each disk an overlay of its retained image at
+// the configured permission.
+func (v *testVM) seedLayout(t *testing.T, res SnapshotResult, memMiB int64) {
+	t.Helper()
+	name := v.spec.Name
+	if !format.IsSaveImage(res.StateFile) || res.StateFile != filepath.Join(v.retain, name+".state") {
+		t.Fatalf("state file %s is not a save image", res.StateFile)
+	}
+	if fi, _ := os.Stat(res.StateFile); fi.Size() < (memMiB-28)<<20 || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("state file of %d bytes, mode %v, for a %d MiB VM that filled its RAM", fi.Size(), fi.Mode(), memMiB)
+	}
+	if _, err := os.Stat(filepath.Join(ramDisk, name+".state")); !os.IsNotExist(err) {
+		t.Fatalf("state file left on the RAM disk: %v", err)
+	}
+	x, err := os.ReadFile(res.XMLFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := format.ParseDomainXML(string(x))
+	if err != nil || strings.Contains(string(x), "backingStore") || len(d.Disks) != len(v.spec.Disks) {
+		t.Fatalf("saved XML: %v\n%s", err, x)
+	}
+	for i, disk := range v.spec.Disks {
+		retained := filepath.Join(v.retain, filepath.Base(disk.Path))
+		if d.Disks[i].Source != disk.Path || res.Disks[i] != (RetainedDisk{Target: disk.Target, Source: disk.Path, Retained: retained}) {
+			t.Fatalf("disk %d: saved %+v, result %+v", i, d.Disks[i], res.Disks[i])
+		}
+		im, err := format.ImageInfo(context.Background(), disk.Path)
+		if err != nil || im.BackingFile != retained {
+			t.Fatalf("overlay %+v %v", im, err)
+		}
+		if fi, _ := os.Stat(disk.Path); fi.Mode().Perm() != 0o640 {
+			t.Fatalf("overlay mode %v", fi.Mode())
+		}
+	}
+}

@@ -42,6 +42,12 @@ type SnapshotRequest struct {
 	// operation it announces and decides a re-run from it and the domain's
 	// state alone. It is removed once the step is settled.
 	Record hostio.Record
+	// Live writes a running VM's memory while it runs (see liveSave) and
+	// stops it only at the instant the copy is complete; the rest is as
+	// without. Bound limits how long the copy may run before the guest is
+	// paused to finish it.
+	Live  bool
+	Bound PauseBound
 	// SettleOnly finishes what the record started and starts nothing new:
 	// a snapshot that never saved the VM is dropped, one of a shut-off VM
 	// is undone, one whose VM is saved is brought to its end (the VM runs
@@ -61,10 +67,14 @@ type SnapshotResult struct {
 	StateFile  string // in RetainDir: a save image, or a placeholder if the VM was shut off
 	XMLFile    string
 	Disks      []RetainedDisk
+	Live       bool          // the memory was written while the guest ran
+	Bounded    bool          // ... until the bound paused the guest to finish
 	Save       time.Duration // the save call
 	Restore    time.Duration // the restore call
-	Downtime   time.Duration // from the save call until the domain runs again
-	Total      time.Duration
+	// Downtime is how long the guest was paused, from libvirt's lifecycle
+	// events; without them, from the save call until the domain runs again.
+	Downtime time.Duration
+	Total    time.Duration
 }
 
 // Modes of the files Snapshot writes: the state file is the guest's RAM.
@@ -110,6 +120,8 @@ type snapRecord struct {
 	Failure    string `json:",omitempty"` // why a rollback started
 	Kind       string `json:",omitempty"` // its sentinel
 	StopFirst  bool   `json:",omitempty"` // the rollback stops a VM restored on the overlays
+	Live       bool   `json:",omitempty"` // the memory was written while the guest ran
+	Bounded    bool   `json:",omitempty"` // ... until the bound paused it
 }
 
 type diskRecord struct {
@@ -148,6 +160,7 @@ type snap struct {
 	statePath, xmlPath hostio.Path
 	ramState           hostio.Path // zero without a RAM disk
 	res                SnapshotResult
+	watch              *pauseWatch // the guest's pause, from the save on
 }
 
 func (r SnapshotRequest) check() error {
@@ -254,7 +267,7 @@ func (h *Hypervisor) snapshot(ctx context.Context, req SnapshotRequest) (Snapsho
 	for _, d := range s.rec.Disks {
 		s.res.Disks = append(s.res.Disks, RetainedDisk{Target: d.Target, Source: d.Source, Retained: d.Retained})
 	}
-	s.res.WasRunning = s.rec.WasRunning
+	s.res.WasRunning, s.res.Live, s.res.Bounded = s.rec.WasRunning, s.rec.Live, s.rec.Bounded
 	return s.resume(ctx)
 }
 
@@ -282,7 +295,9 @@ func (h *Hypervisor) domainState(ctx context.Context, name string) (domainState,
 			return err
 		}
 		st.active = state != lv.DOMAIN_SHUTOFF && state != lv.DOMAIN_CRASHED
-		st.savedOff = state == lv.DOMAIN_SHUTOFF && lv.DomainShutoffReason(reason) == lv.DOMAIN_SHUTOFF_SAVED
+		why := lv.DomainShutoffReason(reason)
+		// A live save stops the domain with "from snapshot".
+		st.savedOff = state == lv.DOMAIN_SHUTOFF && (why == lv.DOMAIN_SHUTOFF_SAVED || why == lv.DOMAIN_SHUTOFF_FROM_SNAPSHOT)
 		return nil
 	})
 	return st, err
@@ -591,17 +606,10 @@ func (s *snap) running(ctx context.Context) (SnapshotResult, error) {
 		return s.res, s.abandon(err)
 	}
 	// A failed save (e.g. ENOSPC) leaves the VM running: stop there.
+	s.watch = s.h.watchPause(s.req.Domain)
+	defer s.watch.close()
 	t0 := time.Now()
-	err := s.h.op("save "+s.req.Domain+" to "+stateFile.String(), func() error {
-		return s.h.do(func(c *lv.Connect) error {
-			d, err := c.LookupDomainByName(s.req.Domain)
-			if err != nil {
-				return err
-			}
-			defer d.Free()
-			return d.SaveFlags(stateFile.String(), s.rec.SaveXML, 0)
-		})
-	})
+	err := s.saveState(ctx, stateFile)
 	s.res.Save = time.Since(t0)
 	if err == nil && !format.IsSaveImageAt(stateFile) {
 		err = errors.New("no complete save image written")
@@ -614,6 +622,40 @@ func (s *snap) running(ctx context.Context) (SnapshotResult, error) {
 		return s.fail(ctx, err)
 	}
 	return s.afterSave(ctx, t0)
+}
+
+// saveState writes the running VM's memory to stateFile and leaves the
+// domain shut off: live while the guest runs (Live, a persistent domain:
+// a transient one would be gone once halted), else a plain save with the
+// recorded XML.
+func (s *snap) saveState(ctx context.Context, stateFile hostio.Path) error {
+	live := s.req.Live
+	if live {
+		err := s.h.withDomain(s.req.Domain, func(_ *lv.Connect, d *lv.Domain) error {
+			p, err := d.IsPersistent()
+			live = p
+			return err
+		})
+		if err != nil {
+			return err
+		}
+	}
+	if !live {
+		return s.h.op("save "+s.req.Domain+" to "+stateFile.String(), func() error {
+			return s.h.withDomain(s.req.Domain, func(_ *lv.Connect, d *lv.Domain) error {
+				return d.SaveFlags(stateFile.String(), s.rec.SaveXML, 0)
+			})
+		})
+	}
+	var out saveOutcome
+	err := s.h.op("live save "+s.req.Domain+" to "+stateFile.String(), func() error {
+		var err error
+		out, err = s.h.liveSave(ctx, s.req.Domain, stateFile.String(), s.req.Bound)
+		return err
+	})
+	s.rec.Live, s.rec.Bounded = true, out.bounded
+	s.res.Live, s.res.Bounded = true, out.bounded
+	return err
 }
 
 // saveFailed makes sure the VM still runs after a failed save and reports it.
@@ -735,6 +777,9 @@ func (s *snap) afterSave(ctx context.Context, t0 time.Time) (SnapshotResult, err
 		}
 		s.res.Restore = time.Since(t1)
 		s.res.Downtime = time.Since(t0)
+		if d, ok := s.watch.measure(); ok && err == nil {
+			s.res.Downtime = d
+		}
 		if err != nil {
 			return s.fail(ctx, wrap(ErrRestoreFailed, err, "%s", s.req.Domain))
 		}

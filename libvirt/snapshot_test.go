@@ -50,32 +50,7 @@ func TestSnapshotMergeRunning(t *testing.T) {
 	}
 	v.guestReadsOriginal(t)
 
-	// Files: a real state image (moved off the RAM disk), the XML without
-	// backingStore, the overlay with its permission.
-	if !format.IsSaveImage(res.StateFile) || res.StateFile != filepath.Join(v.retain, "run1.state") {
-		t.Fatalf("state file %s is not a save image", res.StateFile)
-	}
-	if fi, _ := os.Stat(res.StateFile); fi.Size() < 100<<20 || fi.Mode().Perm() != 0o600 {
-		t.Fatalf("state file of %d bytes for a 128 MiB VM that filled its RAM", fi.Size())
-	}
-	if _, err := os.Stat(filepath.Join(ramDisk, "run1.state")); !os.IsNotExist(err) {
-		t.Fatalf("state file left on the RAM disk: %v", err)
-	}
-	x, err := os.ReadFile(res.XMLFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if d, err := format.ParseDomainXML(string(x)); err != nil || strings.Contains(string(x), "backingStore") ||
-		len(d.Disks) != 1 || d.Disks[0].Source != src {
-		t.Fatalf("saved XML: %v\n%s", err, x)
-	}
-	im, err := format.ImageInfo(context.Background(), src)
-	if err != nil || im.BackingFile != retained {
-		t.Fatalf("overlay %+v %v", im, err)
-	}
-	if fi, _ := os.Stat(src); fi.Mode().Perm() != 0o640 {
-		t.Fatalf("overlay mode %v", fi.Mode())
-	}
+	v.seedLayout(t, res, 128)
 	if eq, err := format.CompareImages(context.Background(), before, retained); err != nil || !eq {
 		t.Fatalf("retained image differs from the disk before the snapshot: %v %v", eq, err)
 	}

@@ -350,3 +350,30 @@ func run(name string, args ...string) error {
 	}
 	return nil
 }
+
+// GuestMemory returns length bytes of the running VM's guest-physical memory
+// from off, as QEMU dumps it (pmemsave) into a file in dir.
+func GuestMemory(uri, vm, dir string, off, length int64) ([]byte, error) {
+	f, err := os.CreateTemp(dir, vm+"-mem-")
+	if err != nil {
+		return nil, err
+	}
+	f.Close()
+	defer os.Remove(f.Name())
+	cmd := fmt.Sprintf(`{"execute":"pmemsave","arguments":{"val":%d,"size":%d,"filename":%q}}`, off, length, f.Name())
+	err = withDomain(uri, vm, func(_ *lv.Connect, d *lv.Domain) error {
+		_, err := d.QemuMonitorCommand(cmd, lv.DOMAIN_QEMU_MONITOR_COMMAND_DEFAULT)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("testenv: pmemsave of %s: %w", vm, err)
+	}
+	return os.ReadFile(f.Name())
+}
+
+// SerialBoots counts how often the guest booted: it prints FILLED once per
+// boot, so a guest resumed from its saved memory adds none.
+func SerialBoots(spec VMSpec) int {
+	b, _ := os.ReadFile(spec.SerialPath())
+	return bytes.Count(b, []byte("FILLED"))
+}

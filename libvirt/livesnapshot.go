@@ -1,0 +1,240 @@
+package libvirt
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	lv "libvirt.org/go/libvirt"
+	"libvirt.org/go/libvirtxml"
+)
+
+// PauseBound limits a live save: once it has run this long, or made this
+// many passes over the guest's memory, the guest is paused and the save
+// finishes as a plain save does. Zero values: DefaultPauseBound.
+type PauseBound struct {
+	Time   time.Duration
+	Passes int
+}
+
+// DefaultPauseBound holds a guest that dirties its memory faster than it
+// can be written for at most a minute of copying.
+var DefaultPauseBound = PauseBound{Time: time.Minute}
+
+func (b PauseBound) orDefault() PauseBound {
+	if b.Time <= 0 && b.Passes <= 0 {
+		return DefaultPauseBound
+	}
+	return b
+}
+
+func (b PauseBound) reached(elapsed time.Duration, passes uint64) bool {
+	return (b.Time > 0 && elapsed >= b.Time) || (b.Passes > 0 && passes >= uint64(b.Passes))
+}
+
+// saveOutcome is how the memory got into the state file.
+type saveOutcome struct {
+	live    bool // written while the guest ran (an external memory snapshot)
+	bounded bool // the bound was reached: the guest was paused to finish
+}
+
+// liveSave writes a running domain's memory to stateFile while the guest
+// runs, and stops the domain at the instant the copy is complete: an
+// external memory snapshot (no disk snapshot, no snapshot metadata, HALT).
+// The file is a save image like SaveFlags writes, which DomainRestoreFlags
+// brings back with the recorded XML. The disks are not touched: libvirt
+// cannot put an overlay at the path of the image QEMU has open (see
+// docs/live-snapshots.md), so the seed's disk swap and restore follow.
+func (h *Hypervisor) liveSave(ctx context.Context, domain, stateFile string, bound PauseBound) (saveOutcome, error) {
+	out := saveOutcome{live: true}
+	bound = bound.orDefault()
+	var snapXML string
+	err := h.withDomain(domain, func(_ *lv.Connect, d *lv.Domain) error {
+		x, err := d.GetXMLDesc(0)
+		if err != nil {
+			return err
+		}
+		snapXML, err = memoryOnlySnapshot(x, stateFile)
+		return err
+	})
+	if err != nil {
+		return out, err
+	}
+	done := make(chan error, 1)
+	go func() {
+		done <- h.withDomain(domain, func(_ *lv.Connect, d *lv.Domain) error {
+			_, err := d.CreateSnapshotXML(snapXML, lv.DOMAIN_SNAPSHOT_CREATE_LIVE|
+				lv.DOMAIN_SNAPSHOT_CREATE_HALT|lv.DOMAIN_SNAPSHOT_CREATE_NO_METADATA)
+			return err
+		})
+	}()
+	start := time.Now()
+	tick := time.NewTicker(pollInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-done:
+			if err != nil && out.bounded {
+				err = errors.Join(err, h.resumePaused(domain))
+			}
+			return out, err
+		case <-tick.C:
+		}
+		if out.bounded {
+			continue
+		}
+		var passes uint64
+		_ = h.withDomain(domain, func(_ *lv.Connect, d *lv.Domain) error {
+			if st, err := d.GetJobStats(0); err == nil && st.MemIterationSet {
+				passes = st.MemIteration
+			}
+			return nil
+		})
+		if !bound.reached(time.Since(start), passes) {
+			continue
+		}
+		// The guest dirties memory faster than it is written: pause it,
+		// so that the copy ends as a plain save's does.
+		out.bounded = true
+		err := h.op("suspend "+domain, func() error {
+			return h.withDomain(domain, func(_ *lv.Connect, d *lv.Domain) error { return d.Suspend() })
+		})
+		if err != nil {
+			// Still copying: give the save up; the guest runs on.
+			_ = h.withDomain(domain, func(_ *lv.Connect, d *lv.Domain) error { return d.AbortJob() })
+			return out, errors.Join(err, <-done, h.resumePaused(domain))
+		}
+	}
+}
+
+// resumePaused lets a guest the bound paused run again after a failed live
+// save (libvirt resumes it itself on most failures).
+func (h *Hypervisor) resumePaused(domain string) error {
+	return h.withDomain(domain, func(_ *lv.Connect, d *lv.Domain) error {
+		st, _, err := d.GetState()
+		if err != nil || st != lv.DOMAIN_PAUSED {
+			return err
+		}
+		return h.op("resume "+domain, d.Resume)
+	})
+}
+
+// memoryOnlySnapshot is the snapshot XML that saves the memory to file and
+// leaves every disk of the domain XML x alone.
+func memoryOnlySnapshot(x, file string) (string, error) {
+	var dom libvirtxml.Domain
+	if err := dom.Unmarshal(x); err != nil {
+		return "", err
+	}
+	snap := libvirtxml.DomainSnapshot{
+		Memory: &libvirtxml.DomainSnapshotMemory{Snapshot: "external", File: file},
+		Disks:  &libvirtxml.DomainSnapshotDisks{},
+	}
+	if dom.Devices != nil {
+		for _, d := range dom.Devices.Disks {
+			if d.Target != nil {
+				snap.Disks.Disks = append(snap.Disks.Disks, libvirtxml.DomainSnapshotDisk{Name: d.Target.Dev, Snapshot: "no"})
+			}
+		}
+	}
+	return snap.Marshal()
+}
+
+// eventLoop runs libvirt's default event loop, which must be registered
+// before the connections whose events are wanted are opened.
+var eventLoop sync.Once
+
+func startEventLoop() {
+	eventLoop.Do(func() {
+		if err := lv.EventRegisterDefaultImpl(); err != nil {
+			return // no events: downtimes are measured by the clock
+		}
+		go func() {
+			for {
+				if err := lv.EventRunDefaultImpl(); err != nil {
+					time.Sleep(time.Second)
+				}
+			}
+		}()
+	})
+}
+
+// pauseWatch measures how long a domain's guest was really paused, from
+// libvirt's lifecycle events: from the first suspended (or stopped) event
+// to the last resumed (or started) one that follows.
+type pauseWatch struct {
+	h      *Hypervisor
+	domain string
+	ref    *connRef
+	id     int
+
+	mu         sync.Mutex
+	start, end time.Time
+}
+
+// watchPause starts a pauseWatch; nil when events cannot be had (then the
+// caller's own clock measures).
+func (h *Hypervisor) watchPause(domain string) *pauseWatch {
+	r, err := h.acquire()
+	if err != nil {
+		return nil
+	}
+	w := &pauseWatch{h: h, domain: domain, ref: r}
+	w.id, err = r.c.DomainEventLifecycleRegister(nil, func(_ *lv.Connect, d *lv.Domain, ev *lv.DomainEventLifecycle) {
+		if name, err := d.GetName(); err != nil || name != domain {
+			return
+		}
+		now := time.Now()
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		switch ev.Event {
+		case lv.DOMAIN_EVENT_SUSPENDED, lv.DOMAIN_EVENT_STOPPED:
+			if w.start.IsZero() {
+				w.start = now
+			}
+		case lv.DOMAIN_EVENT_RESUMED, lv.DOMAIN_EVENT_STARTED:
+			if !w.start.IsZero() {
+				w.end = now
+			}
+		}
+	})
+	if err != nil {
+		h.release(r, isConnLost(err))
+		return nil
+	}
+	return w
+}
+
+// measure waits until the events show the guest running again and returns
+// how long it was paused; false when they did not show both ends.
+func (w *pauseWatch) measure() (time.Duration, bool) {
+	if w == nil {
+		return 0, false
+	}
+	// Events arrive a moment after the call that caused them returned, and
+	// a restore may send "started" before "resumed".
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		w.mu.Lock()
+		start, end := w.start, w.end
+		w.mu.Unlock()
+		if !end.IsZero() && time.Since(end) >= 100*time.Millisecond {
+			return end.Sub(start), true
+		}
+		if time.Now().After(deadline) {
+			return 0, false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// close ends the watch; it may be called more than once.
+func (w *pauseWatch) close() {
+	if w == nil || w.ref == nil {
+		return
+	}
+	err := w.ref.c.DomainEventDeregister(w.id)
+	w.h.release(w.ref, isConnLost(err))
+	w.ref = nil
+}
