@@ -36,6 +36,12 @@ type config struct {
 	LeaseTTL time.Duration `yaml:"leaseTTL"`
 	// StateDir holds the steps' intent records; only root may write it.
 	StateDir string `yaml:"stateDir"`
+	// Snapshot is how a running VM's memory is saved: live or save.
+	Snapshot string `yaml:"snapshot"`
+	Live     struct {
+		MaxTime   time.Duration `yaml:"maxTime"`
+		MaxPasses int           `yaml:"maxPasses"`
+	} `yaml:"live"`
 	// QemuImg bounds every qemu-img call (zero keeps a default).
 	QemuImg struct {
 		QueryTimeout time.Duration `yaml:"queryTimeout"`
@@ -69,6 +75,14 @@ func loadConfig(path string) (config, error) {
 	}
 	if c.Libvirt.URI == "" {
 		c.Libvirt.URI = "qemu:///system"
+	}
+	mode, err := node.ParseSnapshotMode(c.Snapshot)
+	if err != nil {
+		return c, fmt.Errorf("%s: %w", path, err)
+	}
+	c.Snapshot = string(mode)
+	if c.Live.MaxTime < 0 || c.Live.MaxPasses < 0 {
+		return c, fmt.Errorf("%s: live.maxTime and live.maxPasses must not be negative", path)
 	}
 	if c.LDAP.URL == "" || c.LDAP.Base == "" {
 		return c, fmt.Errorf("%s: ldap.url and ldap.base are required", path)
@@ -140,8 +154,9 @@ func run(cfgPath string) int {
 		}, log)
 	}
 	agent := node.New(node.Options{Node: cfg.Node, Store: store, Hypervisor: hv, Log: log, Workers: cfg.Workers, LeaseTTL: cfg.LeaseTTL,
-		StateDir: cfg.StateDir, Seam: seam,
-		OnStep: m.Step, OnWatchError: func(error) { m.WatchReconnect() }, OnReconcileError: m.ReconcileError})
+		StateDir: cfg.StateDir, Seam: seam, Snapshot: node.SnapshotMode(cfg.Snapshot),
+		LiveBound: libvirt.PauseBound{Time: cfg.Live.MaxTime, Passes: cfg.Live.MaxPasses},
+		OnStep:    m.Step, OnWatchError: func(error) { m.WatchReconnect() }, OnReconcileError: m.ReconcileError})
 	if err := agent.Run(ctx); err != nil {
 		log.WithError(err).Error("stopped")
 		return 1
