@@ -26,6 +26,14 @@ type testVM struct {
 // one has filled its RAM.
 func newVM(t testing.TB, name, dir string, memMiB int, running bool, patterns ...byte) *testVM {
 	t.Helper()
+	v := planVM(t, name, dir, memMiB, running, patterns...)
+	v.define(t)
+	return v
+}
+
+// planVM is newVM before the VM is defined, for a test to change its spec.
+func planVM(t testing.TB, name, dir string, memMiB int, running bool, patterns ...byte) *testVM {
+	t.Helper()
 	if dir == "" {
 		dir = t.TempDir()
 	}
@@ -36,7 +44,6 @@ func newVM(t testing.TB, name, dir string, memMiB int, running bool, patterns ..
 		v.spec.Disks = append(v.spec.Disks, testenv.DiskSpec{
 			Target: target, Path: filepath.Join(dir, name+"-"+target+".qcow2"), SizeMiB: 32, Pattern: p})
 	}
-	v.define(t)
 	return v
 }
 

@@ -46,7 +46,10 @@ type saveOutcome struct {
 // brings back with the recorded XML. The disks are not touched: libvirt
 // cannot put an overlay at the path of the image QEMU has open (see
 // docs/live-snapshots.md), so the seed's disk swap and restore follow.
-func (h *Hypervisor) liveSave(ctx context.Context, domain, stateFile string, bound PauseBound) (saveOutcome, error) {
+//
+// Every pass over the memory appends to the file: once budget bytes are
+// written, the guest is paused too, so that the last pass still fits.
+func (h *Hypervisor) liveSave(ctx context.Context, domain, stateFile string, bound PauseBound, budget uint64) (saveOutcome, error) {
 	out := saveOutcome{live: true}
 	bound = bound.orDefault()
 	var snapXML string
@@ -84,18 +87,21 @@ func (h *Hypervisor) liveSave(ctx context.Context, domain, stateFile string, bou
 		if out.bounded {
 			continue
 		}
-		var passes uint64
+		started, passes, written := false, uint64(0), uint64(0)
 		_ = h.withDomain(domain, func(_ *lv.Connect, d *lv.Domain) error {
-			if st, err := d.GetJobStats(0); err == nil && st.MemIterationSet {
-				passes = st.MemIteration
+			if st, err := d.GetJobStats(0); err == nil && st.MemIterationSet && st.MemIteration > 0 {
+				started, passes, written = true, st.MemIteration, st.DataProcessed
 			}
 			return nil
 		})
-		if !bound.reached(time.Since(start), passes) {
+		// Pausing before the copy began would fail the snapshot: the guest
+		// must run when it starts.
+		if !started || !(bound.reached(time.Since(start), passes) || written >= budget) {
 			continue
 		}
-		// The guest dirties memory faster than it is written: pause it,
-		// so that the copy ends as a plain save's does.
+		// The guest dirties memory faster than it is written (or the file
+		// would outgrow its room): pause it, so that the copy ends as a
+		// plain save's does.
 		out.bounded = true
 		err := h.op("suspend "+domain, func() error {
 			return h.withDomain(domain, func(_ *lv.Connect, d *lv.Domain) error { return d.Suspend() })

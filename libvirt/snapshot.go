@@ -161,6 +161,7 @@ type snap struct {
 	ramState           hostio.Path // zero without a RAM disk
 	res                SnapshotResult
 	watch              *pauseWatch // the guest's pause, from the save on
+	liveBudget         uint64      // bytes a live save may write before its last pass
 }
 
 func (r SnapshotRequest) check() error {
@@ -483,15 +484,20 @@ func (s *snap) room(desc format.Domain) error {
 		return wrap(ErrNoSpace, err, "retain directory")
 	}
 	// The state ends in RetainDir whichever way it goes.
-	if free < need+uint64(len(s.rec.Disks))*overlayRoom {
+	free -= min(free, uint64(len(s.rec.Disks))*overlayRoom)
+	if free < need {
 		return fmt.Errorf("%w: %s has %d MiB free, the state file needs about %d MiB",
 			ErrNoSpace, s.req.RetainDir, free>>20, need>>20)
 	}
 	if !s.ramState.IsZero() {
 		if f, err := freeBytes(s.req.RAMDisk.String()); err == nil && f >= need {
 			s.rec.StateOnRAM = true
+			free = min(free, f)
 		}
 	}
+	// A live save's passes may write more than the memory: what is left
+	// after one whole copy is theirs.
+	s.liveBudget = free - need
 	return nil
 }
 
@@ -650,7 +656,7 @@ func (s *snap) saveState(ctx context.Context, stateFile hostio.Path) error {
 	var out saveOutcome
 	err := s.h.op("live save "+s.req.Domain+" to "+stateFile.String(), func() error {
 		var err error
-		out, err = s.h.liveSave(ctx, s.req.Domain, stateFile.String(), s.req.Bound)
+		out, err = s.h.liveSave(ctx, s.req.Domain, stateFile.String(), s.req.Bound, s.liveBudget)
 		return err
 	})
 	s.rec.Live, s.rec.Bounded = true, out.bounded

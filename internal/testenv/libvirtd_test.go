@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,12 +12,21 @@ import (
 )
 
 func TestBootSector(t *testing.T) {
-	b := bootSector()
-	if len(b) != 512 || b[510] != 0x55 || b[511] != 0xaa {
-		t.Fatalf("boot sector: %d bytes, signature %#x %#x", len(b), b[510], b[511])
+	for _, dirty := range []bool{false, true} {
+		b := bootSector(dirty)
+		if len(b) != 512 || b[510] != 0x55 || b[511] != 0xaa {
+			t.Fatalf("boot sector: %d bytes, signature %#x %#x", len(b), b[510], b[511])
+		}
 	}
-	if len(bootCode) > 510 {
-		t.Fatalf("boot code is %d bytes, more than fits", len(bootCode))
+	if len(bootCode)+len(dirtyLoop) > 510 {
+		t.Fatalf("boot code is %d bytes, more than fits", len(bootCode)+len(dirtyLoop))
+	}
+	// The dirty guest's jump replaces exactly the halt loop.
+	if !bytes.Equal(bootCode[haltAt:haltAt+3], []byte{0xf4, 0xeb, 0xfd}) {
+		t.Fatalf("no halt loop at %#x: % x", haltAt, bootCode[haltAt:haltAt+3])
+	}
+	if target := haltAt + 2 + int(int8(dirtyJump[1])); target != len(bootCode) {
+		t.Fatalf("the dirty guest jumps to %#x, its loop is at %#x", target, len(bootCode))
 	}
 }
 

@@ -38,6 +38,9 @@ type VMSpec struct {
 	BootImage string
 	// SerialLog receives the guest's COM1; default <first disk's dir>/<name>-serial.log.
 	SerialLog string
+	// DirtyRAM: once it has filled its RAM, the guest keeps writing to
+	// every page of it, for ever (a live save of it never converges).
+	DirtyRAM bool
 }
 
 func (s VMSpec) withDefaults() VMSpec {
@@ -121,7 +124,7 @@ func DefineVM(uri string, spec VMSpec) error {
 	}
 	// A full 1.44 MB image so that the floppy geometry is recognised.
 	boot := make([]byte, 1474560)
-	copy(boot, bootSector())
+	copy(boot, bootSector(spec.DirtyRAM))
 	if err := os.WriteFile(spec.BootImage, boot, 0o644); err != nil {
 		return err
 	}
