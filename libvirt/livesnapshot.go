@@ -75,6 +75,7 @@ func (h *Hypervisor) liveSave(ctx context.Context, domain, stateFile string, bou
 	start := time.Now()
 	tick := time.NewTicker(pollInterval)
 	defer tick.Stop()
+	polling := true
 	for {
 		select {
 		case err := <-done:
@@ -84,7 +85,7 @@ func (h *Hypervisor) liveSave(ctx context.Context, domain, stateFile string, bou
 			return out, err
 		case <-tick.C:
 		}
-		if out.bounded {
+		if !polling {
 			continue
 		}
 		started, passes, written := false, uint64(0), uint64(0)
@@ -94,16 +95,30 @@ func (h *Hypervisor) liveSave(ctx context.Context, domain, stateFile string, bou
 			}
 			return nil
 		})
-		// Pausing before the copy began would fail the snapshot: the guest
-		// must run when it starts.
-		if !started || !(bound.reached(time.Since(start), passes) || written >= budget) {
+		// Not before the copy began: the snapshot fails on a paused guest.
+		// The first pass fits (Snapshot checked the room for one copy), a
+		// later one may not.
+		if !started || !(bound.reached(time.Since(start), passes) || (passes >= 2 && written >= budget)) {
 			continue
+		}
+		var state lv.DomainState
+		err := h.withDomain(domain, func(_ *lv.Connect, d *lv.Domain) error {
+			var err error
+			state, _, err = d.GetState()
+			return err
+		})
+		if err != nil {
+			continue
+		}
+		polling = false
+		if state != lv.DOMAIN_RUNNING {
+			continue // paused already: QEMU is finishing the copy
 		}
 		// The guest dirties memory faster than it is written (or the file
 		// would outgrow its room): pause it, so that the copy ends as a
 		// plain save's does.
 		out.bounded = true
-		err := h.op("suspend "+domain, func() error {
+		err = h.op("suspend "+domain, func() error {
 			return h.withDomain(domain, func(_ *lv.Connect, d *lv.Domain) error { return d.Suspend() })
 		})
 		if err != nil {
