@@ -33,6 +33,10 @@ func (b PauseBound) reached(elapsed time.Duration, passes uint64) bool {
 	return (b.Time > 0 && elapsed >= b.Time) || (b.Passes > 0 && passes >= uint64(b.Passes))
 }
 
+// maxDowntime is the longest pause QEMU accepts to be told a migration may
+// take.
+const maxDowntime = 2000 * time.Second
+
 // saveOutcome is how the memory got into the state file.
 type saveOutcome struct {
 	live    bool // written while the guest ran (an external memory snapshot)
@@ -115,18 +119,45 @@ func (h *Hypervisor) liveSave(ctx context.Context, domain, stateFile string, bou
 			continue // paused already: QEMU is finishing the copy
 		}
 		// The guest dirties memory faster than it is written (or the file
-		// would outgrow its room): pause it, so that the copy ends as a
-		// plain save's does.
+		// would outgrow its room): let QEMU pause it, so that the copy ends
+		// as a plain save's does. (A pause of our own races with the
+		// snapshot job: libvirt 9.0 then sometimes fails it.)
 		out.bounded = true
-		err = h.op("suspend "+domain, func() error {
-			return h.withDomain(domain, func(_ *lv.Connect, d *lv.Domain) error { return d.Suspend() })
+		err = h.op("end the live save of "+domain, func() error {
+			return h.withDomain(domain, func(_ *lv.Connect, d *lv.Domain) error {
+				// Any pause is short enough now (QEMU's most): it pauses
+				// the guest at the end of this pass and completes.
+				return d.MigrateSetMaxDowntime(uint64(maxDowntime/time.Millisecond), 0)
+			})
 		})
 		if err != nil {
 			// Still copying: give the save up; the guest runs on.
-			_ = h.withDomain(domain, func(_ *lv.Connect, d *lv.Domain) error { return d.AbortJob() })
-			return out, errors.Join(err, <-done, h.resumePaused(domain))
+			return out, errors.Join(err, h.abortJob(domain), <-done, h.resumePaused(domain))
 		}
 	}
+}
+
+// abortJob ends the job libvirt runs on the domain, if any; one that ends
+// on its own meanwhile is no error.
+func (h *Hypervisor) abortJob(domain string) error {
+	err := h.withDomain(domain, func(_ *lv.Connect, d *lv.Domain) error {
+		if active, err := d.IsActive(); err != nil || !active {
+			return err
+		}
+		ji, err := d.GetJobInfo()
+		if err != nil || ji.Type == lv.DOMAIN_JOB_NONE {
+			return err
+		}
+		err = h.op("abort the job of "+domain, d.AbortJob)
+		if errors.Is(err, lv.ERR_OPERATION_INVALID) {
+			return nil // no job any more
+		}
+		return err
+	})
+	if errors.Is(err, ErrDomainNotFound) || errors.Is(err, lv.ERR_OPERATION_INVALID) {
+		return nil
+	}
+	return err
 }
 
 // resumePaused lets a guest the bound paused run again after a failed live

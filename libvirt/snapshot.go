@@ -513,6 +513,13 @@ func (s *snap) resume(ctx context.Context) (SnapshotResult, error) {
 		}
 		return s.res, s.rolledBack()
 	}
+	if rec.Live && rec.Phase == phSaving {
+		// A live save left by a process that died copies on, for ever if
+		// its guest dirties memory faster: end it, the guest runs on.
+		if err := s.h.abortJob(s.req.Domain); err != nil {
+			return s.res, err
+		}
+	}
 	if err := s.h.waitNoJob(ctx, s.req.Domain); err != nil {
 		return s.res, err
 	}
@@ -608,6 +615,11 @@ func (s *snap) running(ctx context.Context) (SnapshotResult, error) {
 	if err := hostio.CheckPath(stateFile); err != nil {
 		return s.res, wrap(ErrSaveFailed, err, "%s", stateFile)
 	}
+	live, err := s.liveSaves()
+	if err != nil {
+		return s.res, wrap(ErrSaveFailed, err, "%s", s.req.Domain)
+	}
+	s.rec.Live, s.rec.Bounded = live, false
 	if err := s.save(phSaving); err != nil {
 		return s.res, s.abandon(err)
 	}
@@ -615,7 +627,7 @@ func (s *snap) running(ctx context.Context) (SnapshotResult, error) {
 	s.watch = s.h.watchPause(s.req.Domain)
 	defer s.watch.close()
 	t0 := time.Now()
-	err := s.saveState(ctx, stateFile)
+	err = s.saveState(ctx, stateFile)
 	s.res.Save = time.Since(t0)
 	if err == nil && !format.IsSaveImageAt(stateFile) {
 		err = errors.New("no complete save image written")
@@ -630,23 +642,26 @@ func (s *snap) running(ctx context.Context) (SnapshotResult, error) {
 	return s.afterSave(ctx, t0)
 }
 
-// saveState writes the running VM's memory to stateFile and leaves the
-// domain shut off: live while the guest runs (Live, a persistent domain:
-// a transient one would be gone once halted), else a plain save with the
-// recorded XML.
-func (s *snap) saveState(ctx context.Context, stateFile hostio.Path) error {
-	live := s.req.Live
-	if live {
-		err := s.h.withDomain(s.req.Domain, func(_ *lv.Connect, d *lv.Domain) error {
-			p, err := d.IsPersistent()
-			live = p
-			return err
-		})
-		if err != nil {
-			return err
-		}
+// liveSaves tells whether the memory is saved live: if asked for and the
+// domain is persistent (a transient one would be gone once halted).
+func (s *snap) liveSaves() (bool, error) {
+	if !s.req.Live {
+		return false, nil
 	}
-	if !live {
+	var live bool
+	err := s.h.withDomain(s.req.Domain, func(_ *lv.Connect, d *lv.Domain) error {
+		var err error
+		live, err = d.IsPersistent()
+		return err
+	})
+	return live, err
+}
+
+// saveState writes the running VM's memory to stateFile and leaves the
+// domain shut off: live while the guest runs if the record says so, else
+// a plain save with the recorded XML.
+func (s *snap) saveState(ctx context.Context, stateFile hostio.Path) error {
+	if !s.rec.Live {
 		return s.h.op("save "+s.req.Domain+" to "+stateFile.String(), func() error {
 			return s.h.withDomain(s.req.Domain, func(_ *lv.Connect, d *lv.Domain) error {
 				return d.SaveFlags(stateFile.String(), s.rec.SaveXML, 0)
@@ -659,7 +674,7 @@ func (s *snap) saveState(ctx context.Context, stateFile hostio.Path) error {
 		out, err = s.h.liveSave(ctx, s.req.Domain, stateFile.String(), s.req.Bound, s.liveBudget)
 		return err
 	})
-	s.rec.Live, s.rec.Bounded = true, out.bounded
+	s.rec.Bounded = out.bounded
 	s.res.Live, s.res.Bounded = true, out.bounded
 	return err
 }

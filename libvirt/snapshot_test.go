@@ -313,12 +313,33 @@ func TestSnapshotRollback(t *testing.T) {
 // chain (overlay on the retained image) and the guest reading its data.
 func TestSnapshotCrashedAtEveryOperationEndsRunningOnAValidChain(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
 	v := newVM(t, "crashes", "", 64, true, 0x21)
-	src := v.spec.Disks[0].Path
+	crashAtEveryOperation(t, v, func(r *SnapshotRequest) {})
+}
+
+// The same for a live save that its bound pauses: the guest dirties its
+// memory for ever, so every run passes the pause, and a crash leaves a copy
+// running that only the re-run can end.
+func TestLiveSnapshotCrashedAtEveryOperationEndsRunningOnAValidChain(t *testing.T) {
+	t.Parallel()
+	v := planVM(t, "crashlive", "", 64, true, 0x22)
+	v.spec.DirtyRAM = true
+	v.define(t)
+	crashAtEveryOperation(t, v, func(r *SnapshotRequest) { r.Live, r.Bound = true, PauseBound{Time: time.Nanosecond} })
+}
+
+func crashAtEveryOperation(t *testing.T, v *testVM, mode func(*SnapshotRequest)) {
+	ctx := context.Background()
+	name, src := v.spec.Name, v.spec.Disks[0].Path
+	request := func(seam *hostio.Seam) SnapshotRequest {
+		req := v.request(ramDisk)
+		req.Record = v.record(seam)
+		mode(&req)
+		return req
+	}
 	reset := func(h *Hypervisor, res SnapshotResult) {
 		t.Helper()
-		if _, err := h.Merge(ctx, MergeRequest{Domain: "crashes", Disks: res.Disks}); err != nil {
+		if _, err := h.Merge(ctx, MergeRequest{Domain: name, Disks: res.Disks}); err != nil {
 			t.Fatal(err)
 		}
 		if err := os.RemoveAll(v.retain); err != nil {
@@ -333,9 +354,7 @@ func TestSnapshotCrashedAtEveryOperationEndsRunningOnAValidChain(t *testing.T) {
 	seam := &hostio.Seam{Trace: func(n int, op string) { ops = append(ops, op) }}
 	h := ownH(t)
 	h.SetSeam(seam)
-	req := v.request(ramDisk)
-	req.Record = v.record(seam)
-	res, err := h.Snapshot(ctx, req)
+	res, err := h.Snapshot(ctx, request(seam))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -360,10 +379,8 @@ func TestSnapshotCrashedAtEveryOperationEndsRunningOnAValidChain(t *testing.T) {
 				t.Fatal(err)
 			}
 			dead.SetSeam(seam)
-			req := v.request(ramDisk)
-			req.Record = v.record(seam)
 			done := make(chan error, 1)
-			go func() { _, err := dead.Snapshot(ctx, req); done <- err }()
+			go func() { _, err := dead.Snapshot(ctx, request(seam)); done <- err }()
 			var op string
 			select {
 			case op = <-crashed:
@@ -372,7 +389,7 @@ func TestSnapshotCrashedAtEveryOperationEndsRunningOnAValidChain(t *testing.T) {
 			}
 			// A new process runs the step again.
 			h := ownH(t)
-			res, err := h.Snapshot(ctx, v.request(ramDisk))
+			res, err := h.Snapshot(ctx, request(nil))
 			if err != nil {
 				t.Fatalf("%s (%s): re-run: %v", f, op, err)
 			}
@@ -385,11 +402,14 @@ func TestSnapshotCrashedAtEveryOperationEndsRunningOnAValidChain(t *testing.T) {
 			if err := format.CheckImage(context.Background(), res.Disks[0].Retained, ""); err != nil {
 				t.Fatalf("%s (%s): %v", f, op, err)
 			}
-			if hostio.Exists(v.record(nil).Path) || hostio.Exists(hostio.In(ramDisk).MustJoin("crashes.state")) {
+			if hostio.Exists(v.record(nil).Path) || hostio.Exists(hostio.In(ramDisk).MustJoin(name+".state")) {
 				t.Fatalf("%s (%s): record or RAM disk state left", f, op)
 			}
 			v.guestReadsOriginal(t)
 			reset(h, res)
+			if info, err := h.Domain(name); err != nil || info.State != "running" {
+				t.Fatalf("%s (%s): the guest is %q after the re-run (%v)", f, op, info.State, err)
+			}
 			held++
 			t.Logf("%s %s: held", f, op)
 		}
