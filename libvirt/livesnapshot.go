@@ -52,7 +52,7 @@ type saveOutcome struct {
 // docs/live-snapshots.md), so the seed's disk swap and restore follow.
 //
 // Every pass over the memory appends to the file: once budget bytes are
-// written, the guest is paused too, so that the last pass still fits.
+// written, the guest is paused to finish too, so that the last pass fits.
 func (h *Hypervisor) liveSave(ctx context.Context, domain, stateFile string, bound PauseBound, budget uint64) (saveOutcome, error) {
 	out := saveOutcome{live: true}
 	bound = bound.orDefault()
@@ -83,9 +83,6 @@ func (h *Hypervisor) liveSave(ctx context.Context, domain, stateFile string, bou
 	for {
 		select {
 		case err := <-done:
-			if err != nil && out.bounded {
-				err = errors.Join(err, h.resumePaused(domain))
-			}
 			return out, err
 		case <-tick.C:
 		}
@@ -99,8 +96,8 @@ func (h *Hypervisor) liveSave(ctx context.Context, domain, stateFile string, bou
 			}
 			return nil
 		})
-		// Not before the copy began: the snapshot fails on a paused guest.
-		// The first pass fits (Snapshot checked the room for one copy), a
+		// Not before the copy began, when the job may not take the limit
+		// yet. The first pass fits (Snapshot checked the room for one copy), a
 		// later one may not.
 		if !started || !(bound.reached(time.Since(start), passes) || (passes >= 2 && written >= budget)) {
 			continue
@@ -132,7 +129,7 @@ func (h *Hypervisor) liveSave(ctx context.Context, domain, stateFile string, bou
 		})
 		if err != nil {
 			// Still copying: give the save up; the guest runs on.
-			return out, errors.Join(err, h.abortJob(domain), <-done, h.resumePaused(domain))
+			return out, errors.Join(err, h.abortJob(domain), <-done)
 		}
 	}
 }
@@ -158,18 +155,6 @@ func (h *Hypervisor) abortJob(domain string) error {
 		return nil
 	}
 	return err
-}
-
-// resumePaused lets a guest the bound paused run again after a failed live
-// save (libvirt resumes it itself on most failures).
-func (h *Hypervisor) resumePaused(domain string) error {
-	return h.withDomain(domain, func(_ *lv.Connect, d *lv.Domain) error {
-		st, _, err := d.GetState()
-		if err != nil || st != lv.DOMAIN_PAUSED {
-			return err
-		}
-		return h.op("resume "+domain, d.Resume)
-	})
 }
 
 // memoryOnlySnapshot is the snapshot XML that saves the memory to file and
