@@ -3,6 +3,7 @@ package libvirt
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"testing"
 	"time"
@@ -54,69 +55,40 @@ func TestSnapshotLive(t *testing.T) {
 	v.guestReadsOriginal(t)
 }
 
-// A live save that reaches its time bound is finished paused, and the
-// backup is still whole.
-func TestSnapshotLiveBound(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	h := openH(t)
-	v := planVM(t, "live2", "", 256, true, 0xa7)
-	v.spec.DirtyRAM = true // an idle guest may be done before the bound
-	v.define(t)
-	boots := testenv.SerialBoots(v.spec)
-	req := v.request(ramDisk)
-	req.Live, req.Bound = true, PauseBound{Time: time.Nanosecond}
-	res, err := h.Snapshot(ctx, req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("bounded: save %v restore %v downtime %v total %v", res.Save, res.Restore, res.Downtime, res.Total)
-	if !res.Live || !res.Bounded || res.Downtime <= 0 {
-		t.Fatalf("result %+v", res)
-	}
-	v.seedLayout(t, res, 256)
-	if !v.running(t, h) || testenv.SerialBoots(v.spec) != boots {
-		t.Fatal("the guest did not keep its RAM")
-	}
-	v.guestReadsOriginal(t)
-	v.restoreInstant(t, h, res)
-	if testenv.SerialBoots(v.spec) != boots {
-		t.Fatal("the restored guest booted")
-	}
-	v.guestReadsOriginal(t)
-}
-
 // A guest that writes its memory for ever never lets a live save finish on
-// its own: after the configured passes it is paused, and the backup is whole.
-func TestSnapshotLiveDirtyGuest(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	h := openH(t)
-	v := planVM(t, "live3", "", 256, true, 0xa9)
-	v.spec.DirtyRAM = true
-	v.define(t)
-	boots := testenv.SerialBoots(v.spec)
-	req := v.request(ramDisk)
-	req.Live, req.Bound = true, PauseBound{Passes: 2}
-	res, err := h.Snapshot(ctx, req)
-	if err != nil {
-		t.Fatal(err)
+// its own: at its bound, of time or of passes, it is paused to finish, well
+// before the default bound of a minute, and the backup is whole.
+func TestSnapshotLiveBound(t *testing.T) {
+	for i, bound := range []PauseBound{{Time: time.Nanosecond}, {Passes: 2}} {
+		t.Run(fmt.Sprintf("%+v", bound), func(t *testing.T) {
+			t.Parallel()
+			h := openH(t)
+			v := planVM(t, fmt.Sprintf("bound%d", i), "", 256, true, 0xa7)
+			v.spec.DirtyRAM = true
+			v.define(t)
+			boots := testenv.SerialBoots(v.spec)
+			req := v.request(ramDisk)
+			req.Live, req.Bound = true, bound
+			res, err := h.Snapshot(context.Background(), req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("save %v restore %v downtime %v total %v", res.Save, res.Restore, res.Downtime, res.Total)
+			if !res.Live || !res.Bounded || res.Downtime <= 0 || res.Save >= 30*time.Second {
+				t.Fatalf("result %+v", res)
+			}
+			v.seedLayout(t, res, 256)
+			if !v.running(t, h) || testenv.SerialBoots(v.spec) != boots {
+				t.Fatal("the guest did not keep its RAM")
+			}
+			v.guestReadsOriginal(t)
+			v.restoreInstant(t, h, res)
+			if testenv.SerialBoots(v.spec) != boots {
+				t.Fatal("the restored guest booted")
+			}
+			v.guestReadsOriginal(t)
+		})
 	}
-	t.Logf("dirty guest: save %v restore %v downtime %v total %v", res.Save, res.Restore, res.Downtime, res.Total)
-	// Well before the default bound of a minute: the passes stopped it.
-	if !res.Live || !res.Bounded || res.Save >= 30*time.Second {
-		t.Fatalf("result %+v", res)
-	}
-	v.seedLayout(t, res, 256)
-	if !v.running(t, h) || testenv.SerialBoots(v.spec) != boots {
-		t.Fatal("the guest did not keep its RAM")
-	}
-	v.guestReadsOriginal(t)
-	v.restoreInstant(t, h, res)
-	if testenv.SerialBoots(v.spec) != boots {
-		t.Fatal("the restored guest booted")
-	}
-	v.guestReadsOriginal(t)
 }
 
 // guestMemory is 8 MiB of the guest's RAM above 1 MiB, where the boot

@@ -798,11 +798,11 @@ func (s *snap) afterSave(ctx context.Context, t0 time.Time) (SnapshotResult, err
 		}
 		s.res.Restore = time.Since(t1)
 		s.res.Downtime = time.Since(t0)
-		if d, ok := s.watch.measure(); ok && err == nil {
-			s.res.Downtime = d
-		}
 		if err != nil {
 			return s.fail(ctx, wrap(ErrRestoreFailed, err, "%s", s.req.Domain))
+		}
+		if d, ok := s.watch.measure(); ok {
+			s.res.Downtime = d
 		}
 		if err := s.h.verifyOverlays(s.req.Domain, s.res.Disks); err != nil {
 			return s.fail(ctx, err)
