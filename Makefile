@@ -42,8 +42,9 @@ crashtest: deps
 	CRASHTEST_POINTS='$(CRASHTEST_POINTS)' $(GO) test -count=1 -v -timeout 4h -run '$(CRASHTEST_RUN)' ./internal/crashtest/
 
 # Back up three tiny VMs on a private slapd and libvirtd, printing each step.
+# STAY=1 keeps the demo's directory, VMs and web UI up after its checks.
 demo: deps build
-	$(GO) run ./internal/demo
+	$(GO) run ./internal/demo $(if $(STAY),-stay)
 
 clean:
 	rm -rf bin

@@ -10,14 +10,6 @@ import (
 	"github.com/stoneycloud/stoney-conductor/internal/metrics"
 )
 
-func init() {
-	register(command{
-		name: "agent", summary: "run the control daemon", usage: "usage: controld agent [flags]",
-		argsWanted: "agent takes no arguments",
-		run:        runAgent,
-	})
-}
-
 func runAgent(ctx context.Context, in *invocation) error {
 	cfg, store := in.cfg, in.store
 	log, err := newLogger(cfg.Log.Level, cfg.Log.Format)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"os"
 	"time"
@@ -12,18 +11,6 @@ import (
 )
 
 var backupWait bool
-
-func init() {
-	register(command{
-		name: "backup", summary: "back up VMs now, as one batch", usage: "usage: controld backup [flags] VM...",
-		minArgs: 1, maxArgs: -1, argsWanted: "name at least one VM",
-		flags: func(f *flag.FlagSet) {
-			f.BoolVar(&backupWait, "wait", true, "follow the leaves until they are finished")
-		},
-		timeout: true,
-		run:     runBackup,
-	})
-}
 
 func runBackup(ctx context.Context, in *invocation) error {
 	store := in.store

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,15 +12,6 @@ import (
 	"github.com/stoneycloud/stoney-conductor/controld/control"
 	"github.com/stoneycloud/stoney-conductor/ldapschema"
 )
-
-func init() {
-	register(command{
-		name: "ls", summary: "list a VM's backups", usage: "usage: controld ls [flags] VM",
-		minArgs: 1, maxArgs: 1, argsWanted: "name one VM",
-		json: true,
-		run:  runLs,
-	})
-}
 
 func runLs(_ context.Context, in *invocation) error {
 	backups, err := control.ListBackups(in.store, in.args[0])
@@ -71,9 +61,7 @@ func printBackupsJSON(w io.Writer, backups []control.Backup) error {
 		}
 		out = append(out, j)
 	}
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(out)
+	return printJSON(w, out)
 }
 
 func printBackups(w io.Writer, backups []control.Backup, loc *time.Location) error {
@@ -94,7 +82,7 @@ func printBackups(w io.Writer, backups []control.Backup, loc *time.Location) err
 			date = b.Planned.In(loc).Format("2006-01-02 15:04 MST")
 		}
 		if b.SizeBytes >= 0 {
-			size = humanBytes(b.SizeBytes)
+			size = control.HumanBytes(b.SizeBytes)
 		}
 		if b.Duration > 0 {
 			dur = b.Duration.Round(100 * time.Millisecond).String()
@@ -114,18 +102,4 @@ func printBackups(w io.Writer, backups []control.Backup, loc *time.Location) err
 		fmt.Fprintln(tw, line)
 	}
 	return tw.Flush()
-}
-
-// humanBytes renders n in binary units, e.g. 71.8 MiB.
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

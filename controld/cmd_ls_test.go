@@ -50,14 +50,6 @@ func TestPrintBackups(t *testing.T) {
 	}
 }
 
-func TestHumanBytes(t *testing.T) {
-	for n, want := range map[int64]string{0: "0 B", 1023: "1023 B", 1024: "1.0 KiB", 75316594: "71.8 MiB", 5 << 40: "5.0 TiB"} {
-		if got := humanBytes(n); got != want {
-			t.Errorf("humanBytes(%d) = %q, want %q", n, got, want)
-		}
-	}
-}
-
 func TestPrintSchedule(t *testing.T) {
 	loc, err := time.LoadLocation("Europe/Zurich")
 	if err != nil {

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -16,22 +15,6 @@ import (
 )
 
 var restoreYes, restoreCancel bool
-
-func init() {
-	register(command{
-		name: "restore", summary: "restore a VM from one of its backups",
-		usage: `usage: controld restore [flags] VM          list the VM's restorable backups
-       controld restore [flags] VM LEAF     restore the VM from backup LEAF
-       controld restore -cancel VM LEAF     cancel a restore that waits for a decision`,
-		minArgs: 1, maxArgs: 2, argsWanted: "name a VM, and a backup to restore",
-		flags: func(f *flag.FlagSet) {
-			f.BoolVar(&restoreYes, "yes", false, "go past the point of no return without asking (for scripts)")
-			f.BoolVar(&restoreCancel, "cancel", false, "cancel a restore of LEAF that waits for a decision")
-		},
-		timeout: true,
-		run:     runRestore,
-	})
-}
 
 func runRestore(ctx context.Context, in *invocation) error {
 	store := in.store

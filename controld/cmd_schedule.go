@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -11,15 +10,6 @@ import (
 
 	"github.com/stoneycloud/stoney-conductor/controld/control"
 )
-
-func init() {
-	register(command{
-		name: "schedule", summary: "list the next scheduled backup of every VM", usage: "usage: controld schedule [flags]",
-		argsWanted: "schedule takes no arguments",
-		json:       true,
-		run:        runSchedule,
-	})
-}
 
 func runSchedule(_ context.Context, in *invocation) error {
 	cfg, store := in.cfg, in.store
@@ -81,9 +71,7 @@ func printScheduleJSON(w io.Writer, plans []control.Plan) error {
 		}
 		out = append(out, j)
 	}
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(out)
+	return printJSON(w, out)
 }
 
 func printSchedule(w io.Writer, plans []control.Plan) error {

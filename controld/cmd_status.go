@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -12,15 +11,6 @@ import (
 	"github.com/stoneycloud/stoney-conductor/controld/control"
 )
 
-func init() {
-	register(command{
-		name: "status", summary: "running leaves and every VM's last result", usage: "usage: controld status [flags]",
-		argsWanted: "status takes no arguments",
-		json:       true,
-		run:        runStatus,
-	})
-}
-
 func runStatus(_ context.Context, in *invocation) error {
 	store := in.store
 	st, err := control.Status(store)
@@ -28,9 +18,7 @@ func runStatus(_ context.Context, in *invocation) error {
 		return backendError{err}
 	}
 	if in.json {
-		enc := json.NewEncoder(os.Stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(st)
+		return printJSON(os.Stdout, st)
 	}
 	return printStatus(os.Stdout, st)
 }

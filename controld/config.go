@@ -11,6 +11,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/stoneycloud/stoney-conductor/controld/control"
+	"github.com/stoneycloud/stoney-conductor/controld/web"
 	"github.com/stoneycloud/stoney-conductor/fsm"
 	"github.com/stoneycloud/stoney-conductor/ldapschema"
 )
@@ -41,6 +42,8 @@ type config struct {
 	Metrics struct {
 		Listen string `yaml:"listen"` // host:port for /metrics and /healthz; "" = off
 	} `yaml:"metrics"`
+
+	Web web.Config `yaml:"web"` // `controld web`; off unless web.listen is set
 
 	loc *time.Location // Timezone, loaded
 }
@@ -104,6 +107,9 @@ func loadConfig(path string) (config, error) {
 		return c, usagef("%s: maxConcurrentPerHost must not be negative", path)
 	}
 	if _, err := c.limits(); err != nil {
+		return c, usagef("%s: %v", path, err)
+	}
+	if err := c.Web.Check(); err != nil {
 		return c, usagef("%s: %v", path, err)
 	}
 	return c, nil

@@ -5,9 +5,11 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"sort"
@@ -23,7 +25,8 @@ import (
 type command struct {
 	name, summary, usage string
 	// minArgs and maxArgs bound the arguments (maxArgs < 0: no limit);
-	// argsWanted says what they are when the count is wrong.
+	// argsWanted says what they are when the count is wrong (for a command
+	// without arguments it goes without saying).
 	minArgs, maxArgs int
 	argsWanted       string
 	// flags defines the command's own flags.
@@ -34,6 +37,9 @@ type command struct {
 	json bool
 	// run does the work; ctx ends on SIGINT or SIGTERM (or the timeout).
 	run func(ctx context.Context, in *invocation) error
+	// noStore: the command dials no directory with controld's account (the
+	// web UI binds as each person).
+	noStore bool
 	// raw commands parse their own arguments (recover, which tests drive
 	// in-process) and get none of the above.
 	raw func(args []string) error
@@ -51,10 +57,23 @@ var commands = map[string]command{}
 
 func register(c command) { commands[c.name] = c }
 
+// printJSON writes v as the commands' -json output: indented, one document.
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
 // invoke runs c on args.
 func (c command) invoke(args []string) error {
 	if c.raw != nil {
 		return c.raw(args)
+	}
+	if c.usage == "" {
+		c.usage = "usage: controld " + c.name + " [flags]"
+	}
+	if c.argsWanted == "" {
+		c.argsWanted = c.name + " takes no arguments"
 	}
 	f := newFlags(c.name, c.usage)
 	if c.flags != nil {
@@ -71,11 +90,19 @@ func (c command) invoke(args []string) error {
 	if err := f.parse(args, c.minArgs, c.maxArgs, c.argsWanted); err != nil {
 		return err
 	}
-	cfg, store, err := f.open()
+	in := &invocation{args: f.Args(), json: asJSON}
+	var err error
+	if c.noStore {
+		in.cfg, err = loadConfig(f.config)
+	} else {
+		in.cfg, in.store, err = f.open()
+		if in.store != nil {
+			defer in.store.Close()
+		}
+	}
 	if err != nil {
 		return err
 	}
-	defer store.Close()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if timeout != nil && *timeout > 0 {
@@ -83,7 +110,7 @@ func (c command) invoke(args []string) error {
 		ctx, cancel = context.WithTimeout(ctx, *timeout)
 		defer cancel()
 	}
-	return c.run(ctx, &invocation{args: f.Args(), cfg: cfg, store: store, json: asJSON})
+	return c.run(ctx, in)
 }
 
 // Exit codes, one switch for all commands.

@@ -4,11 +4,13 @@
 # binding, QEMU in software emulation and qemu-img, and a Go toolchain when there is
 # none new enough (Debian 12's own Go is too old: we take golang-1.23 from
 # bookworm-backports, which fetches the go.mod's exact toolchain through the module
-# proxy). Safe to run again.
+# proxy), and Debian's chromium, which the web UI's browser tests drive headless.
+# Safe to run again.
 set -euo pipefail
 
 pkgs=(slapd ldap-utils libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
-      libvirt-dev qemu-system-x86 qemu-utils pkg-config gcc make util-linux e2fsprogs)
+      libvirt-dev qemu-system-x86 qemu-utils pkg-config gcc make util-linux e2fsprogs
+      chromium)
 
 # Go 1.21 or newer can switch to the toolchain go.mod asks for.
 need_go=0

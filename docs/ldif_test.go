@@ -2,7 +2,6 @@ package docs
 
 import (
 	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -26,16 +25,6 @@ func ldifBlocks(t *testing.T, name string) []string {
 	return out
 }
 
-func startSlapd(t *testing.T) *testenv.Slapd {
-	t.Helper()
-	s, err := testenv.StartSlapd(testenv.SlapdOptions{Dir: filepath.Join(t.TempDir(), "slapd"), NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Stop() })
-	return s
-}
-
 // apply adds (a block without changetype) or modifies with the real tools.
 func apply(s *testenv.Slapd, block string) error {
 	if strings.Contains(block, "\nchangetype:") {
@@ -48,12 +37,7 @@ func apply(s *testenv.Slapd, block string) error {
 // (and, for the node's and controld's steps, as they would), is accepted:
 // a whole backup, a restore, a delete and the exclusions, on the seed's VMs.
 func TestManualLDIF(t *testing.T) {
-	s := startSlapd(t)
-	st, err := ldapschema.Dial(ldapschema.StoreOptions{URL: s.URL, BindDN: s.AdminDN, Password: s.AdminPassword, Base: s.Base})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	s, st := testenv.SlapdStore(t, testenv.SlapdOptions{})
 	// kvm-005 as the seed has it, kvm-006 without ou=backup, kvm-007 with an
 	// ou=backup that only holds leaves.
 	for _, vm := range []string{"kvm-005", "kvm-006", "kvm-007"} {
@@ -99,12 +83,7 @@ func TestManualLDIF(t *testing.T) {
 // containers on a fresh base, then a global backup configuration that the
 // daemons read as meant (mode 660, three iterations, nightly at 03:00).
 func TestOperatorGuideLDIF(t *testing.T) {
-	s, err := testenv.StartSlapd(testenv.SlapdOptions{Dir: filepath.Join(t.TempDir(), "slapd"), NoSync: true,
-		DebianInit: true, Base: "dc=example,dc=org"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Stop()
+	s := testenv.SlapdFor(t, testenv.SlapdOptions{DebianInit: true, Base: "dc=example,dc=org"})
 	schema, err := os.ReadFile("../deploy/ldap/stoney-conductor-schema.ldif")
 	if err != nil {
 		t.Fatal(err)
@@ -112,11 +91,7 @@ func TestOperatorGuideLDIF(t *testing.T) {
 	if err := s.ModifyConfig(string(schema), "-a"); err != nil {
 		t.Fatal(err)
 	}
-	st, err := ldapschema.Dial(ldapschema.StoreOptions{URL: s.URL, BindDN: s.AdminDN, Password: s.AdminPassword, Base: s.Base})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := s.AdminStore(t)
 	// The test server comes with the containers; the guide starts without.
 	cs := st.Tree.Containers()
 	for i := len(cs) - 1; i >= 0; i-- {

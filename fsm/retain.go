@@ -5,6 +5,14 @@ import (
 	"sort"
 )
 
+// GoodBackup reports whether l holds a usable backup: finished or being
+// restored, and its backup's outcome known to be 0. Retention counts these;
+// the web UI's overview shows the newest.
+func (l Leaf) GoodBackup() bool {
+	rc, known := l.BackupOutcome()
+	return known && rc == 0 && (l.Mode == Finished || l.Mode.isRestoreStep())
+}
+
 // Expired returns, oldest first, the leaves of one VM to delete so that it
 // keeps n iterations (sstBackupNumberOfIterations):
 //   - of the good backups (finished or being restored, BackupOutcome 0),
@@ -27,13 +35,10 @@ func Expired(vmLeaves []Leaf, n int) []Leaf {
 	var good, failed []Leaf
 	for _, l := range vmLeaves {
 		rc, known := l.BackupOutcome()
-		if !known || (l.Mode != Finished && !l.Mode.isRestoreStep()) {
-			continue
-		}
 		switch {
-		case rc == 0:
+		case l.GoodBackup():
 			good = append(good, l)
-		case l.Mode == Finished:
+		case known && rc != 0 && l.Mode == Finished:
 			failed = append(failed, l)
 		}
 	}

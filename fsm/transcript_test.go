@@ -283,6 +283,15 @@ func (s *sim) emit(out *[]string, w Write, tmpl Leaf, dry bool) {
 	}
 }
 
+// emitOrError prints err if there is one, else emits w.
+func (s *sim) emitOrError(out *[]string, w Write, err error, tmpl Leaf, dry bool) {
+	if err != nil {
+		*out = append(*out, "error: "+err.Error())
+		return
+	}
+	s.emit(out, w, tmpl, dry)
+}
+
 func (s *sim) run(cmd string) string {
 	fields := strings.Fields(cmd)
 	a := args{}
@@ -418,11 +427,7 @@ func (s *sim) run(cmd string) string {
 					l.Mode = s.mode(as) // a node acting on what it read earlier
 				}
 				w := Complete(l, s.num(a.need(s, "rc")), a.need(s, "stamp"))
-				if err := w.Check(Node); err != nil {
-					out = append(out, "error: "+err.Error())
-					continue
-				}
-				s.emit(&out, w, l, false)
+				s.emitOrError(&out, w, w.Check(Node), l, false)
 			}
 		}
 
@@ -430,21 +435,13 @@ func (s *sim) run(cmd string) string {
 		side, _ := ParseSide(fields[0])
 		l := s.leaf(a, a.need(s, "vm"))
 		w, err := Transition(side, l, s.mode(a.need(s, "to")), a.need(s, "stamp"))
-		if err != nil {
-			out = append(out, "error: "+err.Error())
-			break
-		}
-		s.emit(&out, w, l, dry)
+		s.emitOrError(&out, w, err, l, dry)
 
 	case "start-restore":
 		l := s.leaf(a, a.need(s, "vm"))
 		same := s.ofVM(l.VM)
 		w, err := StartRestore(l, same, a.need(s, "stamp"))
-		if err != nil {
-			out = append(out, "error: "+err.Error())
-			break
-		}
-		s.emit(&out, w, l, dry)
+		s.emitOrError(&out, w, err, l, dry)
 
 	case "cancel-restore", "continue-restore":
 		l := s.leaf(a, a.need(s, "vm"))
@@ -458,11 +455,7 @@ func (s *sim) run(cmd string) string {
 		if err == nil {
 			err = w.Check(Operator)
 		}
-		if err != nil {
-			out = append(out, "error: "+err.Error())
-			break
-		}
-		s.emit(&out, w, l, dry)
+		s.emitOrError(&out, w, err, l, dry)
 
 	case "may-restore":
 		// The node's question before each restore step, and the CLI's list.

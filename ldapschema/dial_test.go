@@ -34,23 +34,13 @@ type testCA struct {
 
 func newCA(t *testing.T, name string) *testCA {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
+	key, der := sign(t, &x509.Certificate{
 		SerialNumber:          big.NewInt(1),
 		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
 		BasicConstraintsValid: true,
 		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	}, nil)
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
 		t.Fatal(err)
@@ -62,30 +52,40 @@ func newCA(t *testing.T, name string) *testCA {
 // given IP addresses and DNS names.
 func (ca *testCA) issue(t *testing.T, ips []net.IP, names []string) (certPEM, keyPEM []byte) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
+	key, der := sign(t, &x509.Certificate{
 		SerialNumber: big.NewInt(2),
 		Subject:      pkix.Name{CommonName: "slapd under test"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		IPAddresses:  ips,
 		DNSNames:     names,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
+	}, ca)
 	pkcs8, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
 		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8})
+}
+
+// sign makes a key and a certificate (DER) for tmpl, valid from an hour ago
+// for a day, signed by ca or, when ca is nil, by the new key itself.
+func sign(t *testing.T, tmpl *x509.Certificate, ca *testCA) (*ecdsa.PrivateKey, []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl.NotBefore, tmpl.NotAfter = time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour)
+	parent, parentKey := tmpl, key
+	if ca != nil {
+		parent, parentKey = ca.cert, ca.key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, parentKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return key, der
 }
 
 func writeFile(t *testing.T, dir, name string, data []byte) string {
@@ -102,16 +102,12 @@ func writeFile(t *testing.T, dir, name string, data []byte) string {
 // It returns the server and the CA's PEM file.
 func tlsSlapd(t *testing.T) (*testenv.Slapd, string) {
 	t.Helper()
-	s, err := testenv.StartSlapd(testenv.SlapdOptions{Dir: filepath.Join(t.TempDir(), "slapd"), NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Stop() })
+	s := testenv.SlapdFor(t, testenv.SlapdOptions{})
 	dir := t.TempDir()
 	ca := newCA(t, "stoney conductor test CA")
 	cert, key := ca.issue(t, []net.IP{net.ParseIP("127.0.0.1")}, []string{"ldap.test"})
 	caFile := writeFile(t, dir, "ca.pem", ca.pem)
-	err = s.ModifyConfig(`dn: cn=config
+	err := s.ModifyConfig(`dn: cn=config
 changetype: modify
 replace: olcTLSCACertificateFile
 olcTLSCACertificateFile: ` + caFile + `
@@ -128,15 +124,22 @@ olcTLSCertificateKeyFile: ` + writeFile(t, dir, "server.key", key) + `
 	return s, caFile
 }
 
+// overTLS binds as the root DN after StartTLS, checking the server's
+// certificate against caFile.
+func overTLS(s *testenv.Slapd, caFile string) ldapschema.StoreOptions {
+	o := s.AdminOptions()
+	o.StartTLS, o.CAFile = true, caFile
+	return o
+}
+
 // The daemons' setting for a directory on another machine: StartTLS, the
 // server certificate checked against the configured CA, then a simple bind.
 func TestDialStartTLSWithCAFile(t *testing.T) {
 	s, caFile := tlsSlapd(t)
 	for _, name := range []string{"", "127.0.0.1", "ldap.test"} {
-		st, err := ldapschema.Dial(ldapschema.StoreOptions{
-			URL: s.URL, BindDN: s.AdminDN, Password: s.AdminPassword, Base: s.Base,
-			StartTLS: true, CAFile: caFile, ServerName: name,
-		})
+		o := overTLS(s, caFile)
+		o.ServerName = name
+		st, err := ldapschema.Dial(o)
 		if err != nil {
 			t.Fatalf("serverName %q: %v", name, err)
 		}
@@ -147,12 +150,7 @@ func TestDialStartTLSWithCAFile(t *testing.T) {
 	}
 
 	// The watch dials its own connection, with the same protection.
-	st, err := ldapschema.Dial(ldapschema.StoreOptions{URL: s.URL, BindDN: s.AdminDN, Password: s.AdminPassword,
-		Base: s.Base, StartTLS: true, CAFile: caFile})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := testenv.DialStore(t, overTLS(s, caFile))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	synced := false
@@ -174,8 +172,7 @@ func TestDialStartTLSWithCAFile(t *testing.T) {
 func TestDialStartTLSRefusesOtherCA(t *testing.T) {
 	s, _ := tlsSlapd(t)
 	otherCA := writeFile(t, t.TempDir(), "other-ca.pem", newCA(t, "some other CA").pem)
-	_, err := ldapschema.Dial(ldapschema.StoreOptions{URL: s.URL, BindDN: s.AdminDN, Password: s.AdminPassword,
-		Base: s.Base, StartTLS: true, CAFile: otherCA})
+	_, err := ldapschema.Dial(overTLS(s, otherCA))
 	if err == nil {
 		t.Fatal("StartTLS succeeded with a CA that did not sign the server's certificate")
 	}
@@ -192,8 +189,9 @@ func TestDialStartTLSRefusesOtherCA(t *testing.T) {
 
 func TestDialStartTLSRefusesOtherName(t *testing.T) {
 	s, caFile := tlsSlapd(t)
-	_, err := ldapschema.Dial(ldapschema.StoreOptions{URL: s.URL, BindDN: s.AdminDN, Password: s.AdminPassword,
-		Base: s.Base, StartTLS: true, CAFile: caFile, ServerName: "ldap.example.com"})
+	o := overTLS(s, caFile)
+	o.ServerName = "ldap.example.com"
+	_, err := ldapschema.Dial(o)
 	if err == nil || !strings.Contains(err.Error(), "not ldap.example.com") {
 		t.Fatalf("want a refusal naming ldap.example.com, got %v", err)
 	}
@@ -258,28 +256,16 @@ func TestPasswordFile(t *testing.T) {
 // test server lets the uid running the test manage everything, so a write
 // proves the bind took place (anonymous may only read).
 func TestDialLDAPI(t *testing.T) {
-	s, err := testenv.StartSlapd(testenv.SlapdOptions{Dir: filepath.Join(t.TempDir(), "slapd"), NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Stop()
-	st, err := ldapschema.Dial(ldapschema.StoreOptions{URL: s.LDAPIURL, Base: s.Base})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	s := testenv.SlapdFor(t, testenv.SlapdOptions{})
+	st := testenv.DialStore(t, ldapschema.StoreOptions{URL: s.LDAPIURL, Base: s.Base})
 	if err := st.Add(ldapschema.NewVMAddRequest(st.Tree, ldapschema.VM{Name: "vm-ldapi", Node: "h1"})); err != nil {
 		t.Fatalf("write over ldapi with SASL EXTERNAL: %v", err)
 	}
 
 	// Without a bind (anonymous over TCP) the same write is refused: the
 	// success above is the EXTERNAL identity's.
-	anon, err := ldapschema.Dial(ldapschema.StoreOptions{URL: s.URL, Base: s.Base})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer anon.Close()
-	err = anon.Add(ldapschema.NewVMAddRequest(anon.Tree, ldapschema.VM{Name: "vm-anon", Node: "h1"}))
+	anon := testenv.DialStore(t, ldapschema.StoreOptions{URL: s.URL, Base: s.Base})
+	err := anon.Add(ldapschema.NewVMAddRequest(anon.Tree, ldapschema.VM{Name: "vm-anon", Node: "h1"}))
 	if !ldap.IsErrorWithCode(err, ldap.LDAPResultInsufficientAccessRights) && !ldap.IsErrorWithCode(err, ldap.LDAPResultStrongAuthRequired) {
 		t.Errorf("anonymous write: want it refused, got %v", err)
 	}
@@ -330,11 +316,7 @@ func TestPlaintextLDAPRuleAccepts(t *testing.T) {
 
 	// Real dials: a loopback server by name, and with the key a remote one is
 	// at least tried (the name does not resolve: unavailable, not refused).
-	s, err := testenv.StartSlapd(testenv.SlapdOptions{Dir: filepath.Join(t.TempDir(), "slapd"), NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Stop()
+	s := testenv.SlapdFor(t, testenv.SlapdOptions{})
 	byName := strings.Replace(s.URL, "127.0.0.1", "localhost", 1)
 	st, err := ldapschema.Dial(ldapschema.StoreOptions{URL: byName, BindDN: s.AdminDN, Password: s.AdminPassword, Base: s.Base})
 	if err != nil {

@@ -77,23 +77,9 @@ func (t Tree) Disk(vm, disk string) string {
 // names and the suffix compared case-insensitively), leaf a valid TimeLayout
 // time and vm a SafeName, because both end up in file paths.
 func ParseLeafDN(t Tree, dn string) (vm, leaf string, err error) {
-	rdns, err := relativeTo(t.VirtualMachines(), dn, 3)
+	vm, leaf, err = parseBelowVM(t, dn, AttrOU, "backup", "leaf")
 	if err != nil {
 		return "", "", err
-	}
-	leaf, err = rdnValue(rdns[0], AttrOU)
-	if err != nil {
-		return "", "", fmt.Errorf("%w: leaf %q: %v", ErrMalformed, dn, err)
-	}
-	backup, err := rdnValue(rdns[1], AttrOU)
-	if err != nil || !strings.EqualFold(backup, "backup") {
-		return "", "", fmt.Errorf("%w: %q is not below an ou=backup entry", ErrMalformed, dn)
-	}
-	if vm, err = rdnValue(rdns[2], AttrVirtualMachine); err != nil {
-		return "", "", fmt.Errorf("%w: leaf %q: %v", ErrMalformed, dn, err)
-	}
-	if err := SafeName(vm); err != nil {
-		return "", "", fmt.Errorf("%w: leaf %q: %w", ErrMalformed, dn, err)
 	}
 	if !IsLeafName(leaf) {
 		return "", "", fmt.Errorf("%w: leaf %q: name %q is not of the form YYYYMMDDThhmmssZ", ErrMalformed, dn, leaf)
@@ -108,36 +94,45 @@ func ParseVMDN(t Tree, dn string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	vm, err := rdnValue(rdns[0], AttrVirtualMachine)
-	if err != nil {
-		return "", fmt.Errorf("%w: VM %q: %v", ErrMalformed, dn, err)
-	}
-	if err := SafeName(vm); err != nil {
-		return "", fmt.Errorf("%w: VM %q: %w", ErrMalformed, dn, err)
-	}
-	return vm, nil
+	return vmRDN(rdns[0], "VM", dn)
 }
 
 // ParseDiskDN returns the VM and disk target of sstDisk=<disk>,ou=devices,<VM>.
 func ParseDiskDN(t Tree, dn string) (vm, disk string, err error) {
+	return parseBelowVM(t, dn, AttrDisk, "devices", "disk")
+}
+
+// parseBelowVM takes apart <attr>=<value>,ou=<container>,<VM DN>; what names
+// the entry in errors.
+func parseBelowVM(t Tree, dn, attr, container, what string) (vm, value string, err error) {
 	rdns, err := relativeTo(t.VirtualMachines(), dn, 3)
 	if err != nil {
 		return "", "", err
 	}
-	if disk, err = rdnValue(rdns[0], AttrDisk); err != nil {
-		return "", "", fmt.Errorf("%w: disk %q: %v", ErrMalformed, dn, err)
+	if value, err = rdnValue(rdns[0], attr); err != nil {
+		return "", "", fmt.Errorf("%w: %s %q: %v", ErrMalformed, what, dn, err)
 	}
-	devices, err := rdnValue(rdns[1], AttrOU)
-	if err != nil || !strings.EqualFold(devices, "devices") {
-		return "", "", fmt.Errorf("%w: %q is not below an ou=devices entry", ErrMalformed, dn)
+	ou, err := rdnValue(rdns[1], AttrOU)
+	if err != nil || !strings.EqualFold(ou, container) {
+		return "", "", fmt.Errorf("%w: %q is not below an ou=%s entry", ErrMalformed, dn, container)
 	}
-	if vm, err = rdnValue(rdns[2], AttrVirtualMachine); err != nil {
-		return "", "", fmt.Errorf("%w: disk %q: %v", ErrMalformed, dn, err)
+	if vm, err = vmRDN(rdns[2], what, dn); err != nil {
+		return "", "", err
+	}
+	return vm, value, nil
+}
+
+// vmRDN is the VM name of a DN's sstVirtualMachine RDN, a SafeName because
+// it ends up in file paths.
+func vmRDN(rdn *ldap.RelativeDN, what, dn string) (string, error) {
+	vm, err := rdnValue(rdn, AttrVirtualMachine)
+	if err != nil {
+		return "", fmt.Errorf("%w: %s %q: %v", ErrMalformed, what, dn, err)
 	}
 	if err := SafeName(vm); err != nil {
-		return "", "", fmt.Errorf("%w: disk %q: %w", ErrMalformed, dn, err)
+		return "", fmt.Errorf("%w: %s %q: %w", ErrMalformed, what, dn, err)
 	}
-	return vm, disk, nil
+	return vm, nil
 }
 
 // relativeTo parses dn and returns its first n RDNs, provided the rest is

@@ -70,14 +70,12 @@ func ParseLeaf(t Tree, e *ldap.Entry) (Leaf, error) {
 	if l.State, ok = entryValue(e, AttrState); !ok {
 		return Leaf{}, fmt.Errorf("%w: leaf %q has no %s", ErrMalformed, e.DN, AttrState)
 	}
-	if l.ExecutionDate, err = entryInt(e, AttrExecutionDate, 0); err != nil {
+	if l.ExecutionDate, err = entryInt[int64](e, AttrExecutionDate, 0); err != nil {
 		return Leaf{}, err
 	}
-	rv, err := entryInt(e, AttrReturnValue, 0)
-	if err != nil {
+	if l.ReturnValue, err = entryInt(e, AttrReturnValue, 0); err != nil {
 		return Leaf{}, err
 	}
-	l.ReturnValue = int(rv)
 	_, has := entryValue(e, AttrReturnValue)
 	l.ReturnMissing = !has
 	return l, nil
@@ -149,14 +147,12 @@ func ParseVM(t Tree, e *ldap.Entry) (VM, error) {
 	v.DisplayName, _ = entryValue(e, AttrDisplayName)
 	v.Status, _ = entryValue(e, AttrStatus)
 	v.Hypervisor, _ = entryValue(e, AttrType)
-	if v.MemoryBytes, err = entryInt(e, AttrMemory, 0); err != nil {
+	if v.MemoryBytes, err = entryInt[int64](e, AttrMemory, 0); err != nil {
 		return VM{}, err
 	}
-	vcpu, err := entryInt(e, AttrVCPU, 0)
-	if err != nil {
+	if v.VCPU, err = entryInt(e, AttrVCPU, 0); err != nil {
 		return VM{}, err
 	}
-	v.VCPU = int(vcpu)
 	return v, nil
 }
 
@@ -416,22 +412,18 @@ func ParseBackupConfig(e *ldap.Entry) (BackupConfig, error) {
 	if c.DirPermission, err = entryMode(e, AttrDiskImageDirectoryPermission, DefaultDirPermission); err != nil {
 		return BackupConfig{}, err
 	}
-	it, err := entryInt(e, AttrBackupNumberOfIterations, DefaultIterations)
-	if err != nil {
+	if c.Iterations, err = entryInt(e, AttrBackupNumberOfIterations, DefaultIterations); err != nil {
 		return BackupConfig{}, err
 	}
-	if it < 1 {
-		return BackupConfig{}, fmt.Errorf("%w: %s of %q is %d, must be at least 1", ErrMalformed, AttrBackupNumberOfIterations, e.DN, it)
+	if c.Iterations < 1 {
+		return BackupConfig{}, fmt.Errorf("%w: %s of %q is %d, must be at least 1", ErrMalformed, AttrBackupNumberOfIterations, e.DN, c.Iterations)
 	}
-	c.Iterations = int(it)
-	bw, err := entryInt(e, AttrBandwidthMerge, 0)
-	if err != nil {
+	if c.BandwidthMerge, err = entryInt(e, AttrBandwidthMerge, 0); err != nil {
 		return BackupConfig{}, err
 	}
-	if bw < 0 {
+	if c.BandwidthMerge < 0 {
 		return BackupConfig{}, fmt.Errorf("%w: %s of %q is negative", ErrMalformed, AttrBandwidthMerge, e.DN)
 	}
-	c.BandwidthMerge = int(bw)
 	return c, nil
 }
 
@@ -652,7 +644,8 @@ func entryValueOr(e *ldap.Entry, attr, def string) string {
 	return def
 }
 
-func entryInt(e *ldap.Entry, attr string, def int64) (int64, error) {
+// entryInt reads an integer attribute into the field's own type; absent is def.
+func entryInt[N int | int64](e *ldap.Entry, attr string, def N) (N, error) {
 	v, ok := entryValue(e, attr)
 	if !ok {
 		return def, nil
@@ -661,7 +654,7 @@ func entryInt(e *ldap.Entry, attr string, def int64) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("%w: %s of %q is %q, not an integer", ErrMalformed, attr, e.DN, v)
 	}
-	return n, nil
+	return N(n), nil
 }
 
 // entryBool reads LDAP Boolean syntax; absent is FALSE, the schema default of

@@ -46,6 +46,16 @@ func mustOf(t *testing.T, class string) []string {
 	return attrs
 }
 
+// wantAttrs fails the test for each of attrs that req, named what, gives no value.
+func wantAttrs(t *testing.T, what string, req *ldap.AddRequest, attrs []string) {
+	t.Helper()
+	for _, a := range attrs {
+		if !hasAttr(req, a) {
+			t.Errorf("%s lacks %s", what, a)
+		}
+	}
+}
+
 func hasAttr(req *ldap.AddRequest, name string) bool {
 	for _, a := range req.Attributes {
 		if strings.EqualFold(a.Type, name) && len(a.Vals) > 0 && a.Vals[0] != "" {
@@ -78,11 +88,7 @@ func TestLeafRoundTrip(t *testing.T) {
 	if req.DN != testTree.Leaf("kvm-005", "20121002T010000Z") {
 		t.Fatalf("DN = %q", req.DN)
 	}
-	for _, a := range append(mustOf(t, ClassProvisioning), AttrOU, AttrReturnValue) {
-		if !hasAttr(req, a) {
-			t.Errorf("leaf add request lacks %s", a)
-		}
-	}
+	wantAttrs(t, "leaf add request", req, append(mustOf(t, ClassProvisioning), AttrOU, AttrReturnValue))
 	e := EntryOf(req)
 	if got := entryValues(e, AttrObjectClass); !reflect.DeepEqual(got, []string{ClassTop, ClassOrganizationalUnit, ClassProvisioning}) {
 		t.Errorf("classes = %q", got)
@@ -141,11 +147,7 @@ func TestVMRoundTrip(t *testing.T) {
 		Status: "running", Hypervisor: "kvm",
 	}
 	req := NewVMAddRequest(testTree, v)
-	for _, a := range mustOf(t, ClassVirtualMachine) {
-		if !hasAttr(req, a) {
-			t.Errorf("VM add request lacks MUST attribute %s", a)
-		}
-	}
+	wantAttrs(t, "VM add request", req, mustOf(t, ClassVirtualMachine))
 	got, err := ParseVM(testTree, EntryOf(req))
 	if err != nil {
 		t.Fatal(err)
@@ -160,11 +162,7 @@ func TestVMRoundTrip(t *testing.T) {
 
 	// Only a name: every MUST attribute still gets a value.
 	minimal := NewVMAddRequest(testTree, VM{Name: "kvm-005"})
-	for _, a := range mustOf(t, ClassVirtualMachine) {
-		if !hasAttr(minimal, a) {
-			t.Errorf("minimal VM add request lacks MUST attribute %s", a)
-		}
-	}
+	wantAttrs(t, "minimal VM add request", minimal, mustOf(t, ClassVirtualMachine))
 	m, err := ParseVM(testTree, EntryOf(minimal))
 	if err != nil || m.MemoryBytes <= 0 || m.VCPU <= 0 || m.Type != VMTypePersistent || m.DisplayName != "kvm-005" {
 		t.Errorf("minimal VM = %+v, %v", m, err)
@@ -201,11 +199,7 @@ func TestDiskRoundTrip(t *testing.T) {
 	d := Disk{VM: "kvm-005", Device: "disk", Target: "vdb",
 		SourceFile: "/var/virtualization/vm-persistent/0f83f084-8080/8798561b-d5de.qcow2"}
 	req := NewDiskAddRequest(testTree, "kvm-005", d)
-	for _, a := range mustOf(t, ClassDisk) {
-		if !hasAttr(req, a) {
-			t.Errorf("disk add request lacks MUST attribute %s", a)
-		}
-	}
+	wantAttrs(t, "disk add request", req, mustOf(t, ClassDisk))
 	got, err := ParseDisk(testTree, EntryOf(req))
 	if err != nil {
 		t.Fatal(err)
@@ -373,11 +367,7 @@ func TestBackupConfigRoundTrip(t *testing.T) {
 			t.Errorf("cron class present = %v, want %v", !c.HasCron(), c.HasCron())
 		}
 		if c.HasCron() {
-			for _, a := range mustOf(t, ClassCron) {
-				if !hasAttr(req, a) {
-					t.Errorf("config with schedule lacks %s", a)
-				}
-			}
+			wantAttrs(t, "config with schedule", req, mustOf(t, ClassCron))
 		}
 		got, err := ParseBackupConfig(e)
 		if err != nil {

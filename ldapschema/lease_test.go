@@ -5,14 +5,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stoneycloud/stoney-conductor/internal/testenv"
 	"github.com/stoneycloud/stoney-conductor/ldapschema"
 )
 
 // Of contenders for one lease exactly one holds it; the others take over only
 // after it expired, and a released lease is free at once.
 func TestLease(t *testing.T) {
-	s := startSlapd(t)
-	st := dial(t, s, s.URL)
+	_, st := testenv.SlapdStore(t, testenv.SlapdOptions{})
 	dn := st.Tree.NodeLease("kvm-01")
 	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 	mk := func(h string) *ldapschema.Lease {

@@ -310,6 +310,15 @@ func (s *Store) Get(dn string, attrs ...string) (*ldap.Entry, error) {
 	return es[0], nil
 }
 
+// GetLeaf reads the backup leaf at dn, with ParseLeaf's checks.
+func (s *Store) GetLeaf(dn string) (Leaf, error) {
+	e, err := s.Get(dn, "*")
+	if err != nil {
+		return Leaf{}, err
+	}
+	return ParseLeaf(s.Tree, e)
+}
+
 // Add creates an entry; ErrConflict if it exists.
 func (s *Store) Add(req *ldap.AddRequest) error {
 	return s.do(false, func(c *ldap.Conn) error { return c.Add(req) })

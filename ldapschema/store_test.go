@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -17,24 +16,12 @@ import (
 	"github.com/stoneycloud/stoney-conductor/ldapschema"
 )
 
-func startSlapd(t *testing.T) *testenv.Slapd {
-	t.Helper()
-	s, err := testenv.StartSlapd(testenv.SlapdOptions{Dir: filepath.Join(t.TempDir(), "slapd"), NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Stop() })
-	return s
-}
-
+// dial binds as the root DN through url (the server's, or a proxy's).
 func dial(t *testing.T, s *testenv.Slapd, url string) *ldapschema.Store {
 	t.Helper()
-	st, err := ldapschema.Dial(ldapschema.StoreOptions{URL: url, BindDN: s.AdminDN, Password: s.AdminPassword, Base: s.Base})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	return st
+	o := s.AdminOptions()
+	o.URL = url
+	return testenv.DialStore(t, o)
 }
 
 func addLeaf(t *testing.T, st *ldapschema.Store, vm, leaf, mode string) string {
@@ -60,8 +47,7 @@ func addLeaf(t *testing.T, st *ldapschema.Store, vm, leaf, mode string) string {
 // Of eight racing writers of the same compare-and-swap, exactly one wins, every
 // round.
 func TestChangeModeRace(t *testing.T) {
-	s := startSlapd(t)
-	st := dial(t, s, s.URL)
+	_, st := testenv.SlapdStore(t, testenv.SlapdOptions{})
 	for round := 0; round < 20; round++ {
 		dn := addLeaf(t, st, "vm-race", fsm.FormatTime(time.Date(2024, 1, 1, 0, 0, round, 0, time.UTC)), "snapshot")
 		var wg sync.WaitGroup
@@ -93,19 +79,14 @@ func TestChangeModeRace(t *testing.T) {
 
 // ChangeMode writes mode, state, return value and execution times in one modify.
 func TestChangeModeAtomic(t *testing.T) {
-	s := startSlapd(t)
-	st := dial(t, s, s.URL)
+	_, st := testenv.SlapdStore(t, testenv.SlapdOptions{})
 	dn := addLeaf(t, st, "vm-a", "20240101T000000Z", "snapshotting")
 	rc := 5
 	if err := st.ChangeMode(ldapschema.ModeChange{DN: dn, From: "snapshotting", To: "snapshotted", State: "20240101T000010Z",
 		ReturnValue: &rc, ExecutionTime: []string{"snapshot: 1.800", "downtime: 2.900"}}); err != nil {
 		t.Fatal(err)
 	}
-	e, err := st.Get(dn, "*")
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := ldapschema.ParseLeaf(st.Tree, e)
+	l, err := st.GetLeaf(dn)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -236,8 +217,7 @@ func deleted(dn string) func(ldapschema.Event) bool {
 // The watch reports adds, modifies and deletes; when its connection breaks it
 // resumes from its cookie and reports what happened meanwhile, deletions included.
 func TestWatchResumes(t *testing.T) {
-	s := startSlapd(t)
-	st := dial(t, s, s.URL)
+	s, st := testenv.SlapdStore(t, testenv.SlapdOptions{})
 	p := newProxy(t, s.URL[len("ldap://"):])
 	watched := dial(t, s, p.url())
 	a := addLeaf(t, st, "vm-w", "20240101T000000Z", "initialize")
@@ -295,14 +275,13 @@ func TestWatchResumes(t *testing.T) {
 
 // After slapd itself restarts the watch comes back and sees new changes.
 func TestWatchSurvivesServerRestart(t *testing.T) {
-	s := startSlapd(t)
-	st := dial(t, s, s.URL)
+	s, st := testenv.SlapdStore(t, testenv.SlapdOptions{})
 	a := addLeaf(t, st, "vm-r", "20240101T000000Z", "initialize")
 	var ev events
 	ev.ch = make(chan struct{}, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	watched := dial(t, s, s.URL)
+	watched := s.AdminStore(t)
 	go watched.Watch(ctx, ldapschema.WatchOptions{
 		Base: st.Tree.VirtualMachines(), Filter: "(objectClass=sstProvisioning)", Attrs: []string{"*"},
 		MinBackoff: 20 * time.Millisecond,
@@ -327,8 +306,7 @@ func TestWatchSurvivesServerRestart(t *testing.T) {
 // A connection the server drops is reported as ErrUnavailable (transient), so
 // callers retry instead of failing the step, and the store redials afterwards.
 func TestStoreConnectionReset(t *testing.T) {
-	s := startSlapd(t)
-	direct := dial(t, s, s.URL)
+	s, direct := testenv.SlapdStore(t, testenv.SlapdOptions{})
 	dn := addLeaf(t, direct, "vm-reset", "20240101T000000Z", "snapshot")
 	p := newProxy(t, s.URL[len("ldap://"):])
 	st := dial(t, s, p.url())

@@ -1,6 +1,8 @@
 package control
 
 import (
+	"maps"
+	"slices"
 	"sort"
 	"sync"
 
@@ -133,22 +135,13 @@ func (x *index) remove(dn string) []queueKey {
 func (x *index) members(key queueKey) []string {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	out := make([]string, 0, len(x.batches[key]))
-	for _, dn := range x.batches[key] {
-		out = append(out, dn)
-	}
-	sort.Strings(out)
-	return out
+	return slices.Sorted(maps.Values(x.batches[key]))
 }
 
 func (x *index) keys() []queueKey {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	out := make([]queueKey, 0, len(x.batches))
-	for k := range x.batches {
-		out = append(out, k)
-	}
-	return out
+	return slices.Collect(maps.Keys(x.batches))
 }
 
 // activeLeaf returns the name of a leaf of vm that blocks a new backup.
@@ -199,11 +192,7 @@ func (x *index) hasLeaves(vm string) bool {
 func (x *index) vmsWithLeaves() []string {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	out := make([]string, 0, len(x.vmLeafs))
-	for vm := range x.vmLeafs {
-		out = append(out, vm)
-	}
-	return out
+	return slices.Collect(maps.Keys(x.vmLeafs))
 }
 
 // hostKeys returns the batch keys of one host.

@@ -3,7 +3,6 @@ package control
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -32,16 +31,6 @@ func runController(t *testing.T, o Options) (stop func()) {
 	stop = func() { once.Do(func() { cancel(); <-done }) }
 	t.Cleanup(stop)
 	return stop
-}
-
-func realSlapd(t *testing.T) (*testenv.Slapd, *ldapschema.Store) {
-	t.Helper()
-	s, err := testenv.StartSlapd(testenv.SlapdOptions{Dir: filepath.Join(t.TempDir(), "slapd"), NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Stop() })
-	return s, dialStore(t, s)
 }
 
 func addVMWithLeaves(t *testing.T, st *ldapschema.Store, vm, host string, n int, mode string) []string {
@@ -84,7 +73,7 @@ func waitMode(t *testing.T, st *ldapschema.Store, dn, mode string, limit time.Du
 // Two controlds, both active, race over 1,000 hand-overs (initialize →
 // initialized → snapshot on 500 leaves): every write happens exactly once.
 func TestTwoControldsNoDoubleWrites(t *testing.T) {
-	_, st := realSlapd(t)
+	_, st := testenv.SlapdStore(t, testenv.SlapdOptions{})
 	dns := addVMWithLeaves(t, st, "vm-race", "h1", 500, string(fsm.Initialize))
 	var mu sync.Mutex
 	count := map[string]int{}
@@ -94,7 +83,7 @@ func TestTwoControldsNoDoubleWrites(t *testing.T) {
 		mu.Unlock()
 	}
 	for i := 0; i < 2; i++ {
-		s := dialStore(t, nil2(t, st))
+		s := testenv.DialStore(t, st.Options())
 		runController(t, Options{Store: s, Log: quiet(), OnWrite: rec, NoLease: true})
 	}
 	for _, dn := range dns {
@@ -114,17 +103,10 @@ func TestTwoControldsNoDoubleWrites(t *testing.T) {
 	}
 }
 
-// nil2 returns the slapd behind a store opened by realSlapd (for a second connection).
-func nil2(t *testing.T, st *ldapschema.Store) *testenv.Slapd {
-	t.Helper()
-	o := st.Options()
-	return &testenv.Slapd{URL: o.URL, AdminDN: o.BindDN, AdminPassword: o.Password, Base: o.Base}
-}
-
 // A leaf nobody answers fails once its mode's deadline passed, with a
 // description saying why; a node's progress write restarts the count.
 func TestDeadline(t *testing.T) {
-	_, st := realSlapd(t)
+	_, st := testenv.SlapdStore(t, testenv.SlapdOptions{})
 	dns := addVMWithLeaves(t, st, "vm-late", "h1", 1, string(fsm.Snapshot))
 	if err := st.Update(dns[0], "", map[string][]string{ldapschema.AttrState: {"0"}}); err != nil {
 		t.Fatal(err)
@@ -147,7 +129,7 @@ func TestDeadline(t *testing.T) {
 // The leaves of a host whose node stopped renewing its lease fail within the
 // node timeout; another host's leaves wait on.
 func TestVanishedNode(t *testing.T) {
-	_, st := realSlapd(t)
+	_, st := testenv.SlapdStore(t, testenv.SlapdOptions{})
 	gone := addVMWithLeaves(t, st, "vm-gone", "h-gone", 1, string(fsm.Snapshotting))
 	alive := addVMWithLeaves(t, st, "vm-alive", "h-alive", 1, string(fsm.Snapshotting))
 	now := time.Now()
@@ -174,12 +156,12 @@ func TestVanishedNode(t *testing.T) {
 // Of two controlds one is active; when it stops, the standby takes over and
 // carries on the work.
 func TestStandbyTakesOver(t *testing.T) {
-	_, st := realSlapd(t)
+	_, st := testenv.SlapdStore(t, testenv.SlapdOptions{})
 	dns := addVMWithLeaves(t, st, "vm-lead", "h1", 2, string(fsm.Retained))
 	var mu sync.Mutex
 	by := map[string]int{}
 	mk := func(name string) Options {
-		return Options{Store: dialStore(t, nil2(t, st)), Log: quiet(), Holder: name, LeaseTTL: 2 * time.Second,
+		return Options{Store: testenv.DialStore(t, st.Options()), Log: quiet(), Holder: name, LeaseTTL: 2 * time.Second,
 			OnWrite: func(fsm.Write) { mu.Lock(); by[name]++; mu.Unlock() }}
 	}
 	stopA := runController(t, mk("a"))
@@ -217,7 +199,7 @@ func addLeaf(t *testing.T, st *ldapschema.Store, vm, name, mode string) string {
 // progress (each write restarts the count), and is failed once the writes
 // stop: the deadline measures a stall, not the length of the work.
 func TestMergingDeadlineFollowsProgress(t *testing.T) {
-	_, st := realSlapd(t)
+	_, st := testenv.SlapdStore(t, testenv.SlapdOptions{})
 	dns := addVMWithLeaves(t, st, "vm-merge", "h1", 1, string(fsm.Merging))
 	const limit = 4 * time.Second
 	runController(t, Options{Store: st, Log: quiet(), NoLease: true, Limits: fsm.Limits{fsm.Merging: limit}})
@@ -243,7 +225,7 @@ func TestMergingDeadlineFollowsProgress(t *testing.T) {
 // A restore step that runs out of time fails the restore, not the backup:
 // the leaf stays restorable and its return value is the backup's again.
 func TestOverdueRestoreKeepsBackupRestorable(t *testing.T) {
-	_, st := realSlapd(t)
+	_, st := testenv.SlapdStore(t, testenv.SlapdOptions{})
 	dns := addVMWithLeaves(t, st, "vm-late-restore", "h1", 1, string(fsm.UnretainingLargeFiles))
 	if err := st.Update(dns[0], "", map[string][]string{
 		ldapschema.AttrExecutionTime: {ldapschema.FormatBackupRecord(0)}}); err != nil {

@@ -118,7 +118,7 @@ func BenchmarkNightly10k(b *testing.B) {
 		if err := s.Restart(); err != nil {
 			b.Fatal(err)
 		}
-		store := dialStore(b, s)
+		store := s.AdminStore(b)
 		runtime.GC()
 
 		fired := make(chan Fired, 1)

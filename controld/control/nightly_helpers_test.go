@@ -4,9 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -39,22 +40,8 @@ type world struct {
 
 func newWorld(t *testing.T, now time.Time) *world {
 	t.Helper()
-	s, err := testenv.StartSlapd(testenv.SlapdOptions{Dir: filepath.Join(t.TempDir(), "slapd"), NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Stop() })
-	return &world{t: t, slapd: s, store: dialStore(t, s), clock: workqueue.NewFakeClock(now), loc: zurich(t), rec: newRecorder()}
-}
-
-func dialStore(t testing.TB, s *testenv.Slapd) *ldapschema.Store {
-	t.Helper()
-	st, err := ldapschema.Dial(ldapschema.StoreOptions{URL: s.URL, BindDN: s.AdminDN, Password: s.AdminPassword, Base: s.Base})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	return st
+	s, st := testenv.SlapdStore(t, testenv.SlapdOptions{})
+	return &world{t: t, slapd: s, store: st, clock: workqueue.NewFakeClock(now), loc: zurich(t), rec: newRecorder()}
 }
 
 // start runs a controller with nightly operation until the test ends (or
@@ -66,7 +53,7 @@ func (w *world) start(mod func(*Options)) {
 	log.SetOutput(w.logBuf)
 	log.SetLevel(logrus.DebugLevel)
 	o := Options{
-		Store: dialStore(w.t, w.slapd), Log: log, OnWrite: w.rec.write,
+		Store: w.slapd.AdminStore(w.t), Log: log, OnWrite: w.rec.write,
 		// The fake clock moves by days; leaves left waiting on purpose must
 		// not run into their deadlines (liveness_test.go tests those).
 		Limits: fsm.Limits{},
@@ -171,14 +158,7 @@ func (w *world) leaves(vm string) map[string]string {
 	return out
 }
 
-func names(m map[string]string) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}
+func names(m map[string]string) []string { return slices.Sorted(maps.Keys(m)) }
 
 // finish ends a leaf waiting for its snapshot as a node failing or passing it
 // would, and waits until the controller has seen it.
@@ -344,7 +324,7 @@ type fakeNode struct {
 func startFakeNode(t *testing.T, s *testenv.Slapd) *fakeNode {
 	t.Helper()
 	n := &fakeNode{
-		t: t, store: dialStore(t, s), root: t.TempDir(), fail: map[string]int{},
+		t: t, store: s.AdminStore(t), root: t.TempDir(), fail: map[string]int{},
 		vmHost: map[string]string{}, vmPool: map[string]string{}, modes: map[string]string{}, maxWork: map[string]int{},
 	}
 	ctx, cancel := context.WithCancel(context.Background())

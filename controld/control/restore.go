@@ -183,11 +183,7 @@ func CancelRestore(store *ldapschema.Store, dn string, now time.Time) error {
 }
 
 func decideRestore(store *ldapschema.Store, dn string, decide func(fsm.Leaf, []fsm.Leaf) (fsm.Write, error)) error {
-	e, err := store.Get(dn, "*")
-	if err != nil {
-		return err
-	}
-	l, err := ldapschema.ParseLeaf(store.Tree, e)
+	l, err := store.GetLeaf(dn)
 	if err != nil {
 		return err
 	}

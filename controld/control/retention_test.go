@@ -12,31 +12,17 @@ import (
 // directories of files: the oldest goes through delete, deleting, deleted and
 // is removed.
 func TestRetentionFourNights(t *testing.T) {
-	w := newWorld(t, time.Date(2024, 6, 1, 0, 0, 0, 0, time.UTC))
-	w.addConfig(w.store.Tree.GlobalBackup(), nightly("0", "3", 3))
-	w.addVM("h1", "p1", "v", nil)
-	node := startFakeNode(t, w.slapd)
-	w.start(nil)
-
+	w, node := retentionWorld(t, 3)
 	var leaves []string
 	for day := 1; day <= 4; day++ {
-		f := w.fireAt(w.at(2024, 6, day, 3, 0))
-		if len(f.Created) != 1 {
-			t.Fatalf("night %d: fired %+v", day, f)
-		}
-		leaves = append(leaves, f.Created[0])
-		w.waitCached(f.Created[0], "finished")
+		leaves = append(leaves, w.night(day))
 	}
 	w.rec.waitWrite(t, leaves[0], fsm.Delete)
 	w.rec.waitWrite(t, leaves[0], fsm.Absent)
 
 	want := []string{"20240602T010000Z", "20240603T010000Z", "20240604T010000Z"}
-	if got := names(w.leaves("v")); strings.Join(got, " ") != strings.Join(want, " ") {
-		t.Fatalf("leaves %v, want %v", got, want)
-	}
-	if got := node.dirs("p1", "v"); strings.Join(got, " ") != strings.Join(want, " ") {
-		t.Fatalf("backup directories %v, want %v", got, want)
-	}
+	eq(t, "leaves", names(w.leaves("v")), want)
+	eq(t, "backup directories", node.dirs("p1", "v"), want)
 	if st := w.ctrl.NightlyStats(); st.RetentionDeletes != 1 {
 		t.Fatalf("stats %+v", st)
 	}
@@ -45,21 +31,11 @@ func TestRetentionFourNights(t *testing.T) {
 // A failed night keeps the last good backup, even with one iteration; the
 // next good night replaces both.
 func TestRetentionKeepsGoodOverFailed(t *testing.T) {
-	w := newWorld(t, time.Date(2024, 6, 1, 0, 0, 0, 0, time.UTC))
-	w.addConfig(w.store.Tree.GlobalBackup(), nightly("0", "3", 1))
-	w.addVM("h1", "p1", "v", nil)
-	node := startFakeNode(t, w.slapd)
-	w.start(nil)
-
+	w, node := retentionWorld(t, 1)
 	night := func(day, rv int) string {
 		t.Helper()
 		node.failVM("v", rv)
-		f := w.fireAt(w.at(2024, 6, day, 3, 0))
-		if len(f.Created) != 1 {
-			t.Fatalf("day %d: fired %+v", day, f)
-		}
-		w.waitCached(f.Created[0], "finished")
-		return f.Created[0]
+		return w.night(day)
 	}
 	first := night(1, 0)
 	second := night(2, 5) // cannot save machine state
@@ -67,21 +43,37 @@ func TestRetentionKeepsGoodOverFailed(t *testing.T) {
 	// Retention runs on each finish; with nothing expired it writes nothing.
 	// The second failure pushed the first out of the one failure kept.
 	w.rec.waitWrite(t, second, fsm.Absent)
-	if got := names(w.leaves("v")); strings.Join(got, " ") != "20240601T010000Z 20240603T010000Z" {
-		t.Fatalf("after two failed nights: leaves %v, want the good one and the latest failure", got)
-	}
-	if got := node.dirs("p1", "v"); strings.Join(got, " ") != "20240601T010000Z" {
-		t.Fatalf("backup directories %v", got)
-	}
+	eq(t, "leaves after two failed nights (the good one and the latest failure)", names(w.leaves("v")), []string{"20240601T010000Z", "20240603T010000Z"})
+	eq(t, "backup directories", node.dirs("p1", "v"), []string{"20240601T010000Z"})
 	night(4, 0)
 	w.rec.waitWrite(t, first, fsm.Absent)
 	w.rec.waitWrite(t, third, fsm.Absent)
-	if got := names(w.leaves("v")); strings.Join(got, " ") != "20240604T010000Z" {
-		t.Fatalf("after a good night: leaves %v", got)
+	eq(t, "leaves after a good night", names(w.leaves("v")), []string{"20240604T010000Z"})
+	eq(t, "backup directories", node.dirs("p1", "v"), []string{"20240604T010000Z"})
+}
+
+// retentionWorld has one VM, v on h1 in p1, backed up at 03:00 in June 2024
+// and keeping iterations backups, and a node that does the work.
+func retentionWorld(t *testing.T, iterations int) (*world, *fakeNode) {
+	t.Helper()
+	w := newWorld(t, time.Date(2024, 6, 1, 0, 0, 0, 0, time.UTC))
+	w.addConfig(w.store.Tree.GlobalBackup(), nightly("0", "3", iterations))
+	w.addVM("h1", "p1", "v", nil)
+	node := startFakeNode(t, w.slapd)
+	w.start(nil)
+	return w, node
+}
+
+// night fires the 03:00 run of a June day, which must create one leaf, and
+// waits for it to finish.
+func (w *world) night(day int) string {
+	w.t.Helper()
+	f := w.fireAt(w.at(2024, 6, day, 3, 0))
+	if len(f.Created) != 1 {
+		w.t.Fatalf("night %d: fired %+v", day, f)
 	}
-	if got := node.dirs("p1", "v"); strings.Join(got, " ") != "20240604T010000Z" {
-		t.Fatalf("backup directories %v", got)
-	}
+	w.waitCached(f.Created[0], "finished")
+	return f.Created[0]
 }
 
 // Excluded VMs keep their backups, however many there are; an included VM

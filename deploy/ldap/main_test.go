@@ -38,30 +38,18 @@ const (
 func nodeDN(host string) string { return "cn=" + host + ",ou=nodes," + accounts }
 
 func TestMain(m *testing.M) {
-	os.Exit(run(m))
-}
-
-func run(m *testing.M) int {
-	root, err := os.MkdirTemp("", "stoney-deploy-ldap-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(root)
-	env.root = root
-	env.tree = ldapschema.Tree{Base: base}
-	env.slapd, err = testenv.StartSlapd(testenv.SlapdOptions{Dir: filepath.Join(root, "slapd"), Base: base, NoSync: true, DebianInit: true})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "slapd:", err)
-		return 1
-	}
-	defer env.slapd.Stop()
-	if err := followGuide(); err != nil {
-		fmt.Fprintln(os.Stderr, "setting up slapd as the operator guide says:", err)
-		fmt.Fprintln(os.Stderr, tailFile(env.slapd.LogPath))
-		return 1
-	}
-	return m.Run()
+	testenv.Main(m, "stoney-deploy-ldap-", func(sh *testenv.Shared) error {
+		env.root = sh.Root
+		env.tree = ldapschema.Tree{Base: base}
+		var err error
+		if env.slapd, err = sh.StartSlapd(testenv.SlapdOptions{Base: base, DebianInit: true}); err != nil {
+			return err
+		}
+		if err := followGuide(); err != nil {
+			return fmt.Errorf("setting up slapd as the operator guide says: %w\n%s", err, tailFile(env.slapd.LogPath))
+		}
+		return nil
+	})
 }
 
 // tool runs an OpenLDAP client tool and returns its exit code and output.
@@ -112,6 +100,7 @@ func followGuide() error {
 		// Debian indexes objectClass eq already: that one change reports 20.
 		{"indexes", "ldapmodify", asRoot("-c", "-f", "stoney-conductor-indexes.ldif"), []int{0, 20}},
 		{"access rules", "ldapmodify", asRoot("-f", "stoney-conductor-acl.ldif"), []int{0}},
+		{"web UI access rules", "ldapmodify", asRoot("-f", "stoney-conductor-webui-acl.ldif"), []int{0}},
 		{"accounts", "ldapadd", asAdmin("-f", "stoney-conductor-accounts.ldif"), []int{0}},
 	}
 	for _, s := range steps {
@@ -207,23 +196,13 @@ olcAccess: {14}to dn.subtree="%s" attrs=sstProvisioningMode,sstProvisioningState
 // daemons do (passwordFile in their YAML).
 func bind(t testing.TB, dn string) *ldapschema.Store {
 	t.Helper()
-	s, err := ldapschema.Dial(ldapschema.StoreOptions{URL: env.slapd.URL, BindDN: dn, PasswordFile: passwordFile(dn), Base: base})
-	if err != nil {
-		t.Fatalf("bind as %s: %v", dn, err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
+	return testenv.DialStore(t, ldapschema.StoreOptions{URL: env.slapd.URL, BindDN: dn, PasswordFile: passwordFile(dn), Base: base})
 }
 
 // admin is the database's root DN, which no access rule limits.
 func admin(t testing.TB) *ldapschema.Store {
 	t.Helper()
-	s, err := ldapschema.Dial(ldapschema.StoreOptions{URL: env.slapd.URL, BindDN: env.slapd.AdminDN, Password: env.slapd.AdminPassword, Base: base})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
+	return env.slapd.AdminStore(t)
 }
 
 var seq atomic.Int64

@@ -124,18 +124,6 @@ func imagePattern(path string, p byte) error {
 	return nil
 }
 
-func same(a, b map[string]byte) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if b[k] != v {
-			return false
-		}
-	}
-	return true
-}
-
 // goodBackupProblems: the newest good backup is a leaf a restore is offered
 // for (finished, 0) and retention keeps even with one iteration and this
 // point's leaf counted.

@@ -268,14 +268,14 @@ func (w *world) runOpPoint(fam *opFamily, p opPoint, logger *logrus.Logger, logP
 			doubt = true
 		case !flow.restore:
 			res.checked = append(res.checked, "guest reads "+readsOf(v, got))
-		case same(got, after):
+		case maps.Equal(got, after):
 			if !tookEffect {
 				res.problem("the guest runs restored (reads %s) but the restore answered %s", readsOf(v, got), answerText(restored))
 			} else {
 				res.checked = append(res.checked, "guest reads "+readsOf(v, got)+" as restored")
 			}
 			maps.Copy(v.reads, after)
-		case same(got, before):
+		case maps.Equal(got, before):
 			if tookEffect {
 				res.problem("the restore answered 0 but the guest still reads %s as before it", readsOf(v, got))
 				doubt = true

@@ -6,6 +6,10 @@
 // Then it shows `controld status` and the metrics, lets one VM write new data,
 // and restores it with `controld restore`: the guest reads its old data again.
 //
+// The web UI (`controld web`) runs alongside; its address is printed at the
+// end. With -stay (make demo STAY=1) everything stays up after the checks,
+// to click through, until interrupted.
+//
 // Run it through `make demo` (which builds bin/controld and bin/nodebackupd).
 package main
 
@@ -14,13 +18,12 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/stoneycloud/stoney-conductor/internal/format"
@@ -32,6 +35,7 @@ import (
 func main() {
 	bin := flag.String("bin", "bin", "directory holding controld and nodebackupd")
 	keep := flag.Bool("keep", false, "keep the work directory (printed at the start)")
+	flag.BoolVar(&stay, "stay", false, "after the checks, keep the directory, VMs and web UI up until interrupted")
 	flag.Parse()
 	if err := run(*bin, *keep); err != nil {
 		fmt.Fprintln(os.Stderr, "demo failed:", err)
@@ -39,6 +43,8 @@ func main() {
 	}
 	fmt.Println("\ndemo passed: every check above holds")
 }
+
+var stay bool
 
 type demoVM struct {
 	name    string
@@ -140,8 +146,16 @@ func run(bin string, keep bool) error {
 	ldapCfg := fmt.Sprintf("ldap:\n  url: %s\n  bindDN: %q\n  passwordFile: %s\n  base: %q\n", slapd.URL, slapd.AdminDN, pw, slapd.Base)
 	ctlCfg := filepath.Join(root, "controld.yaml")
 	nodeCfg := filepath.Join(root, "nodebackupd.yaml")
-	ctlMetrics, nodeMetrics := freeAddr(), freeAddr()
-	if err := os.WriteFile(ctlCfg, []byte(ldapCfg+"metrics:\n  listen: "+ctlMetrics+"\n"), 0o600); err != nil {
+	var addrs [3]string
+	for i := range addrs {
+		a, err := testenv.FreeAddr()
+		if err != nil {
+			return err
+		}
+		addrs[i] = a
+	}
+	ctlMetrics, nodeMetrics, webAddr := addrs[0], addrs[1], addrs[2]
+	if err := os.WriteFile(ctlCfg, []byte(ldapCfg+"metrics:\n  listen: "+ctlMetrics+"\nweb:\n  listen: "+webAddr+"\n"), 0o600); err != nil {
 		return err
 	}
 	if err := os.WriteFile(nodeCfg, []byte(ldapCfg+"node: demo-node\nstateDir: "+filepath.Join(root, "node-state")+"\nlibvirt:\n  uri: "+lv.URI+"\nmetrics:\n  listen: "+nodeMetrics+"\n"), 0o600); err != nil {
@@ -159,6 +173,11 @@ func run(bin string, keep bool) error {
 		return err
 	}
 	defer stopNode()
+	stopWeb, err := daemon(filepath.Join(bin, "controld"), filepath.Join(logs, "web.log"), "web", "-config", ctlCfg)
+	if err != nil {
+		return err
+	}
+	defer stopWeb()
 	fmt.Println("logs in", logs)
 
 	step("controld backup demo-web demo-db demo-idle (one batch)")
@@ -248,7 +267,7 @@ func run(bin string, keep bool) error {
 
 	step("metrics")
 	for _, ep := range []struct{ who, addr string }{{"controld", ctlMetrics}, {"nodebackupd", nodeMetrics}} {
-		text, err := httpGet("http://" + ep.addr + "/metrics")
+		text, err := testenv.HTTPGet("http://" + ep.addr + "/metrics")
 		if err != nil {
 			return fmt.Errorf("%s metrics: %w", ep.who, err)
 		}
@@ -286,6 +305,20 @@ func run(bin string, keep bool) error {
 		return fmt.Errorf("demo-web rebooted: its RAM state was not resumed")
 	}
 	fmt.Println("demo-web's guest reads 0xab again, and resumed from its saved RAM state (no reboot)")
+
+	step("the web UI")
+	if _, err := testenv.HTTPGet("http://" + webAddr + "/login"); err != nil {
+		return fmt.Errorf("web UI: %w", err)
+	}
+	fmt.Printf("http://%s/  log in as %s with password %s\n", webAddr, slapd.AdminDN, slapd.AdminPassword)
+	if stay {
+		fmt.Println("staying up until interrupted (Ctrl-C)")
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+		<-sig
+	} else {
+		fmt.Println("(make demo STAY=1 keeps it up to click through)")
+	}
 	return nil
 }
 
@@ -301,34 +334,6 @@ func runCLI(bin string, args ...string) error {
 func bootCount(spec testenv.VMSpec) int {
 	b, _ := os.ReadFile(spec.SerialPath())
 	return bytes.Count(b, []byte("FILLED"))
-}
-
-func httpGet(url string) (string, error) {
-	var last error
-	for i := 0; i < 50; i++ {
-		resp, err := http.Get(url)
-		if err == nil {
-			b, err := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if err == nil && resp.StatusCode == 200 {
-				return string(b), nil
-			}
-			last = fmt.Errorf("%s", resp.Status)
-		} else {
-			last = err
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	return "", last
-}
-
-func freeAddr() string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "127.0.0.1:9135"
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 func find(vms []*demoVM, name string) *demoVM {

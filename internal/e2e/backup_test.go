@@ -148,9 +148,19 @@ func TestSeedLDIF(t *testing.T) {
 	v := s.addVMNoConfig(true, 64, 0xab)
 	startNode(t, s.host, env.hv)
 	dn := s.store.Tree.VM(v.name)
-	ldif := func(text string) {
+	leaf := "ou=20121002T010000Z,ou=backup," + dn
+	// step writes a leaf's state and mode with one change record, as the
+	// manual's steps do.
+	step := func(mode, state string) {
 		t.Helper()
-		if err := env.slapd.LDAPModify(text); err != nil {
+		if err := env.slapd.LDAPModify(`dn: ` + leaf + `
+changetype: modify
+replace: sstProvisioningState
+sstProvisioningState: ` + state + `
+-
+replace: sstProvisioningMode
+sstProvisioningMode: ` + mode + `
+`); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -181,7 +191,6 @@ sstVirtualizationBandwidthMerge: 0
 `); err != nil {
 		t.Fatal(err)
 	}
-	leaf := "ou=20121002T010000Z,ou=backup," + dn
 	// Step 01
 	if err := env.slapd.LDAPAdd(`dn: ` + leaf + `
 objectclass: top
@@ -196,61 +205,26 @@ sstProvisioningState: 20121002T014513Z
 		t.Fatal(err)
 	}
 	// Step 02, 03
-	ldif(`dn: ` + leaf + `
-changetype: modify
-replace: sstProvisioningState
-sstProvisioningState: 20121002T010001Z
--
-replace: sstProvisioningMode
-sstProvisioningMode: initialized
-`)
-	ldif(`dn: ` + leaf + `
-changetype: modify
-replace: sstProvisioningState
-sstProvisioningState: 0
--
-replace: sstProvisioningMode
-sstProvisioningMode: snapshot
-`)
+	step("initialized", "20121002T010001Z")
+	step("snapshot", "0")
 	l := waitLeaf(t, s.store, leaf, leafLimit, modeIs("snapshotted"))
 	if l.ReturnValue != 0 || l.State == "0" {
 		t.Fatalf("snapshot: %+v", l)
 	}
 	v.guestReads(t, "vda", 0xab)
 	// Step 06
-	ldif(`dn: ` + leaf + `
-changetype: modify
-replace: sstProvisioningState
-sstProvisioningState: 0
--
-replace: sstProvisioningMode
-sstProvisioningMode: merge
-`)
+	step("merge", "0")
 	if l := waitLeaf(t, s.store, leaf, leafLimit, modeIs("merged")); l.ReturnValue != 0 {
 		t.Fatalf("merge: %+v", l)
 	}
 	noBacking(t, v.disks[0].Path)
 	// Step 09
-	ldif(`dn: ` + leaf + `
-changetype: modify
-replace: sstProvisioningState
-sstProvisioningState: 0
--
-replace: sstProvisioningMode
-sstProvisioningMode: retain
-`)
+	step("retain", "0")
 	if l := waitLeaf(t, s.store, leaf, leafLimit, modeIs("retained")); l.ReturnValue != 0 {
 		t.Fatalf("retain: %+v", l)
 	}
 	// Step 12
-	ldif(`dn: ` + leaf + `
-changetype: modify
-replace: sstProvisioningState
-sstProvisioningState: 20121002T012001Z
--
-replace: sstProvisioningMode
-sstProvisioningMode: finished
-`)
+	step("finished", "20121002T012001Z")
 	img := filepath.Join(s.backup, "vm-persistent", "pool-a", v.name, "20121002T010000Z", filepath.Base(v.disks[0].Path)+".20121002T010000Z")
 	out, err := exec.Command("qemu-io", "-f", "qcow2", "-r", "-c", "read -P 0xab 1M 8M", img).CombinedOutput()
 	if err != nil || containsFail(out) {

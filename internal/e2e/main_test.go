@@ -31,44 +31,26 @@ var env struct {
 const smallFS = 40 << 20
 
 func TestMain(m *testing.M) {
-	os.Exit(run(m))
-}
-
-func run(m *testing.M) int {
-	root, err := os.MkdirTemp("", "stoney-e2e-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer os.RemoveAll(root)
-	env.root = root
-	// Mounted before libvirtd starts, so QEMU sees it too.
-	env.small = filepath.Join(root, "small")
-	unmount, err := testenv.MountTmpfs(env.small, smallFS)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "tmpfs:", err)
-		return 1
-	}
-	defer unmount()
-	env.slapd, err = testenv.StartSlapd(testenv.SlapdOptions{Dir: filepath.Join(root, "slapd"), NoSync: true})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "slapd:", err)
-		return 1
-	}
-	defer env.slapd.Stop()
-	env.lv, err = testenv.StartLibvirtd(testenv.LibvirtdOptions{Dir: filepath.Join(root, "libvirt")})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "libvirtd:", err)
-		return 1
-	}
-	defer env.lv.Stop()
-	env.hv, err = libvirt.Open(env.lv.URI)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "libvirt:", err)
-		return 1
-	}
-	defer env.hv.Close()
-	return m.Run()
+	testenv.Main(m, "stoney-e2e-", func(sh *testenv.Shared) error {
+		env.root = sh.Root
+		// Mounted before libvirtd starts, so QEMU sees it too.
+		env.small = filepath.Join(sh.Root, "small")
+		if err := sh.MountTmpfs(env.small, smallFS); err != nil {
+			return err
+		}
+		var err error
+		if env.slapd, err = sh.StartSlapd(testenv.SlapdOptions{}); err != nil {
+			return err
+		}
+		if env.lv, err = sh.StartLibvirtd(testenv.LibvirtdOptions{}); err != nil {
+			return err
+		}
+		if env.hv, err = libvirt.Open(env.lv.URI); err != nil {
+			return fmt.Errorf("libvirt: %w", err)
+		}
+		sh.Cleanup(func() { env.hv.Close() })
+		return nil
+	})
 }
 
 var seq atomic.Int64
@@ -80,14 +62,7 @@ func unique(prefix string) string {
 
 func newStore(t testing.TB) *ldapschema.Store {
 	t.Helper()
-	s, err := ldapschema.Dial(ldapschema.StoreOptions{
-		URL: env.slapd.URL, BindDN: env.slapd.AdminDN, Password: env.slapd.AdminPassword, Base: env.slapd.Base,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
+	return env.slapd.AdminStore(t)
 }
 
 func quietLog(t testing.TB) *logrus.Logger {

@@ -2,10 +2,6 @@ package e2e
 
 import (
 	"context"
-	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"os/exec"
 	"strings"
 	"testing"
@@ -22,32 +18,20 @@ import (
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	a, err := testenv.FreeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return a
 }
 
 func scrape(t *testing.T, url string) string {
 	t.Helper()
-	var last error
-	for i := 0; i < 50; i++ {
-		resp, err := http.Get(url)
-		if err == nil {
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return string(b)
-			}
-			err = fmt.Errorf("%s: %s", resp.Status, b)
-		}
-		last = err
-		time.Sleep(50 * time.Millisecond)
+	text, err := testenv.HTTPGet(url)
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatalf("%s: %v", url, last)
-	return ""
+	return text
 }
 
 // After a backup both daemons' metrics endpoints show its figures, and while

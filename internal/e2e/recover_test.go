@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/stoneycloud/stoney-conductor/controld/control"
+	"github.com/stoneycloud/stoney-conductor/controld/recovery"
 	"github.com/stoneycloud/stoney-conductor/ldapschema"
 )
 
@@ -54,16 +55,16 @@ func recoverSetup(t *testing.T) (*site, []*vm, [2]string) {
 
 // recoverRun scans the site's backup root (as `controld recover PATH`
 // does), validates and imports; recreate allows re-creating VM entries.
-func recoverRun(t *testing.T, s *site, recreate bool) (*control.RecoverPlan, []control.ImportResult) {
+func recoverRun(t *testing.T, s *site, recreate bool) (*recovery.Plan, []recovery.ImportResult) {
 	t.Helper()
 	start := time.Now()
-	scan := control.ScanBackups(context.Background(), []control.RootSource{{Path: s.backup, Source: "command line"}},
-		control.ScanOptions{Images: control.QemuImgChecker{}})
-	plan, err := control.ValidateRecovery(s.store, scan, control.ValidateOptions{Recreate: func(string) bool { return recreate }})
+	scan := recovery.Scan(context.Background(), []recovery.RootSource{{Path: s.backup, Source: "command line"}},
+		recovery.ScanOptions{Images: recovery.QemuImgChecker{}})
+	plan, err := recovery.Validate(s.store, scan, recovery.ValidateOptions{Recreate: func(string) bool { return recreate }})
 	if err != nil {
 		t.Fatal(err)
 	}
-	results, err := control.ImportRecovered(s.store, plan, time.Now())
+	results, err := recovery.Import(s.store, plan, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,7 +179,7 @@ func TestRecoverBackupSubtrees(t *testing.T) {
 		}
 	}
 	l := s.recoverLeaf(t, vms[0].name, leaves[1])
-	if !strings.HasPrefix(l.ExecutionTime[0], control.RecoveredPrefix) {
+	if !strings.HasPrefix(l.ExecutionTime[0], recovery.RecoveredPrefix) {
 		t.Fatalf("recovered leaf does not say so: %q", l.ExecutionTime)
 	}
 
@@ -192,8 +193,8 @@ func TestRecoverBackupSubtrees(t *testing.T) {
 	vms[0].guestReads(t, "vda", 0x51)
 
 	// The storage and the directory agree now.
-	scan := control.ScanBackups(context.Background(), []control.RootSource{{Path: s.backup, Source: "test"}}, control.ScanOptions{})
-	r, err := control.CheckBackups(context.Background(), s.store, scan, nil)
+	scan := recovery.Scan(context.Background(), []recovery.RootSource{{Path: s.backup, Source: "test"}}, recovery.ScanOptions{})
+	r, err := recovery.Check(context.Background(), s.store, scan, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -248,8 +249,8 @@ func TestRecoverFromBaseTree(t *testing.T) {
 	}
 
 	// Without permission to re-create VMs nothing is imported.
-	scan := control.ScanBackups(context.Background(), []control.RootSource{{Path: s.backup, Source: "test"}}, control.ScanOptions{})
-	plan, err := control.ValidateRecovery(s.store, scan, control.ValidateOptions{})
+	scan := recovery.Scan(context.Background(), []recovery.RootSource{{Path: s.backup, Source: "test"}}, recovery.ScanOptions{})
+	plan, err := recovery.Validate(s.store, scan, recovery.ValidateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -32,6 +32,21 @@ func (s *site) backedUp(t *testing.T, v *vm, at time.Time) ldapschema.Leaf {
 	return l
 }
 
+// changedSinceBackup is a site with both daemons and a running VM backed up
+// once (pattern 0xab), whose guest has since written pattern to vda.
+func changedSinceBackup(t *testing.T, pattern byte) (*site, *vm, ldapschema.Leaf) {
+	t.Helper()
+	s := newSite(t, env.root)
+	v := s.addVM(true, 64, 0xab)
+	startControl(t)
+	startNode(t, s.host, env.hv)
+	l := s.backedUp(t, v, time.Now())
+	if err := writeGuest(v, "vda", pattern); err != nil {
+		t.Fatal(err)
+	}
+	return s, v, l
+}
+
 // boots counts how often the guest booted: it prints FILLED once per boot.
 func (v *vm) boots(t *testing.T) int {
 	t.Helper()
@@ -165,14 +180,7 @@ func noPreRestore(t *testing.T, v *vm) {
 // TestRestoreCancel: cancelling after the small files leaves the VM and its
 // files exactly as they were, and nothing in the retain directory.
 func TestRestoreCancel(t *testing.T) {
-	s := newSite(t, env.root)
-	v := s.addVM(true, 64, 0xab)
-	startControl(t)
-	startNode(t, s.host, env.hv)
-	l := s.backedUp(t, v, time.Now())
-	if err := writeGuest(v, "vda", 0x22); err != nil {
-		t.Fatal(err)
-	}
+	s, v, l := changedSinceBackup(t, 0x22)
 	backupDir := filepath.Join(s.backup, "vm-persistent", "pool-a", v.name, l.Name)
 	filesBefore := listDir(t, backupDir)
 	got := s.webUIRestore(t, v, l, false)
@@ -283,14 +291,7 @@ func TestRestoreBrokenBackup(t *testing.T) {
 		}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s := newSite(t, env.root)
-			v := s.addVM(true, 64, 0xab)
-			startControl(t)
-			startNode(t, s.host, env.hv)
-			l := s.backedUp(t, v, time.Now())
-			if err := writeGuest(v, "vda", 0x44); err != nil {
-				t.Fatal(err)
-			}
+			s, v, l := changedSinceBackup(t, 0x44)
 			img := filepath.Join(s.backup, "vm-persistent", "pool-a", v.name, l.Name, filepath.Base(v.disks[0].Path)+"."+l.Name)
 			if err := tc.break_(img); err != nil {
 				t.Fatal(err)

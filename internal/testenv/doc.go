@@ -3,7 +3,7 @@
 // syncprov overlay, and a private libvirtd with QEMU in software emulation. Tests,
 // benchmarks and the demo use it; production code never does.
 //
-// Start one of each per test binary, in TestMain: a cold libvirtd costs seconds.
-//
-//	dir, _ := testenv.Start...   // see slapd.go and libvirtd.go
+// A test that needs a directory of its own takes SlapdFor or SlapdStore; what
+// a whole package shares (a cold libvirtd costs seconds) its TestMain builds
+// once with Main.
 package testenv

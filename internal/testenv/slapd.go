@@ -459,8 +459,13 @@ func (s *Slapd) LDAPAdd(ldif string) error {
 }
 
 func (s *Slapd) ldapmodify(ldif string, extra ...string) error {
-	args := append([]string{"-x", "-H", s.URL, "-D", s.AdminDN, "-y", s.pwFile}, extra...)
-	cmd := exec.Command("ldapmodify", args...)
+	return ldapmodify(ldif, []string{"-x", "-H", s.URL, "-D", s.AdminDN, "-y", s.pwFile}, extra)
+}
+
+// ldapmodify runs the real tool on ldif with the connection's args and the
+// caller's extra ones (named in the error, which carries the tool's output).
+func ldapmodify(ldif string, args, extra []string) error {
+	cmd := exec.Command("ldapmodify", append(args, extra...)...)
 	cmd.Stdin = strings.NewReader(ldif)
 	// Ignore the user's ldaprc and /etc/ldap/ldap.conf (TLS settings etc.).
 	cmd.Env = append(os.Environ(), "LDAPNOINIT=1")
@@ -567,14 +572,5 @@ func (s *Slapd) AdminPasswordFile() string { return s.pwFile }
 // the test, whom the configuration lets manage everything. extra are more
 // ldapmodify arguments (e.g. "-c"). The error carries ldapmodify's output.
 func (s *Slapd) ModifyConfig(ldif string, extra ...string) error {
-	args := append([]string{"-Q", "-Y", "EXTERNAL", "-H", s.LDAPIURL}, extra...)
-	cmd := exec.Command("ldapmodify", args...)
-	cmd.Stdin = strings.NewReader(ldif)
-	cmd.Env = append(os.Environ(), "LDAPNOINIT=1")
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("ldapmodify -Y EXTERNAL %s: %v: %s", strings.Join(extra, " "), err, strings.TrimSpace(out.String()))
-	}
-	return nil
+	return ldapmodify(ldif, []string{"-Q", "-H", s.LDAPIURL}, append([]string{"-Y", "EXTERNAL"}, extra...))
 }

@@ -133,22 +133,19 @@ func DefineVM(uri string, spec VMSpec) error {
 	if err != nil {
 		return err
 	}
-	c, err := lv.NewConnect(uri)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	dom, err := c.DomainDefineXML(xml)
-	if err != nil {
-		return fmt.Errorf("testenv: define %s: %w", spec.Name, err)
-	}
-	defer dom.Free()
-	if spec.Running {
-		if err := dom.Create(); err != nil {
-			return fmt.Errorf("testenv: start %s: %w", spec.Name, err)
+	return withConnect(uri, func(c *lv.Connect) error {
+		dom, err := c.DomainDefineXML(xml)
+		if err != nil {
+			return fmt.Errorf("testenv: define %s: %w", spec.Name, err)
 		}
-	}
-	return nil
+		defer dom.Free()
+		if spec.Running {
+			if err := dom.Create(); err != nil {
+				return fmt.Errorf("testenv: start %s: %w", spec.Name, err)
+			}
+		}
+		return nil
+	})
 }
 
 // WaitGuestFilled waits until the guest has filled its RAM (it says so on
@@ -170,12 +167,12 @@ func WaitGuestFilled(spec VMSpec, timeout time.Duration) error {
 
 // StartVM starts a defined, shut-off VM.
 func StartVM(uri, name string) error {
-	return withDomain(uri, name, func(_ *lv.Connect, d *lv.Domain) error { return d.Create() })
+	return withDomain(uri, name, func(d *lv.Domain) error { return d.Create() })
 }
 
 // RemoveVM destroys the VM if it runs and undefines it; images stay.
 func RemoveVM(uri, name string) error {
-	return withDomain(uri, name, func(_ *lv.Connect, d *lv.Domain) error {
+	return withDomain(uri, name, func(d *lv.Domain) error {
 		if active, err := d.IsActive(); err == nil && active {
 			if err := d.Destroy(); err != nil {
 				return err
@@ -185,18 +182,26 @@ func RemoveVM(uri, name string) error {
 	})
 }
 
-func withDomain(uri, name string, f func(*lv.Connect, *lv.Domain) error) error {
+// withDomain runs f on the domain name, looked up on a connection of its own.
+func withDomain(uri, name string, f func(*lv.Domain) error) error {
+	return withConnect(uri, func(c *lv.Connect) error {
+		d, err := c.LookupDomainByName(name)
+		if err != nil {
+			return err
+		}
+		defer d.Free()
+		return f(d)
+	})
+}
+
+// withConnect runs f on a connection to uri of its own.
+func withConnect(uri string, f func(*lv.Connect) error) error {
 	c, err := lv.NewConnect(uri)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	d, err := c.LookupDomainByName(name)
-	if err != nil {
-		return err
-	}
-	defer d.Free()
-	return f(c, d)
+	return f(c)
 }
 
 // VerifyGuestPattern checks that the running VM's disk target reads pattern
@@ -236,7 +241,7 @@ func qemuIO(uri, logDir, vm, dev, cmd, done string) error {
 		return err
 	}
 	var answer string
-	err = withDomain(uri, vm, func(_ *lv.Connect, d *lv.Domain) error {
+	err = withDomain(uri, vm, func(d *lv.Domain) error {
 		var err error
 		answer, err = d.QemuMonitorCommand(fmt.Sprintf("qemu-io %s %q", dev, cmd), lv.DOMAIN_QEMU_MONITOR_COMMAND_HMP)
 		return err
@@ -289,7 +294,7 @@ func countLines(path string, subs ...string) (int, int, error) {
 // blockNode finds, from HMP "info block", the node name of the disk with the
 // given target and the QOM path of the device it is attached to.
 func blockNode(uri, vm, target string) (node, dev string, err error) {
-	err = withDomain(uri, vm, func(_ *lv.Connect, d *lv.Domain) error {
+	err = withDomain(uri, vm, func(d *lv.Domain) error {
 		x, err := d.GetXMLDesc(0)
 		if err != nil {
 			return err

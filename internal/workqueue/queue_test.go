@@ -37,6 +37,15 @@ func get(t *testing.T, q *Queue[string]) string {
 	return ""
 }
 
+// wantGet fails the test unless the next key is want; why says what a
+// different key would mean.
+func wantGet(t *testing.T, q *Queue[string], want, why string) {
+	t.Helper()
+	if k := get(t, q); k != want {
+		t.Fatalf("Get = %s, want %s %s", k, want, why)
+	}
+}
+
 func TestAddManyTimesWhileWaitingIsOneVisit(t *testing.T) {
 	q, _ := newFake(t, Options[string]{})
 	for i := 0; i < 5; i++ {
@@ -46,12 +55,8 @@ func TestAddManyTimesWhileWaitingIsOneVisit(t *testing.T) {
 	if n := q.Len(); n != 2 {
 		t.Fatalf("Len = %d, want 2", n)
 	}
-	if k := get(t, q); k != "a" {
-		t.Fatalf("Get = %s, want a (first in)", k)
-	}
-	if k := get(t, q); k != "b" {
-		t.Fatalf("Get = %s, want b", k)
-	}
+	wantGet(t, q, "a", "(first in)")
+	wantGet(t, q, "b", "")
 	if n := q.Len(); n != 0 {
 		t.Fatalf("Len = %d after both were taken", n)
 	}
@@ -70,9 +75,7 @@ func TestAddWhileProcessingComesBackAfterDone(t *testing.T) {
 	if n := q.Len(); n != 1 {
 		t.Fatalf("Len after Done = %d, want 1", n)
 	}
-	if k := get(t, q); k != "a" {
-		t.Fatalf("Get = %s", k)
-	}
+	wantGet(t, q, "a", "")
 	q.Done("a")
 	if n := q.Len(); n != 0 {
 		t.Fatalf("Len = %d after a second Done", n)
@@ -83,17 +86,13 @@ func TestAddAfter(t *testing.T) {
 	q, c := newFake(t, Options[string]{})
 	q.AddAfter("a", 10*time.Second)
 	q.AddAfter("b", 0) // no delay: at once
-	if k := get(t, q); k != "b" {
-		t.Fatalf("Get = %s, want b", k)
-	}
+	wantGet(t, q, "b", "")
 	c.Step(9 * time.Second)
 	if n := q.Len(); n != 0 {
 		t.Fatalf("a came early: Len = %d", n)
 	}
 	c.Step(time.Second)
-	if k := get(t, q); k != "a" {
-		t.Fatalf("Get = %s, want a", k)
-	}
+	wantGet(t, q, "a", "")
 }
 
 func TestAddAfterKeepsTheEarlierTime(t *testing.T) {
@@ -102,16 +101,12 @@ func TestAddAfterKeepsTheEarlierTime(t *testing.T) {
 	q.AddAfter("a", 5*time.Second)
 	q.AddAfter("a", 2*time.Minute)
 	c.Step(5 * time.Second)
-	if k := get(t, q); k != "a" {
-		t.Fatalf("Get = %s", k)
-	}
+	wantGet(t, q, "a", "")
 	q.Done("a")
 	// The later entries were folded into the one that fired.
 	c.Step(5 * time.Minute)
 	q.Add("z")
-	if k := get(t, q); k != "z" {
-		t.Fatalf("Get = %s, want z: a came twice", k)
-	}
+	wantGet(t, q, "z", "a came twice")
 }
 
 func TestAddAfterOrdersByDueTime(t *testing.T) {
@@ -158,9 +153,7 @@ func TestAddRateLimitedBacksOffPerKey(t *testing.T) {
 			t.Fatalf("attempt %d came before %s", i, wait*time.Second)
 		}
 		c.Step(time.Millisecond)
-		if k := get(t, q); k != "a" {
-			t.Fatalf("Get = %s", k)
-		}
+		wantGet(t, q, "a", "")
 		q.Done("a")
 	}
 	if q.NumRequeues("b") != 0 {
@@ -172,9 +165,7 @@ func TestAddRateLimitedBacksOffPerKey(t *testing.T) {
 	}
 	q.AddRateLimited("a")
 	c.Step(time.Second)
-	if k := get(t, q); k != "a" {
-		t.Fatalf("after Forget the delay is the base again: Get = %s", k)
-	}
+	wantGet(t, q, "a", "after Forget the delay is the base again")
 }
 
 func TestShutDown(t *testing.T) {
@@ -209,9 +200,7 @@ func TestRealClock(t *testing.T) {
 	q := New(Options[string]{})
 	defer q.ShutDown()
 	q.AddAfter("a", 10*time.Millisecond)
-	if k := get(t, q); k != "a" {
-		t.Fatalf("Get = %s", k)
-	}
+	wantGet(t, q, "a", "")
 }
 
 // A struct key dedups by value, as a string key does: the controller's batch

@@ -217,25 +217,14 @@ func finished(e *ldap.Entry) bool {
 	return e.GetAttributeValue(ldapschema.AttrMode) == string(fsm.Finished)
 }
 
-// steps are the requests this node carries out.
+// step is the work of request m on this node, or nil for a request it
+// does not carry out.
 func (a *Agent) step(m fsm.Mode) func(context.Context, *job) ([]string, error) {
-	switch m {
-	case fsm.Snapshot:
-		return a.snapshot
-	case fsm.Merge:
-		return a.merge
-	case fsm.Retain:
-		return a.retain
-	case fsm.Delete:
-		return a.delete
-	case fsm.UnretainSmallFiles:
-		return a.unretainSmallFiles
-	case fsm.UnretainLargeFiles:
-		return a.unretainLargeFiles
-	case fsm.Restore:
-		return a.restore
-	}
-	return nil
+	return map[fsm.Mode]func(context.Context, *job) ([]string, error){
+		fsm.Snapshot: a.snapshot, fsm.Merge: a.merge, fsm.Retain: a.retain, fsm.Delete: a.delete,
+		fsm.UnretainSmallFiles: a.unretainSmallFiles, fsm.UnretainLargeFiles: a.unretainLargeFiles,
+		fsm.Restore: a.restore,
+	}[m]
 }
 
 // Sync fills the agent's view of the directory once, as the watch's first

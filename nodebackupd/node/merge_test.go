@@ -25,11 +25,7 @@ import (
 // failed: the backup finishes with 0 and the guest reads its data.
 func TestLongMergeProgressesPastItsDeadline(t *testing.T) {
 	root := t.TempDir()
-	slapd, err := testenv.StartSlapd(testenv.SlapdOptions{Dir: filepath.Join(root, "slapd"), NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer slapd.Stop()
+	slapd, store := testenv.SlapdStore(t, testenv.SlapdOptions{})
 	lvd, err := testenv.StartLibvirtd(testenv.LibvirtdOptions{Dir: filepath.Join(root, "lvd")})
 	if err != nil {
 		t.Fatal(err)
@@ -40,15 +36,6 @@ func TestLongMergeProgressesPastItsDeadline(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer hv.Close()
-	dial := func() *ldapschema.Store {
-		s, err := ldapschema.Dial(ldapschema.StoreOptions{URL: slapd.URL, BindDN: slapd.AdminDN, Password: slapd.AdminPassword, Base: slapd.Base})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		return s
-	}
-	store := dial()
 	dirs := map[string]string{}
 	for _, d := range []string{"images/pool-a", "retain", "backup", "ramdisk"} {
 		dirs[d] = filepath.Join(root, d)
@@ -76,14 +63,14 @@ func TestLongMergeProgressesPastItsDeadline(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	defer func() { cancel(); wg.Wait() }()
-	a := node.New(node.Options{Node: "h-long", Store: dial(), Hypervisor: hv, Log: log.WithField("side", "node"),
+	a := node.New(node.Options{Node: "h-long", Store: slapd.AdminStore(t), Hypervisor: hv, Log: log.WithField("side", "node"),
 		StateDir: t.TempDir(), ProgressEvery: 500 * time.Millisecond})
 	limits := fsm.Limits{}
 	for m, d := range control.DefaultLimits {
 		limits[m] = d
 	}
 	limits[fsm.Merging] = 3 * time.Second
-	c := control.New(control.Options{Store: dial(), Log: log.WithField("side", "control"), NoLease: true, Limits: limits})
+	c := control.New(control.Options{Store: slapd.AdminStore(t), Log: log.WithField("side", "control"), NoLease: true, Limits: limits})
 	wg.Add(2)
 	go func() { defer wg.Done(); a.Run(ctx) }()
 	go func() { defer wg.Done(); c.Run(ctx) }()

@@ -2,7 +2,9 @@ package node
 
 import (
 	"errors"
+	"maps"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -20,16 +22,7 @@ import (
 // (two disks and a backup plan) in the directory.
 func writeBackAgent(t *testing.T, vm string) *Agent {
 	t.Helper()
-	sl, err := testenv.StartSlapd(testenv.SlapdOptions{Dir: t.TempDir(), NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sl.Stop() })
-	store, err := ldapschema.Dial(ldapschema.StoreOptions{URL: sl.URL, BindDN: sl.AdminDN, Password: sl.AdminPassword, Base: sl.Base})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
+	_, store := testenv.SlapdStore(t, testenv.SlapdOptions{})
 	dir := t.TempDir()
 	disks := []testenv.DiskSpec{{Target: "vda", Path: filepath.Join(dir, vm+"-vda.qcow2")}, {Target: "vdb", Path: filepath.Join(dir, vm+"-vdb.qcow2")}}
 	cfg := testenv.LocalConfig(dir, dir, dir)
@@ -127,7 +120,7 @@ func TestWriteBackIsResumable(t *testing.T) {
 	if err := a.writeBack(j, saved); err != nil {
 		t.Fatal(err)
 	}
-	if got := subtree(t, a, vm); !equalTrees(got, want) {
+	if got := subtree(t, a, vm); !maps.Equal(got, want) {
 		t.Fatalf("write-back:\n%v\nwant\n%v", got, want)
 	}
 	if len(ops) != 3 {
@@ -146,38 +139,17 @@ func TestWriteBackIsResumable(t *testing.T) {
 		}
 		mid := subtree(t, a, vm)
 		if !hasAll(mid, now) && !hasAll(mid, want) {
-			t.Fatalf("interrupted at %s, the subtree has neither version's entries:\n%v", ops[n-1], keys(mid))
+			t.Fatalf("interrupted at %s, the subtree has neither version's entries:\n%v", ops[n-1], slices.Sorted(maps.Keys(mid)))
 		}
 		j.seam = nil
 		if err := a.writeBack(j, saved); err != nil {
 			t.Fatalf("re-run after %s: %v", ops[n-1], err)
 		}
-		if got := subtree(t, a, vm); !equalTrees(got, want) {
+		if got := subtree(t, a, vm); !maps.Equal(got, want) {
 			t.Fatalf("re-run after %s:\n%v\nwant\n%v", ops[n-1], got, want)
 		}
 		if err := a.writeBack(j, saved); err != nil { // and once more: nothing to do
 			t.Fatal(err)
 		}
 	}
-}
-
-func equalTrees(a, b map[string]string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if b[k] != v {
-			return false
-		}
-	}
-	return true
-}
-
-func keys(m map[string]string) []string {
-	var out []string
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }

@@ -1,4 +1,4 @@
-package control
+package recovery
 
 import (
 	"context"
@@ -7,6 +7,7 @@ import (
 	"os"
 	"sort"
 
+	"github.com/stoneycloud/stoney-conductor/fsm"
 	"github.com/stoneycloud/stoney-conductor/internal/format"
 	"github.com/stoneycloud/stoney-conductor/ldapschema"
 )
@@ -43,11 +44,11 @@ func (r *CheckReport) Clean() bool {
 	return len(r.LeavesWithoutFiles) == 0 && len(r.FilesWithoutLeaf) == 0 && len(r.Strays) == 0
 }
 
-// CheckBackups compares every leaf in the directory with its files and lists
-// the files no leaf knows. scan is ScanBackups of the roots; a leaf whose
+// Check compares every leaf in the directory with its files and lists
+// the files no leaf knows. scan is Scan of the roots; a leaf whose
 // files lie below a root that was not scanned is read directly.
-func CheckBackups(ctx context.Context, store *ldapschema.Store, scan *ScanReport, images ImageChecker) (*CheckReport, error) {
-	cat, err := readRecoverCatalog(store)
+func Check(ctx context.Context, store *ldapschema.Store, scan *ScanReport, images ImageChecker) (*CheckReport, error) {
+	cat, err := readCatalog(store)
 	if err != nil {
 		return nil, err
 	}
@@ -69,7 +70,7 @@ func CheckBackups(ctx context.Context, store *ldapschema.Store, scan *ScanReport
 	for _, k := range keys {
 		l := cat.leaves[k]
 		lc := LeafCheck{VM: l.VM, Leaf: l.Name, DN: l.DN}
-		if !Restorable(l) {
+		if !fsm.Restorable(l.FSM("")) {
 			lc.Problems = []string{fmt.Sprintf("not checked: %s with return value %d", l.Mode, l.ReturnValue)}
 			r.Skipped = append(r.Skipped, lc)
 			continue
@@ -81,7 +82,7 @@ func CheckBackups(ctx context.Context, store *ldapschema.Store, scan *ScanReport
 			continue
 		}
 		r.Checked++
-		if problems, dir := recoverCheckLeaf(ctx, dirs, byDir, images); len(problems) > 0 {
+		if problems, dir := checkLeaf(ctx, dirs, byDir, images); len(problems) > 0 {
 			lc.Dir, lc.Problems = dir, problems
 			r.LeavesWithoutFiles = append(r.LeavesWithoutFiles, lc)
 		}
@@ -91,7 +92,7 @@ func CheckBackups(ctx context.Context, store *ldapschema.Store, scan *ScanReport
 
 // leafDirs returns where the node would have put the leaf's files: one
 // candidate layout per storage pool directory of the VM's disks.
-func (c *recoverCatalog) leafDirs(l ldapschema.Leaf) ([]format.Layout, error) {
+func (c *catalog) leafDirs(l ldapschema.Leaf) ([]format.Layout, error) {
 	e := c.vms[l.VM]
 	if e == nil {
 		return nil, errors.New("the VM entry cannot be read")
@@ -116,24 +117,19 @@ func (c *recoverCatalog) leafDirs(l ldapschema.Leaf) ([]format.Layout, error) {
 	if err != nil {
 		return nil, err
 	}
-	pools := map[string]bool{}
-	for _, d := range disks {
-		if sp, err := d.StoragePool(); err == nil && d.IsDisk() {
-			pools[sp] = true
-		}
-	}
+	pools := imagePools(disks)
 	if len(pools) == 0 {
 		pools[vm.Pool] = true
 	}
 	var out []format.Layout
-	for _, p := range recoverSorted(pools) {
+	for _, p := range sorted(pools) {
 		out = append(out, format.Layout{BackupRoot: cfg.RootDir, Kind: vm.StorageKind(), Pool: p, VM: l.VM, Leaf: l.Name})
 	}
 	return out, nil
 }
 
-// recoverCheckLeaf returns what is wrong with the files of l, and where.
-func recoverCheckLeaf(ctx context.Context, dirs []format.Layout, byDir map[string]*Iteration, images ImageChecker) ([]string, string) {
+// checkLeaf returns what is wrong with the files of l, and where.
+func checkLeaf(ctx context.Context, dirs []format.Layout, byDir map[string]*Iteration, images ImageChecker) ([]string, string) {
 	for _, d := range dirs {
 		p := d.BackupDir()
 		it := byDir[p]
@@ -141,7 +137,7 @@ func recoverCheckLeaf(ctx context.Context, dirs []format.Layout, byDir map[strin
 			if st, err := os.Stat(p); err != nil || !st.IsDir() {
 				continue
 			}
-			it = ScanIteration(ctx, d.BackupRoot, d.Kind, d.Pool, d.VM, d.Leaf, images) // below a root not scanned
+			it = scanIteration(ctx, d.BackupRoot, d.Kind, d.Pool, d.VM, d.Leaf, images) // below a root not scanned
 		}
 		return it.Problems, p
 	}

@@ -1,4 +1,4 @@
-package control
+package recovery
 
 import (
 	"context"
@@ -41,7 +41,7 @@ func (QemuImgChecker) CheckImage(ctx context.Context, path, imageFormat string) 
 	return format.CheckImage(ctx, path, imageFormat)
 }
 
-// ScanOptions configure ScanBackups.
+// ScanOptions configure Scan.
 type ScanOptions struct {
 	Images ImageChecker // default QemuImgChecker{}
 	// Progress, when set, is told about each VM directory before it is read.
@@ -51,8 +51,11 @@ type ScanOptions struct {
 // RootSource says where a scanned root came from.
 type RootSource struct {
 	Path   string `json:"path"`
-	Source string `json:"source"` // the configuration's DN, or "command line"
+	Source string `json:"source"` // the configuration's DN, or SourceCommandLine
 }
+
+// SourceCommandLine is the source of a root the operator named.
+const SourceCommandLine = "command line"
 
 // ScannedRoot is one backup root and what reading it gave.
 type ScannedRoot struct {
@@ -126,9 +129,9 @@ type ScanReport struct {
 	Strays     []Stray       `json:"strays,omitempty"`
 }
 
-// ScanBackups reads every iteration below the roots. A broken iteration or
+// Scan reads every iteration below the roots. A broken iteration or
 // an unreadable directory is reported and skipped; nothing aborts the scan.
-func ScanBackups(ctx context.Context, roots []RootSource, o ScanOptions) *ScanReport {
+func Scan(ctx context.Context, roots []RootSource, o ScanOptions) *ScanReport {
 	if o.Images == nil {
 		o.Images = QemuImgChecker{}
 	}
@@ -220,7 +223,7 @@ func (r *ScanReport) scanRoot(ctx context.Context, root string, o ScanOptions) {
 					if ctx.Err() != nil {
 						return
 					}
-					it := ScanIteration(ctx, root, kind, pool, vm, leaf, o.Images)
+					it := scanIteration(ctx, root, kind, pool, vm, leaf, o.Images)
 					r.Iterations = append(r.Iterations, it)
 				}
 			}
@@ -228,8 +231,8 @@ func (r *ScanReport) scanRoot(ctx context.Context, root string, o ScanOptions) {
 	}
 }
 
-// ScanIteration reads and checks the files of one iteration directory.
-func ScanIteration(ctx context.Context, root, kind, pool, vm, leaf string, images ImageChecker) *Iteration {
+// scanIteration reads and checks the files of one iteration directory.
+func scanIteration(ctx context.Context, root, kind, pool, vm, leaf string, images ImageChecker) *Iteration {
 	if images == nil {
 		images = QemuImgChecker{}
 	}
@@ -269,7 +272,7 @@ func ScanIteration(ctx context.Context, root, kind, pool, vm, leaf string, image
 		it.readLDIF(p, name(l.LDIFName()))
 	}
 	if p, _, ok := file(l.XMLName()); ok {
-		disks, err := recoverXMLDisks(p, vm)
+		disks, err := xmlDisks(p, vm)
 		if err != nil {
 			it.problem("%s: %v", name(l.XMLName()), err)
 		}
@@ -322,7 +325,7 @@ func (it *Iteration) readLDIF(path, name string) {
 	}
 	var vmEntry *ldap.Entry
 	for _, e := range entries {
-		rel, err := recoverRelativeToVM(e.DN, it.VM)
+		rel, err := relativeToVM(e.DN, it.VM)
 		if err != nil {
 			it.problem("%s: %v", name, err)
 			return
@@ -348,31 +351,9 @@ func (it *Iteration) readLDIF(path, name string) {
 	it.ldif = entries
 }
 
-// recoverRelativeToVM returns the RDNs of dn above sstVirtualMachine=<vm>,ou=virtual
-// machines (empty for the VM entry itself), whatever the base below.
-func recoverRelativeToVM(dn, vm string) ([]*ldap.RelativeDN, error) {
-	parsed, err := ldap.ParseDN(dn)
-	if err != nil {
-		return nil, fmt.Errorf("DN %q: %v", dn, err)
-	}
-	for i, rdn := range parsed.RDNs {
-		if len(rdn.Attributes) != 1 || !strings.EqualFold(rdn.Attributes[0].Type, ldapschema.AttrVirtualMachine) {
-			continue
-		}
-		next := parsed.RDNs[i+1:]
-		if rdn.Attributes[0].Value != vm || len(next) == 0 || len(next[0].Attributes) != 1 ||
-			!strings.EqualFold(next[0].Attributes[0].Type, ldapschema.AttrOU) ||
-			!strings.EqualFold(next[0].Attributes[0].Value, "virtual machines") {
-			break
-		}
-		return parsed.RDNs[:i], nil
-	}
-	return nil, fmt.Errorf("entry %q is not part of VM %s", dn, vm)
-}
-
-// recoverXMLDisks reads the saved domain XML: its name must be the VM's, and
+// xmlDisks reads the saved domain XML: its name must be the VM's, and
 // its file-backed hard disks are the images the iteration must hold.
-func recoverXMLDisks(path, vm string) ([]IterationDisk, error) {
+func xmlDisks(path, vm string) ([]IterationDisk, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
