@@ -369,7 +369,7 @@ func GuestMemory(uri, vm, dir string, off, length int64) ([]byte, error) {
 	f.Close()
 	defer os.Remove(f.Name())
 	cmd := fmt.Sprintf(`{"execute":"pmemsave","arguments":{"val":%d,"size":%d,"filename":%q}}`, off, length, f.Name())
-	err = withDomain(uri, vm, func(_ *lv.Connect, d *lv.Domain) error {
+	err = withDomain(uri, vm, func(d *lv.Domain) error {
 		_, err := d.QemuMonitorCommand(cmd, lv.DOMAIN_QEMU_MONITOR_COMMAND_DEFAULT)
 		return err
 	})
