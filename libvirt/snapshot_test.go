@@ -322,7 +322,7 @@ func TestSnapshotCrashedAtEveryOperationEndsRunningOnAValidChain(t *testing.T) {
 // running that only the re-run can end.
 func TestLiveSnapshotCrashedAtEveryOperationEndsRunningOnAValidChain(t *testing.T) {
 	t.Parallel()
-	v := planVM(t, "crashlive", "", 64, true, 0x22)
+	v := planVM(t, "crashlive", "", 128, true, 0x22) // its first pass outlasts the first look at the bound
 	v.spec.DirtyRAM = true
 	v.define(t)
 	crashAtEveryOperation(t, v, func(r *SnapshotRequest) { r.Live, r.Bound = true, PauseBound{Time: time.Nanosecond} })
