@@ -16,6 +16,9 @@ import (
 type PauseBound struct {
 	Time   time.Duration
 	Passes int
+	// MaxPause is the longest the guest may be paused for the last pass
+	// before the bound (QEMU's downtime limit); zero keeps QEMU's, 300 ms.
+	MaxPause time.Duration
 }
 
 // DefaultPauseBound holds a guest that dirties its memory faster than it
@@ -79,7 +82,17 @@ func (h *Hypervisor) liveSave(ctx context.Context, domain, stateFile string, bou
 	start := time.Now()
 	tick := time.NewTicker(pollInterval)
 	defer tick.Stop()
-	polling := true
+	polling, limited := true, false
+	// giveUp ends the save after a failed call of ours, unless it completed
+	// meanwhile (the call then failed on the stopped domain).
+	giveUp := func(err error) (saveOutcome, error) {
+		aerr := h.abortJob(domain)
+		if derr := <-done; derr != nil {
+			return out, errors.Join(err, aerr, derr)
+		}
+		out.bounded = false
+		return out, nil
+	}
 	for {
 		select {
 		case err := <-done:
@@ -96,6 +109,17 @@ func (h *Hypervisor) liveSave(ctx context.Context, domain, stateFile string, bou
 			}
 			return nil
 		})
+		if started && !limited && bound.MaxPause > 0 {
+			limited = true
+			err := h.op("limit the pause of the live save of "+domain, func() error {
+				return h.withDomain(domain, func(_ *lv.Connect, d *lv.Domain) error {
+					return d.MigrateSetMaxDowntime(uint64(max(bound.MaxPause, time.Millisecond)/time.Millisecond), 0)
+				})
+			})
+			if err != nil {
+				return giveUp(err)
+			}
+		}
 		// Not before the copy began, when the job may not take the limit
 		// yet. The first pass fits (Snapshot checked the room for one copy), a
 		// later one may not.
@@ -128,8 +152,7 @@ func (h *Hypervisor) liveSave(ctx context.Context, domain, stateFile string, bou
 			})
 		})
 		if err != nil {
-			// Still copying: give the save up; the guest runs on.
-			return out, errors.Join(err, h.abortJob(domain), <-done)
+			return giveUp(err)
 		}
 	}
 }

@@ -41,6 +41,7 @@ type config struct {
 	Live     struct {
 		MaxTime   time.Duration `yaml:"maxTime"`
 		MaxPasses int           `yaml:"maxPasses"`
+		MaxPause  time.Duration `yaml:"maxPause"`
 	} `yaml:"live"`
 	// QemuImg bounds every qemu-img call (zero keeps a default).
 	QemuImg struct {
@@ -81,8 +82,8 @@ func loadConfig(path string) (config, error) {
 		return c, fmt.Errorf("%s: %w", path, err)
 	}
 	c.Snapshot = string(mode)
-	if c.Live.MaxTime < 0 || c.Live.MaxPasses < 0 {
-		return c, fmt.Errorf("%s: live.maxTime and live.maxPasses must not be negative", path)
+	if c.Live.MaxTime < 0 || c.Live.MaxPasses < 0 || c.Live.MaxPause < 0 {
+		return c, fmt.Errorf("%s: live.maxTime, maxPasses and maxPause must not be negative", path)
 	}
 	if c.LDAP.URL == "" || c.LDAP.Base == "" {
 		return c, fmt.Errorf("%s: ldap.url and ldap.base are required", path)
@@ -155,7 +156,7 @@ func run(cfgPath string) int {
 	}
 	agent := node.New(node.Options{Node: cfg.Node, Store: store, Hypervisor: hv, Log: log, Workers: cfg.Workers, LeaseTTL: cfg.LeaseTTL,
 		StateDir: cfg.StateDir, Seam: seam, Snapshot: node.SnapshotMode(cfg.Snapshot),
-		LiveBound: libvirt.PauseBound{Time: cfg.Live.MaxTime, Passes: cfg.Live.MaxPasses},
+		LiveBound: libvirt.PauseBound{Time: cfg.Live.MaxTime, Passes: cfg.Live.MaxPasses, MaxPause: cfg.Live.MaxPause},
 		OnStep:    m.Step, OnWatchError: func(error) { m.WatchReconnect() }, OnReconcileError: m.ReconcileError})
 	if err := agent.Run(ctx); err != nil {
 		log.WithError(err).Error("stopped")
