@@ -29,7 +29,7 @@ test: deps
 
 # Go benchmarks; figures are ratios against a baseline measured in the same run.
 bench: deps
-	$(GO) test -run '^$$' -bench . -benchtime 5x -timeout 30m ./libvirt/ ./internal/e2e/ ./controld/control/
+	$(GO) test -run '^$$' -bench . -benchtime 5x -timeout 30m ./libvirt/ ./internal/e2e/ ./controld/control/ ./nodebackupd/node/
 
 # Kill nodebackupd and controld at every step boundary of a backup and a
 # restore, and slapd and libvirtd mid-workflow; then crash the node before and

@@ -36,9 +36,10 @@ type backupJSON struct {
 	Mode            string             `json:"mode"`
 	State           string             `json:"state"`
 	ReturnValue     int                `json:"returnValue"`
-	Return          string             `json:"return"`              // the code's text
-	SizeBytes       *int64             `json:"sizeBytes,omitempty"` // absent until retained
-	DurationSeconds float64            `json:"durationSeconds"`     // snapshot + merge + retain
+	Return          string             `json:"return"`                 // the code's text
+	SizeBytes       *int64             `json:"sizeBytes,omitempty"`    // absent until retained
+	LogicalBytes    int64              `json:"logicalBytes,omitempty"` // chunks storage: disks and state, of which sizeBytes were new
+	DurationSeconds float64            `json:"durationSeconds"`        // snapshot + merge + retain
 	DowntimeSeconds float64            `json:"downtimeSeconds"`
 	Steps           map[string]float64 `json:"steps,omitempty"`
 	LastRestore     string             `json:"lastRestore,omitempty"` // the last restore's outcome
@@ -50,7 +51,8 @@ func printBackupsJSON(w io.Writer, backups []control.Backup) error {
 	for _, b := range backups {
 		j := backupJSON{Leaf: b.Leaf, Mode: b.Mode, State: b.State, ReturnValue: b.ReturnValue,
 			Return: ldapschema.ReturnCode(b.ReturnValue).String(), DurationSeconds: b.Duration.Seconds(),
-			DowntimeSeconds: b.Downtime.Seconds(), Steps: b.Steps, LastRestore: b.LastRestore, DN: b.DN}
+			DowntimeSeconds: b.Downtime.Seconds(), Steps: b.Steps, LastRestore: b.LastRestore, DN: b.DN,
+			LogicalBytes: b.LogicalBytes}
 		if !b.Planned.IsZero() {
 			p := b.Planned
 			j.Planned = &p
@@ -67,11 +69,17 @@ func printBackupsJSON(w io.Writer, backups []control.Backup) error {
 func printBackups(w io.Writer, backups []control.Backup, loc *time.Location) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	// The last restore's column appears once a leaf has such a record.
-	restores := false
+	// The last restore's column appears once a leaf has such a record, the
+	// logical size and the ratio to what was added once one is in chunks storage.
+	restores, chunked := false, false
 	for _, b := range backups {
 		restores = restores || b.LastRestore != ""
+		chunked = chunked || b.LogicalBytes > 0
 	}
 	head := "DATE\tLEAF\tMODE\tRV\tSIZE\tDURATION"
+	if chunked {
+		head += "\tLOGICAL\tDEDUP"
+	}
 	if restores {
 		head += "\tLAST RESTORE"
 	}
@@ -92,6 +100,16 @@ func printBackups(w io.Writer, backups []control.Backup, loc *time.Location) err
 			rv += " (" + ldapschema.ReturnCode(b.ReturnValue).String() + ")"
 		}
 		line := fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s", date, b.Leaf, b.Mode, rv, size, dur)
+		if chunked {
+			logical, ratio := "-", "-"
+			if b.LogicalBytes > 0 {
+				logical = control.HumanBytes(b.LogicalBytes)
+				if b.SizeBytes > 0 {
+					ratio = fmt.Sprintf("%.1fx", float64(b.LogicalBytes)/float64(b.SizeBytes))
+				}
+			}
+			line += "\t" + logical + "\t" + ratio
+		}
 		if restores {
 			last := b.LastRestore
 			if last == "" {

@@ -87,3 +87,34 @@ c   h2    -                      -                 -              -             
 		t.Fatalf("JSON: %s", b.String())
 	}
 }
+
+// Backups in chunks storage show their logical size and how many times it
+// is what they added to the store.
+func TestPrintChunkedBackups(t *testing.T) {
+	bs := []control.Backup{
+		{Leaf: "20240601T010000Z", Mode: "finished", SizeBytes: 1 << 20, LogicalBytes: 64 << 20, Duration: time.Second},
+		{Leaf: "20240531T010000Z", Mode: "finished", SizeBytes: 2 << 30, Duration: time.Second},
+	}
+	var b bytes.Buffer
+	if err := printBackups(&b, bs, time.UTC); err != nil {
+		t.Fatal(err)
+	}
+	want := `DATE  LEAF              MODE      RV  SIZE     DURATION  LOGICAL   DEDUP
+-     20240601T010000Z  finished  0   1.0 MiB  1s        64.0 MiB  64.0x
+-     20240531T010000Z  finished  0   2.0 GiB  1s        -         -
+`
+	if b.String() != want {
+		t.Fatalf("table:\n%s\nwant:\n%s", b.String(), want)
+	}
+	b.Reset()
+	if err := printBackupsJSON(&b, bs); err != nil {
+		t.Fatal(err)
+	}
+	var got []map[string]any
+	if err := json.Unmarshal(b.Bytes(), &got); err != nil {
+		t.Fatal(err)
+	}
+	if got[0]["logicalBytes"] != float64(64<<20) || got[1]["logicalBytes"] != nil {
+		t.Fatalf("JSON: %s", b.String())
+	}
+}

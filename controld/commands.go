@@ -51,6 +51,9 @@ var commandList = []command{
 		name: "recover", summary: "rebuild the backup catalog from the backup storage (run where it is mounted)", raw: runRecover,
 	},
 	{
+		name: "chunks", summary: "garbage-collect, verify or rebuild from a chunk store (run where it is mounted)", raw: runChunks,
+	},
+	{
 		name: "web", summary: "serve the web UI (web: in the config)",
 		noStore: true,
 		run:     runWeb,

@@ -43,6 +43,8 @@ type config struct {
 		MaxPasses int           `yaml:"maxPasses"`
 		MaxPause  time.Duration `yaml:"maxPause"`
 	} `yaml:"live"`
+	// Storage is how retain keeps disks: full (default) or chunks.
+	Storage format.Storage `yaml:"storage"`
 	// QemuImg bounds every qemu-img call (zero keeps a default).
 	QemuImg struct {
 		QueryTimeout time.Duration `yaml:"queryTimeout"`
@@ -84,6 +86,9 @@ func loadConfig(path string) (config, error) {
 	c.Snapshot = string(mode)
 	if c.Live.MaxTime < 0 || c.Live.MaxPasses < 0 || c.Live.MaxPause < 0 {
 		return c, fmt.Errorf("%s: live.maxTime, maxPasses and maxPause must not be negative", path)
+	}
+	if c.Storage, err = format.ParseStorage(string(c.Storage)); err != nil {
+		return c, fmt.Errorf("%s: %w", path, err)
 	}
 	if c.LDAP.URL == "" || c.LDAP.Base == "" {
 		return c, fmt.Errorf("%s: ldap.url and ldap.base are required", path)
@@ -155,7 +160,7 @@ func run(cfgPath string) int {
 		}, log)
 	}
 	agent := node.New(node.Options{Node: cfg.Node, Store: store, Hypervisor: hv, Log: log, Workers: cfg.Workers, LeaseTTL: cfg.LeaseTTL,
-		StateDir: cfg.StateDir, Seam: seam, Snapshot: node.SnapshotMode(cfg.Snapshot),
+		StateDir: cfg.StateDir, Seam: seam, Storage: cfg.Storage, Snapshot: node.SnapshotMode(cfg.Snapshot),
 		LiveBound: libvirt.PauseBound{Time: cfg.Live.MaxTime, Passes: cfg.Live.MaxPasses, MaxPause: cfg.Live.MaxPause},
 		OnStep:    m.Step, OnWatchError: func(error) { m.WatchReconnect() }, OnReconcileError: m.ReconcileError})
 	if err := agent.Run(ctx); err != nil {

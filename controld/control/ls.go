@@ -25,6 +25,10 @@ type Backup struct {
 	// SizeBytes is the retainBytes the node reported: the bytes it moved to
 	// the backup directory. -1 when it reported none (not retained yet).
 	SizeBytes int64
+	// LogicalBytes is the retainLogicalBytes of a backup in chunks storage:
+	// the size of its disks and state, of which it added SizeBytes to the
+	// store. 0 for a whole copy.
+	LogicalBytes int64
 	// Duration is the node's snapshot, merge and retain times added up;
 	// Downtime is how long the VM was paused for its snapshot.
 	Duration, Downtime time.Duration
@@ -82,6 +86,7 @@ func backupOf(e *ldap.Entry) Backup {
 	if n, ok := bytes["retainBytes"]; ok {
 		b.SizeBytes = n
 	}
+	b.LogicalBytes = bytes["retainLogicalBytes"]
 	for _, s := range backupSteps {
 		b.Duration += secondsDuration(secs[s])
 	}

@@ -175,8 +175,11 @@ func (r *ScanReport) stray(path, format string, a ...any) {
 	r.Strays = append(r.Strays, Stray{Path: path, Reason: fmt.Sprintf(format, a...)})
 }
 
+// errSkip tells subdirs an entry belongs there and holds no iterations.
+var errSkip = errors.New("not an iteration's directory")
+
 // subdirs lists dir; entries that are not directories, or whose names fail
-// ok, are strays.
+// ok (but for errSkip), are strays.
 func (r *ScanReport) subdirs(dir, level string, ok func(string) error) []string {
 	es, err := os.ReadDir(dir)
 	if err != nil {
@@ -190,7 +193,9 @@ func (r *ScanReport) subdirs(dir, level string, ok func(string) error) []string 
 			r.stray(p, "a file where a %s directory belongs", level)
 			continue
 		}
-		if err := ok(e.Name()); err != nil {
+		if err := ok(e.Name()); errors.Is(err, errSkip) {
+			continue
+		} else if err != nil {
 			r.stray(p, "not a %s directory: %v", level, err)
 			continue
 		}
@@ -201,6 +206,9 @@ func (r *ScanReport) subdirs(dir, level string, ok func(string) error) []string 
 
 func (r *ScanReport) scanRoot(ctx context.Context, root string, o ScanOptions) {
 	kinds := r.subdirs(root, "vm-persistent or vm-templates", func(n string) error {
+		if n == format.ChunkStoreDir {
+			return errSkip // the root's chunk store, read through the indexes
+		}
 		if n != ldapschema.StoragePersistent && n != ldapschema.StorageTemplates {
 			return errors.New("unknown kind")
 		}

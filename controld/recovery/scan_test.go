@@ -8,6 +8,8 @@ import (
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/stoneycloud/stoney-conductor/internal/format"
 )
 
 // TestScanFakeTree: every way an iteration can be broken is reported with
@@ -84,6 +86,8 @@ func TestScanFakeTree(t *testing.T) {
 	mustWrite(filepath.Join(root, "README"), "a file at the root")
 	mustWrite(filepath.Join(root, "vm-persistent", "pool-a", "vm-ok", "latest", "x"), "not a leaf name")
 	mustWrite(filepath.Join(ok.dir(), "vm-ok.xml."+ok.leaf+".tmp"), "a partial copy")
+	// The root's chunk store is no stray.
+	mustWrite(filepath.Join(root, format.ChunkStoreDir, "0a1b", "0a1b2c"), "a chunk")
 
 	s := Scan(context.Background(), []RootSource{
 		{Path: root, Source: "test"}, {Path: root + "/", Source: "again"}, {Path: filepath.Join(root, "nope"), Source: "test"},

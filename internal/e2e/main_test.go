@@ -82,7 +82,15 @@ func (w testWriter) Write(p []byte) (int, error) {
 // startNode runs a node agent for host until the test ends.
 func startNode(t testing.TB, host string, hv node.Hypervisor) *node.Agent {
 	t.Helper()
-	a := node.New(node.Options{Node: host, Store: newStore(t), Hypervisor: hv, Log: quietLog(t).WithField("side", "node"), StateDir: t.TempDir()})
+	return startNodeWith(t, node.Options{Node: host, Hypervisor: hv})
+}
+
+// startNodeWith is startNode with options; the store, log and state
+// directory are the test's.
+func startNodeWith(t testing.TB, o node.Options) *node.Agent {
+	t.Helper()
+	o.Store, o.Log, o.StateDir = newStore(t), quietLog(t).WithField("side", "node"), t.TempDir()
+	a := node.New(o)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { a.Run(ctx); close(done) }()

@@ -1,6 +1,7 @@
 // Package format is the on-disk backup format: where each iteration's files
 // live, what they are named, how a state file, a domain XML's disks and a
-// disk image are recognised and checked.
+// disk image are recognised and checked; and, in chunks storage, the chunk
+// store of a backup root and the index of each disk of each iteration.
 //
 // The node writes this format and the recovery reads it back; both ask this
 // package, so the two never disagree on a name or a check. It does no

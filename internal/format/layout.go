@@ -100,6 +100,51 @@ func (l Layout) BackupDisk(source string) string {
 	return filepath.Join(l.BackupDir(), l.BackupName(filepath.Base(source)))
 }
 
+// Storage is how a backup root keeps the disks of its iterations.
+type Storage string
+
+const (
+	// StorageFull: every iteration holds a whole copy of each disk image.
+	StorageFull Storage = "full"
+	// StorageChunks: each disk's chunks go to the root's chunk store once;
+	// the iteration holds an index per disk.
+	StorageChunks Storage = "chunks"
+)
+
+// ParseStorage reads a configured storage; empty is StorageFull, so an
+// installation that never chose keeps its layout.
+func ParseStorage(s string) (Storage, error) {
+	switch Storage(s) {
+	case "", StorageFull:
+		return StorageFull, nil
+	case StorageChunks:
+		return StorageChunks, nil
+	}
+	return "", fmt.Errorf("storage %q: want %q or %q", s, StorageFull, StorageChunks)
+}
+
+// ChunkStoreDir is the chunk store's directory in a backup root: the dot
+// keeps it apart from the kinds' directories.
+const ChunkStoreDir = ".chunks"
+
+// OpenChunkStore is the chunk store of the backup root; its writes pass seam.
+func OpenChunkStore(backupRoot string, seam *hostio.Seam) *ChunkStore {
+	return &ChunkStore{Dir: hostio.In(backupRoot).MustJoin(ChunkStoreDir), Seam: seam}
+}
+
+// ChunkStore is the chunk store of the iteration's backup root.
+func (l Layout) ChunkStore(seam *hostio.Seam) *ChunkStore { return OpenChunkStore(l.BackupRoot, seam) }
+
+// IndexName is the name of the index of the disk whose image is source,
+// before the leaf's suffix: it is the BackupName(IndexName) in BackupDir.
+func IndexName(source string) string { return filepath.Base(source) + ".index" }
+
+// BackupIndex is where this iteration keeps the index of the disk whose
+// image is source (in chunks storage).
+func (l Layout) BackupIndex(source string) hostio.Path {
+	return l.BackupPath().MustJoin(l.BackupName(IndexName(source)))
+}
+
 // DiskFileName is the file name of a disk image, checked to stay inside a directory.
 func DiskFileName(source string) (string, error) {
 	if !filepath.IsAbs(source) || strings.Contains(source, "\x00") {

@@ -9,10 +9,15 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/stoneycloud/stoney-conductor/internal/hostio"
+	"github.com/stoneycloud/stoney-conductor/ldapschema"
 )
 
 // Image is what `qemu-img info --output=json` says about one image.
@@ -27,6 +32,17 @@ type Image struct {
 	BackingFormat string
 	Corrupt       bool // qcow2 header flag
 	Dirty         bool
+	Bitmaps       []Bitmap // qcow2 persistent dirty bitmaps
+}
+
+// Bitmap is a persistent dirty bitmap of a qcow2 image.
+type Bitmap struct {
+	Name string
+	// InUse: a QEMU had the image open for writing and did not store the
+	// bitmap when it went (killed): it misses writes and cannot be used.
+	InUse bool
+	// Auto: QEMU records the guest's writes in it.
+	Auto bool
 }
 
 type imageJSON struct {
@@ -41,6 +57,10 @@ type imageJSON struct {
 	FormatSpecific  struct {
 		Data struct {
 			Corrupt bool `json:"corrupt"`
+			Bitmaps []struct {
+				Name  string   `json:"name"`
+				Flags []string `json:"flags"`
+			} `json:"bitmaps"`
 		} `json:"data"`
 	} `json:"format-specific"`
 }
@@ -58,6 +78,9 @@ func (j imageJSON) image() Image {
 	}
 	if im.BackingFile == "" {
 		im.BackingFile = j.BackingFilename
+	}
+	for _, b := range j.FormatSpecific.Data.Bitmaps {
+		im.Bitmaps = append(im.Bitmaps, Bitmap{Name: b.Name, InUse: slices.Contains(b.Flags, "in-use"), Auto: slices.Contains(b.Flags, "auto")})
 	}
 	return im
 }
@@ -115,8 +138,10 @@ func parseCheck(b []byte) (checkResult, error) {
 // extent is one line of `qemu-img map --output=json`.
 type extent struct {
 	Length int64  `json:"length"`
+	Start  int64  `json:"start"`
 	Depth  int    `json:"depth"`
 	Data   bool   `json:"data"`
+	Zero   bool   `json:"zero"`
 	Offset *int64 `json:"offset"`
 }
 
@@ -441,19 +466,109 @@ func CompareImages(ctx context.Context, a, b string) (equal bool, err error) {
 	return false, err
 }
 
-// CreateOverlay creates an empty qcow2 at path backed by backing.
+// CreateOverlay creates an empty qcow2 at path backed by backing. When
+// backing is a retained image (it lies in a leaf's retain directory), the
+// overlay gets the persistent dirty bitmap BitmapName(leaf): from then on
+// QEMU records in it what the guest writes, and the next retain reads only
+// that (see StoreOptions).
 func CreateOverlay(ctx context.Context, backing, backingFormat, path string) error {
 	_, err := qemuImg(ctx, imageTimeouts().Query, "create", "-q", "-f", "qcow2", "-F", backingFormat, "-b", backing, path)
+	if err != nil {
+		return err
+	}
+	if leaf := filepath.Base(filepath.Dir(backing)); ldapschema.IsLeafName(leaf) {
+		_, err = qemuImg(ctx, imageTimeouts().Query, "bitmap", "--add", path, BitmapName(leaf))
+	}
 	return err
+}
+
+// BitmapName is the dirty bitmap of the overlay made at leaf's snapshot: a
+// name per leaf, since a block pull merges bitmaps of one name down the
+// chain and a fixed name would gather every night's writes.
+func BitmapName(leaf string) string { return bitmapPrefix + leaf }
+
+const bitmapPrefix = "stoney-"
+
+// BitmapLeaf is the leaf a bitmap of ours is named after.
+func BitmapLeaf(name string) (string, bool) {
+	leaf, ok := strings.CutPrefix(name, bitmapPrefix)
+	return leaf, ok && ldapschema.IsLeafName(leaf)
+}
+
+// ourBitmaps are the bitmaps of the image at path that this project made.
+func ourBitmaps(ctx context.Context, path string) ([]string, error) {
+	im, err := ImageInfo(ctx, path)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, b := range im.Bitmaps {
+		if _, ok := BitmapLeaf(b.Name); ok {
+			out = append(out, b.Name)
+		}
+	}
+	return out, nil
+}
+
+// RemoveBitmaps removes our dirty bitmaps from the image at path (a
+// restored image: what they recorded belongs to another history), each
+// removal one point of the seam.
+func RemoveBitmaps(ctx context.Context, seam *hostio.Seam, path string) error {
+	names, err := ourBitmaps(ctx, path)
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
+		if err := seam.Do("remove bitmap "+n+" of "+path, func() error {
+			_, err := qemuImg(ctx, imageTimeouts().Query, "bitmap", "--remove", path, n)
+			return err
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // RebaseStandalone copies into path every cluster it takes from its backing
 // chain and drops the backing file: the offline merge of a shut-off VM.
 // progress, if not nil, is told the share done (0 to 1) as qemu-img reports
 // it. The call may last as long as going through size bytes takes.
+//
+// The rebase writes every cluster it copies, and the image's dirty bitmaps
+// count that as guest writes although the guest's content is the same. Our
+// bitmaps that recorded nothing before it are cleared after it; one that
+// recorded guest writes stays all dirty (the next retain reads the disk whole).
 func RebaseStandalone(ctx context.Context, path string, size int64, progress func(share float64)) error {
+	clean := cleanBitmaps(ctx, path, size)
 	pr := &progressReader{report: progress}
-	return runQemuImg(ctx, imageTimeouts().dataTimeout(size), pr, "rebase", "-p", "-f", "qcow2", "-b", "", path)
+	if err := runQemuImg(ctx, imageTimeouts().dataTimeout(size), pr, "rebase", "-p", "-f", "qcow2", "-b", "", path); err != nil {
+		return err
+	}
+	for _, n := range clean {
+		if _, err := qemuImg(ctx, imageTimeouts().Query, "bitmap", "--clear", path, n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// cleanBitmaps are our bitmaps of the image at path that record no write;
+// one that cannot be read counts as not clean.
+func cleanBitmaps(ctx context.Context, path string, size int64) []string {
+	names, _ := ourBitmaps(ctx, path)
+	var clean []string
+	for _, n := range names {
+		exp, err := exportImage(ctx, path, "qcow2", n)
+		if err != nil {
+			continue
+		}
+		dirty, err := dirtyChunks(ctx, exp, n, size)
+		exp.stop()
+		if err == nil && !slices.Contains(dirty, true) {
+			clean = append(clean, n)
+		}
+	}
+	return clean
 }
 
 // progressReader parses what `qemu-img -p` writes as it comes: one

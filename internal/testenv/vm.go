@@ -223,11 +223,21 @@ func VerifyGuestPattern(uri, logDir, vm, target string, pattern byte, off, lengt
 // disk target through the guest device's own block backend, as a guest write
 // would land.
 func WriteGuestPattern(uri, logDir, vm, target string, pattern byte, off, length int64) error {
+	return writeGuestPattern(uri, logDir, vm, target, "", pattern, off, length)
+}
+
+// WriteGuestPatternDurable is WriteGuestPattern with force unit access:
+// the write is on the image when it returns, so it outlives a killed QEMU.
+func WriteGuestPatternDurable(uri, logDir, vm, target string, pattern byte, off, length int64) error {
+	return writeGuestPattern(uri, logDir, vm, target, "-f ", pattern, off, length)
+}
+
+func writeGuestPattern(uri, logDir, vm, target, flags string, pattern byte, off, length int64) error {
 	_, dev, err := blockNode(uri, vm, target)
 	if err != nil {
 		return err
 	}
-	cmd := fmt.Sprintf("write -P 0x%02x %d %d", pattern, off, length)
+	cmd := fmt.Sprintf("write %s-P 0x%02x %d %d", flags, pattern, off, length)
 	done := fmt.Sprintf("wrote %d/%d bytes at offset %d", length, length, off)
 	return qemuIO(uri, logDir, vm, "-d "+dev, cmd, done)
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/stoneycloud/stoney-conductor/fsm"
 	"github.com/stoneycloud/stoney-conductor/internal/daemon"
+	"github.com/stoneycloud/stoney-conductor/internal/format"
 	"github.com/stoneycloud/stoney-conductor/internal/hostio"
 	"github.com/stoneycloud/stoney-conductor/internal/workqueue"
 	"github.com/stoneycloud/stoney-conductor/ldapschema"
@@ -61,6 +62,9 @@ type Options struct {
 	// (zero: libvirt.DefaultPauseBound).
 	Snapshot  SnapshotMode
 	LiveBound libvirt.PauseBound
+	// Storage is how retain keeps disks (default format.StorageFull); a
+	// restore reads each iteration as it was stored, whatever it says.
+	Storage format.Storage
 }
 
 // SnapshotMode is how the snapshot step saves a running VM's memory.

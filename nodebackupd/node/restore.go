@@ -59,7 +59,13 @@ func (a *Agent) unretain(ctx context.Context, j *job, names []string, code ldaps
 		return nil, 0, err
 	}
 	src, dst := j.layout.BackupDir(), j.layout.RetainDir()
+	// A disk stored in chunks has its index instead of its copy: each
+	// iteration is read as it was stored, whatever the storage is now.
+	chunked := func(n string) bool { return hostio.IsRegular(j.layout.BackupIndex(n)) }
 	for _, n := range names {
+		if chunked(n) {
+			continue
+		}
 		if _, err := hostio.Lstat(j.layout.BackupPath().MustJoin(j.layout.BackupName(n))); err != nil {
 			return nil, 0, failf(ldapschema.RCMissingFiles, "backup file missing: %v", err)
 		}
@@ -77,6 +83,19 @@ func (a *Agent) unretain(ctx context.Context, j *job, names []string, code ldaps
 	for _, n := range names {
 		to := filepath.Join(dst, j.layout.BackupName(n))
 		fromP, toP := j.layout.BackupPath().MustJoin(j.layout.BackupName(n)), j.layout.RetainPath().MustJoin(j.layout.BackupName(n))
+		if chunked(n) {
+			rebuild := j.rebuildDisk
+			if n == j.layout.StateName() {
+				rebuild = j.rebuildState
+			}
+			c, err := rebuild(ctx, j.layout.BackupIndex(n), toP, j.cfg.Permission)
+			if err != nil {
+				return nil, 0, err
+			}
+			total += c
+			out = append(out, to)
+			continue
+		}
 		same, err := SameFile(fromP, toP)
 		if err != nil {
 			return nil, 0, fail(code, err)
@@ -156,6 +175,11 @@ func (a *Agent) unretainLargeFiles(ctx context.Context, j *job) ([]string, error
 	for _, p := range paths[1:] {
 		if err := format.CheckImage(ctx, p, ""); err != nil {
 			return nil, fail(ldapschema.RCCorruptImage, err)
+		}
+		// The restored disk starts a history of its own: a bitmap of the
+		// backed-up one would pair it with an index it no longer matches.
+		if err := format.RemoveBitmaps(ctx, j.seam, p); err != nil {
+			return nil, fail(ldapschema.RCCannotCopyStateToRetain, err)
 		}
 	}
 	return []string{"unretainLargeFiles: " + seconds(time.Since(start)), fmt.Sprintf("unretainBytes: %d", total)}, nil

@@ -303,7 +303,9 @@ func (j *job) retained() []libvirt.RetainedDisk {
 }
 
 // retain: copy every retained file into the backup directory with the leaf's
-// suffix, check each copy, and only then remove the retained files.
+// suffix, check each copy, and only then remove the retained files. In
+// chunks storage the disks and the state go to the backup root's chunk
+// store instead, and the backup directory gets their indexes.
 func (a *Agent) retain(ctx context.Context, j *job) ([]string, error) {
 	start := time.Now()
 	if err := j.checkRoots(); err != nil {
@@ -332,10 +334,20 @@ func (a *Agent) retain(ctx context.Context, j *job) ([]string, error) {
 		}
 		files = append(files, file{filepath.Base(d.Retained), ldapschema.RCCannotCopyImage, true, j.cfg.Permission})
 	}
+	chunked := a.o.Storage == format.StorageChunks
+	// kept is what an iteration holds of f: its copy, or in chunks storage
+	// the index of a disk or of the state.
+	state := func(f file) bool { return f.name == j.layout.StateName() }
+	kept := func(f file) hostio.Path {
+		if chunked && (f.image || state(f)) {
+			return j.layout.BackupIndex(f.name)
+		}
+		return dst.MustJoin(j.layout.BackupName(f.name))
+	}
 	if !isDirAt(src) && isDirAt(dst) {
 		// A run that removed the retain directory already finished; check it did all.
 		for _, f := range files {
-			if !hostio.IsRegular(dst.MustJoin(j.layout.BackupName(f.name))) {
+			if !hostio.IsRegular(kept(f)) {
 				return nil, failf(ldapschema.RCMissingFiles, "retain directory gone and %s missing", f.name)
 			}
 		}
@@ -354,13 +366,33 @@ func (a *Agent) retain(ctx context.Context, j *job) ([]string, error) {
 		srcs = append(srcs, src.MustJoin(f.name).String())
 	}
 	m := a.newMeter(j, "retain", srcs)
+	var chunks chunkTotals
 	for _, f := range files {
-		fromP, toP := src.MustJoin(f.name), dst.MustJoin(j.layout.BackupName(f.name))
+		fromP, toP := src.MustJoin(f.name), kept(f)
 		if !hostio.Exists(fromP) {
 			if hostio.IsRegular(toP) {
 				continue // copied and removed by an earlier run
 			}
 			return nil, failf(ldapschema.RCMissingFiles, "%s is missing", fromP)
+		}
+		if f.image && chunked {
+			prog, finished := m.file()
+			n, how, err := j.storeDisk(ctx, fromP, toP, f.perm, &chunks, prog)
+			if err != nil {
+				return nil, err
+			}
+			finished(n)
+			chunks.how = append(chunks.how, fmt.Sprintf("retainRead %s: %s", f.name, how))
+			if err := j.seam.Chown(toP, uid, gid); err != nil {
+				return nil, fail(ldapschema.RCCannotChownImage, err)
+			}
+			continue
+		}
+		if chunked && state(f) {
+			if err := j.storeState(ctx, fromP, toP, f.perm, &chunks); err != nil {
+				return nil, err
+			}
+			continue
 		}
 		same, err := SameFile(fromP, toP)
 		if err != nil {
@@ -394,8 +426,13 @@ func (a *Agent) retain(ctx context.Context, j *job) ([]string, error) {
 	if len(left) > 0 {
 		return nil, failf(ldapschema.RCRetainNotEmpty, "left in retain: %s", strings.Join(left, ", "))
 	}
+	total += chunks.Bytes
 	j.log.WithField("bytes", total).Info("retained")
-	return []string{"retain: " + seconds(time.Since(start)), fmt.Sprintf("retainBytes: %d", total)}, nil
+	times := []string{"retain: " + seconds(time.Since(start)), fmt.Sprintf("retainBytes: %d", total)}
+	if chunked {
+		times = append(times, chunks.times()...)
+	}
+	return times, nil
 }
 
 // delete: remove this iteration's files from the backup location, beneath

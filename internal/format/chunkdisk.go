@@ -1,0 +1,494 @@
+package format
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/stoneycloud/stoney-conductor/internal/hostio"
+)
+
+// ChunkStats says what storing a disk did.
+type ChunkStats struct {
+	Chunks  int   // chunks of the disk
+	Holes   int   // of them all zeros: neither read nor stored
+	Read    int   // chunks read from the image
+	Reused  int   // taken from the previous index without reading
+	Written int   // chunks the store lacked and got
+	Bytes   int64 // bytes written to the store (compressed)
+}
+
+// workers is how many chunks are hashed, compressed or decompressed at once.
+const workers = 2
+
+// zeroChunks tells, from the image's allocation map, which chunks surely
+// read as zeros (every extent they touch is zero): they are not read.
+func zeroChunks(es []extent, size int64) []bool {
+	zero := make([]bool, ChunkCount(size))
+	for i := range zero {
+		zero[i] = true
+	}
+	for _, e := range es {
+		if e.Zero || e.Length <= 0 {
+			continue
+		}
+		for i := e.Start / ChunkSize; i < int64(len(zero)) && i*ChunkSize < e.Start+e.Length; i++ {
+			zero[i] = false
+		}
+	}
+	return zero
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// imageMap is the allocation map of the image at path.
+func imageMap(ctx context.Context, path, format string) ([]extent, error) {
+	out, err := qemuImg(ctx, imageTimeouts().Check, "map", "-U", "-f", format, "--output=json", path)
+	if err != nil {
+		return nil, err
+	}
+	return parseMap(out)
+}
+
+// StoreOptions shape a StoreImage.
+type StoreOptions struct {
+	// Progress, if not nil, is told the bytes read so far of the disk's size.
+	Progress func(done, total int64)
+	// Since and Bitmap: the disk held Since's content when the persistent
+	// dirty bitmap Bitmap was added to it, so only the chunks in which
+	// Bitmap records a write are read; the others are Since's. One of
+	// them, picked at random, is read anyway and must match Since, else
+	// the call fails with ErrBitmapMismatch (the caller reads all instead).
+	Since  *Index
+	Bitmap string
+}
+
+// ErrBitmapMismatch: a chunk the bitmap calls unchanged differs from the
+// previous index, so the bitmap does not describe this disk's history.
+var ErrBitmapMismatch = errors.New("the dirty bitmap does not match the previous backup")
+
+// StoreImage reads the disk at path as the guest sees it, stores every
+// chunk the store lacks and returns the disk's index (not yet written: the
+// caller writes it once the store is synced, which StoreImage does). A nil
+// store only hashes, to check an image against an index.
+func StoreImage(ctx context.Context, store *ChunkStore, path string, o StoreOptions) (Index, ChunkStats, error) {
+	chain, err := ImageChain(ctx, path)
+	if err != nil {
+		return Index{}, ChunkStats{}, err
+	}
+	im := chain[0]
+	x := Index{Format: im.Format, Size: im.VirtualSize, Chunks: make([]ChunkID, ChunkCount(im.VirtualSize))}
+	st := ChunkStats{Chunks: len(x.Chunks)}
+	if o.Since != nil && o.Since.Size != x.Size {
+		return x, st, fmt.Errorf("%w: the disk is %d bytes, was %d", ErrBitmapMismatch, x.Size, o.Since.Size)
+	}
+	es, err := imageMap(ctx, path, im.Format)
+	if err != nil {
+		return x, st, err
+	}
+	zero := zeroChunks(es, x.Size)
+	dr, err := openDisk(ctx, chain, es, o.Bitmap)
+	if err != nil {
+		return x, st, err
+	}
+	defer dr.close()
+	read := make([]bool, len(x.Chunks)) // all, unless a bitmap says less
+	for i := range read {
+		read[i] = true
+	}
+	if o.Since != nil {
+		if read, err = dirtyChunks(ctx, dr.exp, o.Bitmap, x.Size); err != nil {
+			return x, st, err
+		}
+		if err := spotCheck(dr, *o.Since, read, zero); err != nil {
+			return x, st, err
+		}
+	}
+
+	var mu sync.Mutex // guards st and the first error
+	var firstErr error
+	jobs := make(chan chunkJob, workers)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range jobs {
+				id, wrote, n, err := storeChunk(store, j.data)
+				mu.Lock()
+				if err != nil && firstErr == nil {
+					firstErr = fmt.Errorf("store chunk %d of %s: %w", j.i, path, err)
+				}
+				x.Chunks[j.i] = id
+				if id.IsHole() {
+					st.Holes++
+				}
+				if wrote {
+					st.Written++
+					st.Bytes += n
+				}
+				mu.Unlock()
+				bufs.Put(j.data[:cap(j.data)])
+			}
+		}()
+	}
+	readErr := func() error {
+		for i := range x.Chunks {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			mu.Lock()
+			failed := firstErr != nil
+			reuse := !read[i] && !zero[i]
+			switch {
+			case zero[i]:
+				st.Holes++
+			case reuse:
+				x.Chunks[i] = o.Since.Chunks[i]
+				st.Reused++
+				if x.Chunks[i].IsHole() {
+					st.Holes++
+				}
+			}
+			mu.Unlock()
+			if failed {
+				return nil
+			}
+			if reuse && store != nil && !x.Chunks[i].IsHole() {
+				// Named again: a garbage collection must keep it. A chunk
+				// gone from the store fails the partial read (then all is read).
+				if err := store.Touch(x.Chunks[i]); err != nil {
+					return fmt.Errorf("chunk %d of the previous backup: %w", i, err)
+				}
+			}
+			if zero[i] || reuse {
+				continue
+			}
+			buf := bufs.Get().([]byte)[:ChunkLen(x.Size, i)]
+			if err := dr.ReadAt(buf, int64(i)*ChunkSize); err != nil {
+				return fmt.Errorf("read %s: %w", path, err)
+			}
+			st.Read++
+			if o.Progress != nil {
+				o.Progress(int64(st.Read)*ChunkSize, x.Size)
+			}
+			jobs <- chunkJob{i, buf}
+		}
+		return nil
+	}()
+	close(jobs)
+	wg.Wait()
+	if readErr != nil {
+		return x, st, readErr
+	}
+	if firstErr != nil {
+		return x, st, firstErr
+	}
+	if err := dr.close(); err != nil {
+		return x, st, err
+	}
+	if store != nil {
+		if err := store.Sync(); err != nil {
+			return x, st, err
+		}
+	}
+	return x, st, nil
+}
+
+// dirtyChunks marks the chunks in which the export's bitmap records a
+// write: qemu-img maps the export with the bitmap as its allocation, where
+// a dirty range reads as "no data".
+func dirtyChunks(ctx context.Context, exp *nbdExport, bitmap string, size int64) ([]bool, error) {
+	out, err := qemuImg(ctx, imageTimeouts().Check, "map", "--output=json", "--image-opts",
+		"driver=nbd,server.type=unix,server.path="+exp.Socket()+",x-dirty-bitmap=qemu:dirty-bitmap:"+bitmap)
+	if err != nil {
+		return nil, err
+	}
+	es, err := parseMap(out)
+	if err != nil {
+		return nil, err
+	}
+	dirty := make([]bool, ChunkCount(size))
+	var seen int64
+	for _, e := range es {
+		seen = max(seen, e.Start+e.Length)
+		if e.Data {
+			continue
+		}
+		for i := e.Start / ChunkSize; i < int64(len(dirty)) && i*ChunkSize < e.Start+e.Length; i++ {
+			dirty[i] = true
+		}
+	}
+	if seen < size {
+		return nil, fmt.Errorf("the map of bitmap %s ends at %d of %d bytes", bitmap, seen, size)
+	}
+	return dirty, nil
+}
+
+// spotCheck reads one chunk the bitmap calls unchanged, at random, and
+// compares it with the previous index: an image that was copied or
+// replaced with its bitmap does not pass for the previous backup's disk.
+func spotCheck(dr *diskReader, since Index, read, zero []bool) error {
+	var clean []int
+	for i := range read {
+		if !read[i] && !zero[i] {
+			clean = append(clean, i)
+		}
+	}
+	if len(clean) == 0 {
+		return nil
+	}
+	i := clean[rand.IntN(len(clean))]
+	buf := bufs.Get().([]byte)[:ChunkLen(since.Size, i)]
+	defer bufs.Put(buf[:cap(buf)])
+	if err := dr.ReadAt(buf, int64(i)*ChunkSize); err != nil {
+		return err
+	}
+	id := zeroID
+	if !allZero(buf) {
+		id = sha256.Sum256(buf)
+	}
+	if id != since.Chunks[i] {
+		return fmt.Errorf("%w: chunk %d is unchanged by the bitmap but differs", ErrBitmapMismatch, i)
+	}
+	return nil
+}
+
+// diskReader reads the guest-visible content of an image. Where qemu-img
+// map says a range lies as is in a file of the backing chain (data with an
+// offset), it is read straight from that file, as fast as a copy; zero
+// ranges are not read; anything else (compressed or encrypted clusters)
+// goes through qemu-nbd, exported only when needed or for a bitmap.
+type diskReader struct {
+	es    []extent
+	files []*os.File // by depth in the backing chain
+	exp   *nbdExport
+}
+
+func openDisk(ctx context.Context, chain []Image, es []extent, bitmap string) (*diskReader, error) {
+	dr := &diskReader{es: es}
+	needNBD := bitmap != ""
+	for _, e := range es {
+		needNBD = needNBD || (!e.Zero && !(e.Data && e.Offset != nil && e.Depth < len(chain)))
+	}
+	for _, im := range chain {
+		f, err := os.Open(im.Filename)
+		if err != nil {
+			dr.close()
+			return nil, err
+		}
+		dr.files = append(dr.files, f)
+	}
+	if needNBD {
+		var err error
+		if dr.exp, err = exportImage(ctx, chain[0].Filename, chain[0].Format, bitmap); err != nil {
+			dr.close()
+			return nil, err
+		}
+		_ = dr.exp.c.SetDeadline(time.Now().Add(imageTimeouts().dataTimeout(chain[0].VirtualSize)))
+	}
+	return dr, nil
+}
+
+// ReadAt fills p with the disk's content at off.
+func (dr *diskReader) ReadAt(p []byte, off int64) error {
+	clear(p)
+	end := off + int64(len(p))
+	k := sort.Search(len(dr.es), func(k int) bool { return dr.es[k].Start+dr.es[k].Length > off })
+	for ; k < len(dr.es) && dr.es[k].Start < end; k++ {
+		e := dr.es[k]
+		from, to := max(off, e.Start), min(end, e.Start+e.Length)
+		dst := p[from-off : to-off]
+		switch {
+		case e.Zero:
+		case e.Data && e.Offset != nil && e.Depth < len(dr.files):
+			if _, err := dr.files[e.Depth].ReadAt(dst, *e.Offset+from-e.Start); err != nil {
+				return err
+			}
+		case dr.exp != nil:
+			if err := dr.exp.ReadAt(dst, from); err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("no way to read bytes %d to %d", from, to)
+		}
+	}
+	return nil
+}
+
+func (dr *diskReader) close() error {
+	for _, f := range dr.files {
+		f.Close()
+	}
+	dr.files = nil
+	if dr.exp == nil {
+		return nil
+	}
+	return dr.exp.stop()
+}
+
+type chunkJob struct {
+	i    int
+	data []byte
+}
+
+var bufs = sync.Pool{New: func() any { return make([]byte, ChunkSize) }}
+
+// storeChunk hashes data and stores it unless it is all zeros (a hole).
+func storeChunk(store *ChunkStore, data []byte) (id ChunkID, wrote bool, n int64, err error) {
+	if allZero(data) {
+		return zeroID, false, 0, nil
+	}
+	id = sha256.Sum256(data)
+	if store == nil {
+		return id, false, 0, nil
+	}
+	if wrote, err = store.Put(id, data); wrote {
+		if fi, serr := hostio.Lstat(store.ChunkPath(id)); serr == nil {
+			n = fi.Size()
+		}
+	}
+	return id, wrote, n, err
+}
+
+// RebuildImage writes the disk of index x to dst as an image of x's format,
+// through a temporary name: the stored chunks go into a sparse raw file
+// (holes are not written; several chunks are read from the store at once,
+// each checked against its name), which is the image itself for raw and is
+// converted by qemu-img otherwise; the image is read back against the
+// index, fsynced and renamed.
+func RebuildImage(ctx context.Context, seam *hostio.Seam, store *ChunkStore, x Index, dst hostio.Path, perm os.FileMode) error {
+	tmp := dst.Dir().MustJoin(dst.Base() + ".partial")
+	raw := tmp
+	if x.Format != "raw" {
+		raw = dst.Dir().MustJoin(dst.Base() + ".partial.raw")
+	}
+	var plain *hostio.Seam // cleaning up is no point of its own
+	ok := false
+	defer func() {
+		_ = plain.Remove(raw)
+		if !ok {
+			_ = plain.Remove(tmp)
+		}
+	}()
+	for _, p := range []hostio.Path{tmp, raw} {
+		if err := hostio.CheckPath(p); err != nil {
+			return err
+		}
+		_ = plain.Remove(p)
+	}
+	if err := writeChunks(ctx, seam, store, x, raw, perm); err != nil {
+		return err
+	}
+	if raw != tmp {
+		if err := seam.Do("convert "+raw.String()+" to "+x.Format, func() error {
+			_, err := qemuImg(ctx, imageTimeouts().dataTimeout(x.Size), "convert", "-W", "-f", "raw", "-O", x.Format, raw.String(), tmp.String())
+			return err
+		}); err != nil {
+			return err
+		}
+	}
+	got, _, err := StoreImage(ctx, nil, tmp.String(), StoreOptions{})
+	if err != nil {
+		return fmt.Errorf("check %s: %w", tmp, err)
+	}
+	if !got.Equal(x) {
+		return fmt.Errorf("%s: does not read back as its index says", tmp)
+	}
+	f, err := hostio.Open(tmp)
+	if err != nil {
+		return err
+	}
+	err = seam.Sync(f)
+	f.Close()
+	if err != nil {
+		return err
+	}
+	if err := seam.Chmod(tmp, perm); err != nil {
+		return err
+	}
+	if err := seam.Rename(tmp, dst); err != nil {
+		return err
+	}
+	ok = true
+	return seam.SyncDir(dst.Dir())
+}
+
+// writeChunks writes x's stored chunks into a new sparse raw file at p.
+func writeChunks(ctx context.Context, seam *hostio.Seam, store *ChunkStore, x Index, p hostio.Path, perm os.FileMode) error {
+	f, err := seam.Create(p, perm)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := f.Truncate(x.Size); err != nil {
+		return err
+	}
+	next := make(chan int)
+	var mu sync.Mutex // the first error
+	var firstErr error
+	fail := func(err error) {
+		mu.Lock()
+		if firstErr == nil {
+			firstErr = err
+		}
+		mu.Unlock()
+	}
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := bufs.Get().([]byte)
+			defer func() { bufs.Put(buf[:cap(buf)]) }()
+			for i := range next {
+				data, err := store.GetInto(x.Chunks[i], buf)
+				if err == nil && len(data) != ChunkLen(x.Size, i) {
+					err = fmt.Errorf("chunk %d is %d bytes, want %d", i, len(data), ChunkLen(x.Size, i))
+				}
+				if err == nil {
+					err = seam.Write(f, data, int64(i)*ChunkSize)
+				}
+				if err != nil {
+					fail(err)
+				}
+			}
+		}()
+	}
+	for i, id := range x.Chunks {
+		mu.Lock()
+		stop := firstErr != nil
+		mu.Unlock()
+		if stop || ctx.Err() != nil {
+			break
+		}
+		if !id.IsHole() {
+			next <- i
+		}
+	}
+	close(next)
+	wg.Wait()
+	if firstErr != nil {
+		return firstErr
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if x.Format == "raw" {
+		return seam.Sync(f) // the image itself
+	}
+	return nil // converted; the image is synced
+}
