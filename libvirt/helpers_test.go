@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	lv "libvirt.org/go/libvirt"
+
 	"github.com/stoneycloud/stoney-conductor/internal/format"
 	"github.com/stoneycloud/stoney-conductor/internal/hostio"
 	"github.com/stoneycloud/stoney-conductor/internal/testenv"
@@ -252,6 +254,35 @@ func (v *testVM) seedLayout(t *testing.T, res SnapshotResult, memMiB int64) {
 		}
 		if fi, _ := os.Stat(disk.Path); fi.Mode().Perm() != 0o640 {
 			t.Fatalf("overlay mode %v", fi.Mode())
+		}
+		if _, err := os.Stat(disk.Path + interimSuffix); !os.IsNotExist(err) {
+			t.Fatalf("interim overlay left: %v", err)
+		}
+	}
+	v.definedOnOwnPaths(t)
+}
+
+// definedOnOwnPaths checks that the domain's definition (what it boots
+// from next time) names each disk at its own path, as the seed's restore
+// leaves it.
+func (v *testVM) definedOnOwnPaths(t *testing.T) {
+	t.Helper()
+	var x string
+	err := sharedH.withDomain(v.spec.Name, func(_ *lv.Connect, d *lv.Domain) error {
+		var err error
+		x, err = d.GetXMLDesc(lv.DOMAIN_XML_INACTIVE)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := format.ParseDomainXML(x)
+	if err != nil || len(d.Disks) != len(v.spec.Disks) {
+		t.Fatalf("definition: %v\n%s", err, x)
+	}
+	for i, disk := range v.spec.Disks {
+		if d.Disks[i].Source != disk.Path {
+			t.Fatalf("defined on %s, not %s", d.Disks[i].Source, disk.Path)
 		}
 	}
 }

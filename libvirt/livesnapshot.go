@@ -7,7 +7,6 @@ import (
 	"time"
 
 	lv "libvirt.org/go/libvirt"
-	"libvirt.org/go/libvirtxml"
 )
 
 // PauseBound limits a live save: once it has run this long, or made this
@@ -47,16 +46,16 @@ type saveOutcome struct {
 }
 
 // liveSave writes a running domain's memory to stateFile while the guest
-// runs, and stops the domain at the instant the copy is complete: an
-// external memory snapshot (no disk snapshot, no snapshot metadata, HALT).
-// The file is a save image like SaveFlags writes, which DomainRestoreFlags
-// brings back with the recorded XML. The disks are not touched: libvirt
-// cannot put an overlay at the path of the image QEMU has open (see
-// docs/live-snapshots.md), so the seed's disk swap and restore follow.
+// runs and, at the instant the copy is complete, makes each disk's interim
+// overlay its running image: one external snapshot of memory and disks, no
+// snapshot metadata. The guest is paused only for the last pass and the
+// disk switch. The file is a save image like SaveFlags writes, which
+// DomainRestoreFlags brings back with the recorded XML; switchDisks then
+// moves the disks onto the seed's overlays (see liveswitch.go).
 //
 // Every pass over the memory appends to the file: once budget bytes are
 // written, the guest is paused to finish too, so that the last pass fits.
-func (h *Hypervisor) liveSave(ctx context.Context, domain, stateFile string, bound PauseBound, budget uint64) (saveOutcome, error) {
+func (h *Hypervisor) liveSave(ctx context.Context, domain, stateFile string, disks []diskRecord, bound PauseBound, budget uint64) (saveOutcome, error) {
 	out := saveOutcome{live: true}
 	bound = bound.orDefault()
 	var snapXML string
@@ -65,7 +64,7 @@ func (h *Hypervisor) liveSave(ctx context.Context, domain, stateFile string, bou
 		if err != nil {
 			return err
 		}
-		snapXML, err = memoryOnlySnapshot(x, stateFile)
+		snapXML, err = liveSnapshotXML(x, stateFile, disks)
 		return err
 	})
 	if err != nil {
@@ -74,8 +73,7 @@ func (h *Hypervisor) liveSave(ctx context.Context, domain, stateFile string, bou
 	done := make(chan error, 1)
 	go func() {
 		done <- h.withDomain(domain, func(_ *lv.Connect, d *lv.Domain) error {
-			_, err := d.CreateSnapshotXML(snapXML, lv.DOMAIN_SNAPSHOT_CREATE_LIVE|
-				lv.DOMAIN_SNAPSHOT_CREATE_HALT|lv.DOMAIN_SNAPSHOT_CREATE_NO_METADATA)
+			_, err := d.CreateSnapshotXML(snapXML, lv.DOMAIN_SNAPSHOT_CREATE_LIVE|lv.DOMAIN_SNAPSHOT_CREATE_NO_METADATA)
 			return err
 		})
 	}()
@@ -84,7 +82,7 @@ func (h *Hypervisor) liveSave(ctx context.Context, domain, stateFile string, bou
 	defer tick.Stop()
 	polling, limited := true, false
 	// giveUp ends the save after a failed call of ours, unless it completed
-	// meanwhile (the call then failed on the stopped domain).
+	// meanwhile (the call then failed for want of a job).
 	giveUp := func(err error) (saveOutcome, error) {
 		aerr := h.abortJob(domain)
 		if derr := <-done; derr != nil {
@@ -178,27 +176,6 @@ func (h *Hypervisor) abortJob(domain string) error {
 		return nil
 	}
 	return err
-}
-
-// memoryOnlySnapshot is the snapshot XML that saves the memory to file and
-// leaves every disk of the domain XML x alone.
-func memoryOnlySnapshot(x, file string) (string, error) {
-	var dom libvirtxml.Domain
-	if err := dom.Unmarshal(x); err != nil {
-		return "", err
-	}
-	snap := libvirtxml.DomainSnapshot{
-		Memory: &libvirtxml.DomainSnapshotMemory{Snapshot: "external", File: file},
-		Disks:  &libvirtxml.DomainSnapshotDisks{},
-	}
-	if dom.Devices != nil {
-		for _, d := range dom.Devices.Disks {
-			if d.Target != nil {
-				snap.Disks.Disks = append(snap.Disks.Disks, libvirtxml.DomainSnapshotDisk{Name: d.Target.Dev, Snapshot: "no"})
-			}
-		}
-	}
-	return snap.Marshal()
 }
 
 // eventLoop runs libvirt's default event loop, which must be registered

@@ -3,13 +3,17 @@ package libvirt
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	lv "libvirt.org/go/libvirt"
 
+	"github.com/stoneycloud/stoney-conductor/internal/hostio"
 	"github.com/stoneycloud/stoney-conductor/internal/testenv"
 )
 
@@ -125,4 +129,90 @@ func (v *testVM) restoreInstant(t *testing.T, h *Hypervisor, res SnapshotResult)
 	if !v.running(t, h) {
 		t.Fatal("not running after the restore")
 	}
+}
+
+// A live snapshot that fails before the disks are switched is rolled back
+// while the guest runs: it keeps its RAM (it does not boot), runs on its
+// own images at their paths, and keeps what it wrote since the instant
+// (committed back into them). A disk already switched stays on the overlay
+// of its retained image, which the merge settles.
+func TestSnapshotLiveRollback(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	h := ownH(t)
+	v := newVM(t, "liverb", "", 64, true, 0x71, 0x72)
+	boots := testenv.SerialBoots(v.spec)
+	request := func() SnapshotRequest {
+		req := v.request(ramDisk)
+		req.Live = true
+		return req
+	}
+	for i, step := range []string{"overlay", "xml"} {
+		pattern := byte(0x80 + i)
+		h.failAt = func(s string) error {
+			if s != step {
+				return nil
+			}
+			v.guestWrites(t, "vdb", pattern, 24<<20, 1<<20) // after the instant
+			return errors.New("injected")
+		}
+		_, err := h.Snapshot(ctx, request())
+		if !errors.Is(err, ErrSaveXML) && !errors.Is(err, ErrCreateOverlay) || !strings.Contains(err.Error(), "rolled back") {
+			t.Fatalf("fail at %s: %v", step, err)
+		}
+		v.onOwnDisks(t, h, true)
+		v.definedOnOwnPaths(t)
+		for _, d := range v.spec.Disks {
+			if _, err := os.Stat(d.Path + interimSuffix); !os.IsNotExist(err) {
+				t.Fatalf("fail at %s: interim overlay left: %v", step, err)
+			}
+		}
+		if _, err := os.Stat(filepath.Join(ramDisk, "liverb.state")); !os.IsNotExist(err) {
+			t.Fatalf("fail at %s: state file left: %v", step, err)
+		}
+		v.guestReads(t, "vdb", pattern, 24<<20, 1<<20)
+		offlineReads(t, v.spec.Disks[1].Path, pattern, 24<<20, 1<<20)
+		if testenv.SerialBoots(v.spec) != boots {
+			t.Fatalf("fail at %s: the guest booted", step)
+		}
+	}
+
+	// The first of two disks switched, the second fails.
+	h.failAt = func(s string) error {
+		if s == "switch" {
+			return errors.New("injected")
+		}
+		return nil
+	}
+	_, err := h.Snapshot(ctx, request())
+	if !errors.Is(err, ErrCreateOverlay) || !strings.Contains(err.Error(), "rolled back but for [vda]") {
+		t.Fatalf("fail at the switch: %v", err)
+	}
+	lds, err := h.liveDisks("liverb")
+	if err != nil {
+		t.Fatal(err)
+	}
+	vda, vdb := v.spec.Disks[0].Path, v.spec.Disks[1].Path
+	retained := filepath.Join(v.retain, filepath.Base(vda))
+	if lds["vda"] != (liveDisk{Source: vda, Backing: retained}) || lds["vdb"] != (liveDisk{Source: vdb}) {
+		t.Fatalf("after the failed switch: %+v", lds)
+	}
+	if hostio.Exists(v.record(nil).Path) || testenv.SerialBoots(v.spec) != boots {
+		t.Fatal("record left, or the guest booted")
+	}
+	v.guestReadsOriginal(t)
+	h.failAt = nil
+	merge := []RetainedDisk{{Target: "vda", Source: vda, Retained: retained}, {Target: "vdb", Source: vdb}} // vdb: nothing to merge
+	if _, err := h.Merge(ctx, MergeRequest{Domain: "liverb", Disks: merge}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(retained); err != nil {
+		t.Fatal(err)
+	}
+	res, err := h.Snapshot(ctx, request())
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.seedLayout(t, res, 64)
+	v.guestReads(t, "vdb", 0x81, 24<<20, 1<<20)
 }

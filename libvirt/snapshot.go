@@ -42,8 +42,8 @@ type SnapshotRequest struct {
 	// operation it announces and decides a re-run from it and the domain's
 	// state alone. It is removed once the step is settled.
 	Record hostio.Record
-	// Live writes a running VM's memory while it runs (see liveSave) and
-	// stops it only at the instant the copy is complete; the rest is as
+	// Live writes a running VM's memory while it runs and switches its
+	// disks without stopping it (see liveswitch.go): the files are as
 	// without. Bound limits how long the copy may run before the guest is
 	// paused to finish it.
 	Live  bool
@@ -120,7 +120,7 @@ type snapRecord struct {
 	Failure    string `json:",omitempty"` // why a rollback started
 	Kind       string `json:",omitempty"` // its sentinel
 	StopFirst  bool   `json:",omitempty"` // the rollback stops a VM restored on the overlays
-	Live       bool   `json:",omitempty"` // the memory was written while the guest ran
+	Live       bool   `json:",omitempty"` // the guest runs on: the disks are switched live
 	Bounded    bool   `json:",omitempty"` // ... until the bound paused it
 }
 
@@ -128,6 +128,8 @@ type diskRecord struct {
 	Target, Source, Retained string
 	Format                   string
 	Phase                    string `json:",omitempty"`
+	// Interim is the overlay a live snapshot puts beside the disk first.
+	Interim string `json:",omitempty"`
 }
 
 func (r *snapRecord) at(phase string) bool { return snapPhaseOrder[r.Phase] >= snapPhaseOrder[phase] }
@@ -296,9 +298,7 @@ func (h *Hypervisor) domainState(ctx context.Context, name string) (domainState,
 			return err
 		}
 		st.active = state != lv.DOMAIN_SHUTOFF && state != lv.DOMAIN_CRASHED
-		why := lv.DomainShutoffReason(reason)
-		// A live save stops the domain with "from snapshot".
-		st.savedOff = state == lv.DOMAIN_SHUTOFF && (why == lv.DOMAIN_SHUTOFF_SAVED || why == lv.DOMAIN_SHUTOFF_FROM_SNAPSHOT)
+		st.savedOff = state == lv.DOMAIN_SHUTOFF && lv.DomainShutoffReason(reason) == lv.DOMAIN_SHUTOFF_SAVED
 		return nil
 	})
 	return st, err
@@ -513,12 +513,8 @@ func (s *snap) resume(ctx context.Context) (SnapshotResult, error) {
 		}
 		return s.res, s.rolledBack()
 	}
-	if rec.Live && rec.Phase == phSaving {
-		// A live save left by a process that died copies on, for ever if
-		// its guest dirties memory faster: end it, the guest runs on.
-		if err := s.h.abortJob(s.req.Domain); err != nil {
-			return s.res, err
-		}
+	if rec.Live {
+		return s.resumeLive(ctx)
 	}
 	if err := s.h.waitNoJob(ctx, s.req.Domain); err != nil {
 		return s.res, err
@@ -620,6 +616,11 @@ func (s *snap) running(ctx context.Context) (SnapshotResult, error) {
 		return s.res, wrap(ErrSaveFailed, err, "%s", s.req.Domain)
 	}
 	s.rec.Live, s.rec.Bounded = live, false
+	if live {
+		if err := s.planInterims(); err != nil {
+			return s.res, s.abandon(err)
+		}
+	}
 	if err := s.save(phSaving); err != nil {
 		return s.res, s.abandon(err)
 	}
@@ -631,6 +632,9 @@ func (s *snap) running(ctx context.Context) (SnapshotResult, error) {
 	s.res.Save = time.Since(t0)
 	if err == nil && !format.IsSaveImageAt(stateFile) {
 		err = errors.New("no complete save image written")
+	}
+	if err != nil && live {
+		return s.res, s.liveSaveFailed(ctx, err)
 	}
 	if err != nil {
 		return s.res, s.saveFailed(ctx, err)
@@ -671,7 +675,7 @@ func (s *snap) saveState(ctx context.Context, stateFile hostio.Path) error {
 	var out saveOutcome
 	err := s.h.op("live save "+s.req.Domain+" to "+stateFile.String(), func() error {
 		var err error
-		out, err = s.h.liveSave(ctx, s.req.Domain, stateFile.String(), s.req.Bound, s.liveBudget)
+		out, err = s.h.liveSave(ctx, s.req.Domain, stateFile.String(), s.rec.Disks, s.req.Bound, s.liveBudget)
 		return err
 	})
 	s.rec.Bounded = out.bounded
@@ -775,8 +779,27 @@ func (s *snap) afterSave(ctx context.Context, t0 time.Time) (SnapshotResult, err
 		if err := s.writeXML(); err != nil {
 			return s.fail(ctx, err)
 		}
+		// Last: a disk switched live stays so (see liveRollback).
+		if rec.Live {
+			if err := s.switchDisks(ctx); err != nil {
+				return s.fail(ctx, err)
+			}
+		}
 		if err := s.save(phXML); err != nil {
 			return s.fail(ctx, err)
+		}
+	}
+	if !rec.at(phRestored) && rec.Live {
+		// The guest ran on all along: nothing to restore.
+		s.res.Downtime = s.res.Save
+		if d, ok := s.watch.measure(); ok {
+			s.res.Downtime = d
+		}
+		if err := s.h.verifyOverlays(s.req.Domain, s.res.Disks); err != nil {
+			return s.fail(ctx, err)
+		}
+		if err := s.save(phRestored); err != nil {
+			return s.res, err
 		}
 	}
 	if !rec.at(phRestored) {
@@ -1005,6 +1028,9 @@ func (h *Hypervisor) verifyOverlays(domain string, disks []RetainedDisk) error {
 // each part announced in the record: stop a VM our restore started on the
 // overlays, disks back, then restore. nil: the VM runs on its own disks.
 func (s *snap) rollback(ctx context.Context, cause error) error {
+	if s.rec.Live {
+		return s.liveRollback(ctx, cause)
+	}
 	ctx = context.WithoutCancel(ctx)
 	domain := s.req.Domain
 	failed := func(what string, err error) error {
@@ -1095,21 +1121,8 @@ func (s *snap) undoDisks() error {
 		if d.Phase == "" {
 			continue // never moved
 		}
-		src, err := diskPath(d.Source)
-		if err != nil {
-			return err
-		}
-		ret := s.retainedPath(*d)
-		if hostio.Exists(ret) {
-			// The retained image is the disk: what sits at its path is ours.
-			if hostio.Exists(src) {
-				if err := s.removeOverlay(src, ret); err != nil {
-					return fmt.Errorf("undo %s: %w", d.Target, err)
-				}
-			}
-			if err := s.h.seam.RenameNoReplace(ret, src); err != nil {
-				return fmt.Errorf("undo %s: %w", d.Target, err)
-			}
+		if err := s.undoDisk(d); err != nil {
+			return fmt.Errorf("undo %s: %w", d.Target, err)
 		}
 		d.Phase = ""
 		if err := s.save(s.rec.Phase); err != nil {
@@ -1125,6 +1138,25 @@ func (s *snap) undoDisks() error {
 		_ = s.h.seam.SyncDir(d)
 	}
 	return nil
+}
+
+// undoDisk puts a disk's image back at its path if it was retained: what
+// sits at its path meanwhile is ours.
+func (s *snap) undoDisk(d *diskRecord) error {
+	src, err := diskPath(d.Source)
+	if err != nil {
+		return err
+	}
+	ret := s.retainedPath(*d)
+	if !hostio.Exists(ret) {
+		return nil
+	}
+	if hostio.Exists(src) {
+		if err := s.removeOverlay(src, ret); err != nil {
+			return err
+		}
+	}
+	return s.h.seam.RenameNoReplace(ret, src)
 }
 
 // shutOff snapshots a VM that is not running: no state to save, the VM is
