@@ -216,3 +216,96 @@ func TestSnapshotLiveRollback(t *testing.T) {
 	v.seedLayout(t, res, 64)
 	v.guestReads(t, "vdb", 0x81, 24<<20, 1<<20)
 }
+
+// A rollback of a live snapshot crashed just before or just after any one
+// of its operations is finished by the re-run: the guest runs on its own
+// disks, never stopped, and nothing of the snapshot is left.
+func TestLiveRollbackCrashedAtEveryOperationEnds(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	v := newVM(t, "crashlrb", "", 64, true, 0x24)
+	boots := testenv.SerialBoots(v.spec)
+	request := func(seam *hostio.Seam) SnapshotRequest {
+		req := v.request(ramDisk)
+		req.Record, req.Live = v.record(seam), true
+		return req
+	}
+	failXML := func(step string) error {
+		if step == "xml" {
+			return errors.New("injected")
+		}
+		return nil
+	}
+	// Count the operations of an undisturbed rollback.
+	var ops []string
+	from := 0 // operations before the failure
+	seam := &hostio.Seam{Trace: func(n int, op string) { ops = append(ops, op) }}
+	h := ownH(t)
+	h.SetSeam(seam)
+	h.failAt = func(step string) error {
+		if step == "xml" {
+			from = len(ops)
+		}
+		return failXML(step)
+	}
+	if _, err := h.Snapshot(ctx, request(seam)); err == nil || !strings.Contains(err.Error(), "rolled back") {
+		t.Fatalf("no rollback: %v", err)
+	}
+	if from == 0 || len(ops)-from < 5 {
+		t.Fatalf("%d operations, the rollback from %d: %v", len(ops), from, ops)
+	}
+	held := 0
+	for n := from + 1; n <= len(ops); n++ {
+		for _, kind := range []hostio.FaultKind{hostio.CrashBefore, hostio.CrashAfter} {
+			f := hostio.Fault{Kind: kind, N: n}
+			crashed := make(chan string, 1)
+			seam := &hostio.Seam{Crash: func(op string, _ int) {
+				crashed <- op
+				select {} // the process is gone
+			}}
+			seam.Arm(f)
+			dead, err := Open(lvd.URI)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dead.SetSeam(seam)
+			dead.failAt = failXML
+			done := make(chan error, 1)
+			go func() { _, err := dead.Snapshot(ctx, request(seam)); done <- err }()
+			var op string
+			select {
+			case op = <-crashed:
+			case err := <-done:
+				t.Fatalf("%s: the run ended without reaching its point: %v", f, err)
+			}
+			// A new process runs the step again.
+			h := ownH(t)
+			res, err := h.Snapshot(ctx, request(nil))
+			if err == nil {
+				// Crashed once the rollback was settled: a new snapshot.
+				if _, err := h.Merge(ctx, MergeRequest{Domain: "crashlrb", Disks: res.Disks}); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.RemoveAll(v.retain); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.MkdirAll(v.retain, 0o755); err != nil {
+					t.Fatal(err)
+				}
+			} else if !strings.Contains(err.Error(), "rolled back") {
+				t.Fatalf("%s (%s): re-run: %v", f, op, err)
+			}
+			v.onOwnDisks(t, h, true)
+			v.definedOnOwnPaths(t)
+			if _, err := os.Stat(v.spec.Disks[0].Path + interimSuffix); !os.IsNotExist(err) {
+				t.Fatalf("%s (%s): interim overlay left: %v", f, op, err)
+			}
+			if testenv.SerialBoots(v.spec) != boots {
+				t.Fatalf("%s (%s): the guest booted", f, op)
+			}
+			held++
+			t.Logf("%s %s: held", f, op)
+		}
+	}
+	t.Logf("crash points of the rollback: %d held", held)
+}

@@ -125,19 +125,11 @@ func (s *snap) planInterims() error {
 	return nil
 }
 
-// liveSaveFailed settles a live snapshot that failed. libvirt leaves the
-// guest running on its own disks, or, when a call of ours failed after
-// the snapshot completed, on its interim overlays: those are committed
-// back. A lost connection decides nothing: the re-run looks.
-func (s *snap) liveSaveFailed(ctx context.Context, cause error) error {
-	err := wrap(ErrSaveFailed, cause, "%s", s.req.Domain)
-	if IsTransient(cause) {
-		return err
-	}
-	ctx = context.WithoutCancel(ctx)
-	if werr := s.h.waitNoJob(ctx, s.req.Domain); werr != nil {
-		return fmt.Errorf("%w (and %v)", err, werr)
-	}
+// liveSaveFailed settles a live snapshot that failed (saveFailed's err),
+// its job ended. libvirt leaves the guest running on its own disks, or,
+// when a call of ours failed after the snapshot completed, on its interim
+// overlays: those are committed back.
+func (s *snap) liveSaveFailed(ctx context.Context, err error) error {
 	taken, terr := s.snapshotTaken()
 	if terr != nil {
 		return fmt.Errorf("%w (and %v)", err, terr)

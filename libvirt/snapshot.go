@@ -633,9 +633,6 @@ func (s *snap) running(ctx context.Context) (SnapshotResult, error) {
 	if err == nil && !format.IsSaveImageAt(stateFile) {
 		err = errors.New("no complete save image written")
 	}
-	if err != nil && live {
-		return s.res, s.liveSaveFailed(ctx, err)
-	}
 	if err != nil {
 		return s.res, s.saveFailed(ctx, err)
 	}
@@ -695,6 +692,9 @@ func (s *snap) saveFailed(ctx context.Context, cause error) error {
 	ctx = context.WithoutCancel(ctx)
 	if werr := s.h.waitNoJob(ctx, s.req.Domain); werr != nil {
 		return fmt.Errorf("%w (and the VM may be down: %v)", err, werr)
+	}
+	if s.rec.Live {
+		return s.liveSaveFailed(ctx, err)
 	}
 	st, serr := s.h.domainState(ctx, s.req.Domain)
 	if serr != nil {
@@ -789,40 +789,12 @@ func (s *snap) afterSave(ctx context.Context, t0 time.Time) (SnapshotResult, err
 			return s.fail(ctx, err)
 		}
 	}
-	if !rec.at(phRestored) && rec.Live {
-		// The guest ran on all along: nothing to restore.
-		s.res.Downtime = s.res.Save
-		if d, ok := s.watch.measure(); ok {
-			s.res.Downtime = d
-		}
-		if err := s.h.verifyOverlays(s.req.Domain, s.res.Disks); err != nil {
-			return s.fail(ctx, err)
-		}
-		if err := s.save(phRestored); err != nil {
-			return s.res, err
-		}
-	}
 	if !rec.at(phRestored) {
-		if err := s.save(phRestoring); err != nil {
+		if rec.Live {
+			// The guest ran on all along: nothing to restore.
+			s.res.Downtime = s.res.Save
+		} else if err := s.restoreOnOverlays(ctx, t0); err != nil {
 			return s.fail(ctx, err)
-		}
-		st, err := s.h.domainState(ctx, s.req.Domain)
-		if err != nil {
-			return s.fail(ctx, wrap(ErrRestoreFailed, err, "%s", s.req.Domain))
-		}
-		t1 := time.Now()
-		if !st.active {
-			err = s.h.fail("restore")
-			if err == nil {
-				err = s.h.op("restore "+s.req.Domain+" from "+s.stateFile().String(), func() error {
-					return s.h.restore(context.WithoutCancel(ctx), s.req.Domain, s.stateFile().String(), rec.SaveXML)
-				})
-			}
-		}
-		s.res.Restore = time.Since(t1)
-		s.res.Downtime = time.Since(t0)
-		if err != nil {
-			return s.fail(ctx, wrap(ErrRestoreFailed, err, "%s", s.req.Domain))
 		}
 		if d, ok := s.watch.measure(); ok {
 			s.res.Downtime = d
@@ -845,6 +817,33 @@ func (s *snap) afterSave(ctx context.Context, t0 time.Time) (SnapshotResult, err
 		}
 	}
 	return s.res, s.settled()
+}
+
+// restoreOnOverlays brings the saved VM back on its overlays, announced
+// first; t0 is when the save began.
+func (s *snap) restoreOnOverlays(ctx context.Context, t0 time.Time) error {
+	if err := s.save(phRestoring); err != nil {
+		return err
+	}
+	st, err := s.h.domainState(ctx, s.req.Domain)
+	if err != nil {
+		return wrap(ErrRestoreFailed, err, "%s", s.req.Domain)
+	}
+	t1 := time.Now()
+	if !st.active {
+		err = s.h.fail("restore")
+		if err == nil {
+			err = s.h.op("restore "+s.req.Domain+" from "+s.stateFile().String(), func() error {
+				return s.h.restore(context.WithoutCancel(ctx), s.req.Domain, s.stateFile().String(), s.rec.SaveXML)
+			})
+		}
+	}
+	s.res.Restore = time.Since(t1)
+	s.res.Downtime = time.Since(t0)
+	if err != nil {
+		return wrap(ErrRestoreFailed, err, "%s", s.req.Domain)
+	}
+	return nil
 }
 
 // moveState brings the state file from the RAM disk into RetainDir: a
