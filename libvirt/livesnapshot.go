@@ -218,7 +218,15 @@ func (h *Hypervisor) watchPause(domain string) *pauseWatch {
 		return nil
 	}
 	w := &pauseWatch{h: h, domain: domain, ref: r}
-	w.id, err = r.c.DomainEventLifecycleRegister(nil, func(_ *lv.Connect, d *lv.Domain, ev *lv.DomainEventLifecycle) {
+	// For this domain only: libvirt tracks one callback for all domains
+	// per connection, and snapshots of other domains run alongside.
+	dom, err := r.c.LookupDomainByName(domain)
+	if err != nil {
+		h.release(r, isConnLost(err))
+		return nil
+	}
+	defer dom.Free()
+	w.id, err = r.c.DomainEventLifecycleRegister(dom, func(_ *lv.Connect, d *lv.Domain, ev *lv.DomainEventLifecycle) {
 		if name, err := d.GetName(); err != nil || name != domain {
 			return
 		}

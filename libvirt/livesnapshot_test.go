@@ -72,6 +72,13 @@ func TestSnapshotLiveBound(t *testing.T) {
 			v.spec.DirtyRAM = true
 			v.define(t)
 			boots := testenv.SerialBoots(v.spec)
+			// From the first pass on: under load, the step may see the copy
+			// only once QEMU finished it after one pass, within its own
+			// default limit of 300 ms.
+			err := h.withDomain(v.spec.Name, func(_ *lv.Connect, d *lv.Domain) error { return d.MigrateSetMaxDowntime(1, 0) })
+			if err != nil {
+				t.Fatal(err)
+			}
 			req := v.request("") // tests in parallel would fill the RAM disk
 			req.Live, req.Bound = true, bound
 			res, err := h.Snapshot(context.Background(), req)
