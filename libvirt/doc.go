@@ -33,6 +33,19 @@
 //  6. Move the state file (mode 0600: the guest's RAM) into the retain
 //     directory, and remove the record.
 //
+// With SnapshotRequest.Live the guest never stops: step 2 is an external
+// snapshot with --live, no snapshot metadata, of the memory (written while
+// the guest runs, a save image like step 2's) and of every disk onto an
+// interim overlay beside it, at one instant; the guest is paused only for
+// the last pass and the disk switch. Step 3 follows while it runs (QEMU
+// keeps the renamed image open), then a shallow block copy moves the
+// interim's writes onto the overlay at the disk's path and pivots, and
+// step 5 is only the check: the files are the same as without Live
+// (docs/live-snapshots.md). Past SnapshotRequest.Bound the guest is paused
+// and the copy ends as a plain save's. A failure before the switch commits
+// the interims back, the guest still running. The downtime is measured
+// from libvirt's lifecycle events, suspended to resumed.
+//
 // Every phase, and each disk's rename and overlay, is announced in the
 // record (written and fsynced) before it runs, and every operation that
 // changes a domain or a file passes the seam, beneath its root, never

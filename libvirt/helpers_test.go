@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	lv "libvirt.org/go/libvirt"
+
 	"github.com/stoneycloud/stoney-conductor/internal/format"
 	"github.com/stoneycloud/stoney-conductor/internal/hostio"
 	"github.com/stoneycloud/stoney-conductor/internal/testenv"
@@ -26,6 +28,14 @@ type testVM struct {
 // one has filled its RAM.
 func newVM(t testing.TB, name, dir string, memMiB int, running bool, patterns ...byte) *testVM {
 	t.Helper()
+	v := planVM(t, name, dir, memMiB, running, patterns...)
+	v.define(t)
+	return v
+}
+
+// planVM is newVM before the VM is defined, for a test to change its spec.
+func planVM(t testing.TB, name, dir string, memMiB int, running bool, patterns ...byte) *testVM {
+	t.Helper()
 	if dir == "" {
 		dir = t.TempDir()
 	}
@@ -36,7 +46,6 @@ func newVM(t testing.TB, name, dir string, memMiB int, running bool, patterns ..
 		v.spec.Disks = append(v.spec.Disks, testenv.DiskSpec{
 			Target: target, Path: filepath.Join(dir, name+"-"+target+".qcow2"), SizeMiB: 32, Pattern: p})
 	}
-	v.define(t)
 	return v
 }
 
@@ -218,4 +227,72 @@ func snapshot(t testing.TB, h *Hypervisor, req SnapshotRequest) SnapshotResult {
 		t.Fatal(err)
 	}
 	return res
+}
+
+// seedLayout checks the files a Snapshot of a running VM with memMiB of
+// filled RAM leaves: a real state image moved off the RAM disk (0600), the
+// XML without backingStore, each disk an overlay of its retained image at
+// the configured permission.
+func (v *testVM) seedLayout(t *testing.T, res SnapshotResult, memMiB int64) {
+	t.Helper()
+	name := v.spec.Name
+	if !format.IsSaveImage(res.StateFile) || res.StateFile != filepath.Join(v.retain, name+".state") {
+		t.Fatalf("state file %s is not a save image", res.StateFile)
+	}
+	if fi, _ := os.Stat(res.StateFile); fi.Size() < (memMiB-28)<<20 || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("state file of %d bytes, mode %v, for a %d MiB VM that filled its RAM", fi.Size(), fi.Mode(), memMiB)
+	}
+	if _, err := os.Stat(filepath.Join(ramDisk, name+".state")); !os.IsNotExist(err) {
+		t.Fatalf("state file left on the RAM disk: %v", err)
+	}
+	x, err := os.ReadFile(res.XMLFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := format.ParseDomainXML(string(x))
+	if err != nil || strings.Contains(string(x), "backingStore") || len(d.Disks) != len(v.spec.Disks) {
+		t.Fatalf("saved XML: %v\n%s", err, x)
+	}
+	for i, disk := range v.spec.Disks {
+		retained := filepath.Join(v.retain, filepath.Base(disk.Path))
+		if d.Disks[i].Source != disk.Path || res.Disks[i] != (RetainedDisk{Target: disk.Target, Source: disk.Path, Retained: retained}) {
+			t.Fatalf("disk %d: saved %+v, result %+v", i, d.Disks[i], res.Disks[i])
+		}
+		im, err := format.ImageInfo(context.Background(), disk.Path)
+		if err != nil || im.BackingFile != retained {
+			t.Fatalf("overlay %+v %v", im, err)
+		}
+		if fi, _ := os.Stat(disk.Path); fi.Mode().Perm() != 0o640 {
+			t.Fatalf("overlay mode %v", fi.Mode())
+		}
+		if _, err := os.Stat(disk.Path + interimSuffix); !os.IsNotExist(err) {
+			t.Fatalf("interim overlay left: %v", err)
+		}
+	}
+	v.definedOnOwnPaths(t)
+}
+
+// definedOnOwnPaths checks that the domain's definition (what it boots
+// from next time) names each disk at its own path, as the seed's restore
+// leaves it.
+func (v *testVM) definedOnOwnPaths(t *testing.T) {
+	t.Helper()
+	var x string
+	err := sharedH.withDomain(v.spec.Name, func(_ *lv.Connect, d *lv.Domain) error {
+		var err error
+		x, err = d.GetXMLDesc(lv.DOMAIN_XML_INACTIVE)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := format.ParseDomainXML(x)
+	if err != nil || len(d.Disks) != len(v.spec.Disks) {
+		t.Fatalf("definition: %v\n%s", err, x)
+	}
+	for i, disk := range v.spec.Disks {
+		if d.Disks[i].Source != disk.Path {
+			t.Fatalf("defined on %s, not %s", d.Disks[i].Source, disk.Path)
+		}
+	}
 }

@@ -57,6 +57,7 @@ type connRef struct {
 
 // Open connects to the hypervisor at uri (e.g. qemu:///system).
 func Open(uri string) (*Hypervisor, error) {
+	startEventLoop() // before the first connection: downtimes come from its events
 	h := &Hypervisor{uri: uri, locks: map[string]*sync.Mutex{}}
 	r, err := h.acquire()
 	if err != nil {

@@ -42,6 +42,12 @@ type SnapshotRequest struct {
 	// operation it announces and decides a re-run from it and the domain's
 	// state alone. It is removed once the step is settled.
 	Record hostio.Record
+	// Live writes a running VM's memory while it runs and switches its
+	// disks without stopping it (see liveswitch.go): the files are as
+	// without. Bound limits how long the copy may run before the guest is
+	// paused to finish it.
+	Live  bool
+	Bound PauseBound
 	// SettleOnly finishes what the record started and starts nothing new:
 	// a snapshot that never saved the VM is dropped, one of a shut-off VM
 	// is undone, one whose VM is saved is brought to its end (the VM runs
@@ -61,10 +67,14 @@ type SnapshotResult struct {
 	StateFile  string // in RetainDir: a save image, or a placeholder if the VM was shut off
 	XMLFile    string
 	Disks      []RetainedDisk
+	Live       bool          // the memory was written while the guest ran
+	Bounded    bool          // ... until the bound paused the guest to finish
 	Save       time.Duration // the save call
 	Restore    time.Duration // the restore call
-	Downtime   time.Duration // from the save call until the domain runs again
-	Total      time.Duration
+	// Downtime is how long the guest was paused, from libvirt's lifecycle
+	// events; without them, from the save call until the domain runs again.
+	Downtime time.Duration
+	Total    time.Duration
 }
 
 // Modes of the files Snapshot writes: the state file is the guest's RAM.
@@ -110,12 +120,16 @@ type snapRecord struct {
 	Failure    string `json:",omitempty"` // why a rollback started
 	Kind       string `json:",omitempty"` // its sentinel
 	StopFirst  bool   `json:",omitempty"` // the rollback stops a VM restored on the overlays
+	Live       bool   `json:",omitempty"` // the guest runs on: the disks are switched live
+	Bounded    bool   `json:",omitempty"` // ... until the bound paused it
 }
 
 type diskRecord struct {
 	Target, Source, Retained string
 	Format                   string
 	Phase                    string `json:",omitempty"`
+	// Interim is the overlay a live snapshot puts beside the disk first.
+	Interim string `json:",omitempty"`
 }
 
 func (r *snapRecord) at(phase string) bool { return snapPhaseOrder[r.Phase] >= snapPhaseOrder[phase] }
@@ -145,6 +159,8 @@ type snap struct {
 	statePath, xmlPath hostio.Path
 	ramState           hostio.Path // zero without a RAM disk
 	res                SnapshotResult
+	watch              *pauseWatch // the guest's pause, from the save on
+	liveBudget         uint64      // bytes a live save may write before its last pass
 }
 
 func (r SnapshotRequest) check() error {
@@ -251,7 +267,7 @@ func (h *Hypervisor) snapshot(ctx context.Context, req SnapshotRequest) (Snapsho
 	for _, d := range s.rec.Disks {
 		s.res.Disks = append(s.res.Disks, RetainedDisk{Target: d.Target, Source: d.Source, Retained: d.Retained})
 	}
-	s.res.WasRunning = s.rec.WasRunning
+	s.res.WasRunning, s.res.Live, s.res.Bounded = s.rec.WasRunning, s.rec.Live, s.rec.Bounded
 	return s.resume(ctx)
 }
 
@@ -465,15 +481,20 @@ func (s *snap) room(desc format.Domain) error {
 		return wrap(ErrNoSpace, err, "retain directory")
 	}
 	// The state ends in RetainDir whichever way it goes.
-	if free < need+uint64(len(s.rec.Disks))*overlayRoom {
+	free -= min(free, uint64(len(s.rec.Disks))*overlayRoom)
+	if free < need {
 		return fmt.Errorf("%w: %s has %d MiB free, the state file needs about %d MiB",
 			ErrNoSpace, s.req.RetainDir, free>>20, need>>20)
 	}
 	if !s.ramState.IsZero() {
 		if f, err := freeBytes(s.req.RAMDisk.String()); err == nil && f >= need {
 			s.rec.StateOnRAM = true
+			free = min(free, f)
 		}
 	}
+	// A live save's passes may write more than the memory: what is left
+	// after one whole copy is theirs.
+	s.liveBudget = free - need
 	return nil
 }
 
@@ -488,6 +509,9 @@ func (s *snap) resume(ctx context.Context) (SnapshotResult, error) {
 			return s.res, err
 		}
 		return s.res, s.rolledBack()
+	}
+	if rec.Live {
+		return s.resumeLive(ctx)
 	}
 	if err := s.h.waitNoJob(ctx, s.req.Domain); err != nil {
 		return s.res, err
@@ -584,21 +608,24 @@ func (s *snap) running(ctx context.Context) (SnapshotResult, error) {
 	if err := hostio.CheckPath(stateFile); err != nil {
 		return s.res, wrap(ErrSaveFailed, err, "%s", stateFile)
 	}
+	live, err := s.liveSaves()
+	if err != nil {
+		return s.res, wrap(ErrSaveFailed, err, "%s", s.req.Domain)
+	}
+	s.rec.Live, s.rec.Bounded = live, false
+	if live {
+		if err := s.planInterims(); err != nil {
+			return s.res, s.abandon(err)
+		}
+	}
 	if err := s.save(phSaving); err != nil {
 		return s.res, s.abandon(err)
 	}
 	// A failed save (e.g. ENOSPC) leaves the VM running: stop there.
+	s.watch = s.h.watchPause(s.req.Domain)
+	defer s.watch.close()
 	t0 := time.Now()
-	err := s.h.op("save "+s.req.Domain+" to "+stateFile.String(), func() error {
-		return s.h.do(func(c *lv.Connect) error {
-			d, err := c.LookupDomainByName(s.req.Domain)
-			if err != nil {
-				return err
-			}
-			defer d.Free()
-			return d.SaveFlags(stateFile.String(), s.rec.SaveXML, 0)
-		})
-	})
+	err = s.saveState(ctx, stateFile)
 	s.res.Save = time.Since(t0)
 	if err == nil && !format.IsSaveImageAt(stateFile) {
 		err = errors.New("no complete save image written")
@@ -613,6 +640,43 @@ func (s *snap) running(ctx context.Context) (SnapshotResult, error) {
 	return s.afterSave(ctx, t0)
 }
 
+// liveSaves tells whether the memory is saved live: if asked for and the
+// domain is persistent (a transient one would be gone once halted).
+func (s *snap) liveSaves() (bool, error) {
+	if !s.req.Live {
+		return false, nil
+	}
+	var live bool
+	err := s.h.withDomain(s.req.Domain, func(_ *lv.Connect, d *lv.Domain) error {
+		var err error
+		live, err = d.IsPersistent()
+		return err
+	})
+	return live, err
+}
+
+// saveState writes the running VM's memory to stateFile and leaves the
+// domain shut off: live while the guest runs if the record says so, else
+// a plain save with the recorded XML.
+func (s *snap) saveState(ctx context.Context, stateFile hostio.Path) error {
+	if !s.rec.Live {
+		return s.h.op("save "+s.req.Domain+" to "+stateFile.String(), func() error {
+			return s.h.withDomain(s.req.Domain, func(_ *lv.Connect, d *lv.Domain) error {
+				return d.SaveFlags(stateFile.String(), s.rec.SaveXML, 0)
+			})
+		})
+	}
+	var out saveOutcome
+	err := s.h.op("live save "+s.req.Domain+" to "+stateFile.String(), func() error {
+		var err error
+		out, err = s.h.liveSave(ctx, s.req.Domain, stateFile.String(), s.rec.Disks, s.req.Bound, s.liveBudget)
+		return err
+	})
+	s.rec.Bounded = out.bounded
+	s.res.Live, s.res.Bounded = true, out.bounded
+	return err
+}
+
 // saveFailed makes sure the VM still runs after a failed save and reports it.
 // A lost connection decides nothing: the record still says saving, and the
 // re-run looks at the domain once libvirtd answers again (after a restart
@@ -625,6 +689,9 @@ func (s *snap) saveFailed(ctx context.Context, cause error) error {
 	ctx = context.WithoutCancel(ctx)
 	if werr := s.h.waitNoJob(ctx, s.req.Domain); werr != nil {
 		return fmt.Errorf("%w (and the VM may be down: %v)", err, werr)
+	}
+	if s.rec.Live {
+		return s.liveSaveFailed(ctx, err)
 	}
 	st, serr := s.h.domainState(ctx, s.req.Domain)
 	if serr != nil {
@@ -709,31 +776,25 @@ func (s *snap) afterSave(ctx context.Context, t0 time.Time) (SnapshotResult, err
 		if err := s.writeXML(); err != nil {
 			return s.fail(ctx, err)
 		}
+		// Last: a disk switched live stays so (see liveRollback).
+		if rec.Live {
+			if err := s.switchDisks(ctx); err != nil {
+				return s.fail(ctx, err)
+			}
+		}
 		if err := s.save(phXML); err != nil {
 			return s.fail(ctx, err)
 		}
 	}
 	if !rec.at(phRestored) {
-		if err := s.save(phRestoring); err != nil {
+		if rec.Live {
+			// The guest ran on all along: nothing to restore.
+			s.res.Downtime = s.res.Save
+		} else if err := s.restoreOnOverlays(ctx, t0); err != nil {
 			return s.fail(ctx, err)
 		}
-		st, err := s.h.domainState(ctx, s.req.Domain)
-		if err != nil {
-			return s.fail(ctx, wrap(ErrRestoreFailed, err, "%s", s.req.Domain))
-		}
-		t1 := time.Now()
-		if !st.active {
-			err = s.h.fail("restore")
-			if err == nil {
-				err = s.h.op("restore "+s.req.Domain+" from "+s.stateFile().String(), func() error {
-					return s.h.restore(context.WithoutCancel(ctx), s.req.Domain, s.stateFile().String(), rec.SaveXML)
-				})
-			}
-		}
-		s.res.Restore = time.Since(t1)
-		s.res.Downtime = time.Since(t0)
-		if err != nil {
-			return s.fail(ctx, wrap(ErrRestoreFailed, err, "%s", s.req.Domain))
+		if d, ok := s.watch.measure(); ok {
+			s.res.Downtime = d
 		}
 		if err := s.h.verifyOverlays(s.req.Domain, s.res.Disks); err != nil {
 			return s.fail(ctx, err)
@@ -753,6 +814,33 @@ func (s *snap) afterSave(ctx context.Context, t0 time.Time) (SnapshotResult, err
 		}
 	}
 	return s.res, s.settled()
+}
+
+// restoreOnOverlays brings the saved VM back on its overlays, announced
+// first; t0 is when the save began.
+func (s *snap) restoreOnOverlays(ctx context.Context, t0 time.Time) error {
+	if err := s.save(phRestoring); err != nil {
+		return err
+	}
+	st, err := s.h.domainState(ctx, s.req.Domain)
+	if err != nil {
+		return wrap(ErrRestoreFailed, err, "%s", s.req.Domain)
+	}
+	t1 := time.Now()
+	if !st.active {
+		err = s.h.fail("restore")
+		if err == nil {
+			err = s.h.op("restore "+s.req.Domain+" from "+s.stateFile().String(), func() error {
+				return s.h.restore(context.WithoutCancel(ctx), s.req.Domain, s.stateFile().String(), s.rec.SaveXML)
+			})
+		}
+	}
+	s.res.Restore = time.Since(t1)
+	s.res.Downtime = time.Since(t0)
+	if err != nil {
+		return wrap(ErrRestoreFailed, err, "%s", s.req.Domain)
+	}
+	return nil
 }
 
 // moveState brings the state file from the RAM disk into RetainDir: a
@@ -936,6 +1024,9 @@ func (h *Hypervisor) verifyOverlays(domain string, disks []RetainedDisk) error {
 // each part announced in the record: stop a VM our restore started on the
 // overlays, disks back, then restore. nil: the VM runs on its own disks.
 func (s *snap) rollback(ctx context.Context, cause error) error {
+	if s.rec.Live {
+		return s.liveRollback(ctx, cause)
+	}
 	ctx = context.WithoutCancel(ctx)
 	domain := s.req.Domain
 	failed := func(what string, err error) error {
@@ -1026,21 +1117,8 @@ func (s *snap) undoDisks() error {
 		if d.Phase == "" {
 			continue // never moved
 		}
-		src, err := diskPath(d.Source)
-		if err != nil {
-			return err
-		}
-		ret := s.retainedPath(*d)
-		if hostio.Exists(ret) {
-			// The retained image is the disk: what sits at its path is ours.
-			if hostio.Exists(src) {
-				if err := s.removeOverlay(src, ret); err != nil {
-					return fmt.Errorf("undo %s: %w", d.Target, err)
-				}
-			}
-			if err := s.h.seam.RenameNoReplace(ret, src); err != nil {
-				return fmt.Errorf("undo %s: %w", d.Target, err)
-			}
+		if err := s.undoDisk(d); err != nil {
+			return fmt.Errorf("undo %s: %w", d.Target, err)
 		}
 		d.Phase = ""
 		if err := s.save(s.rec.Phase); err != nil {
@@ -1056,6 +1134,25 @@ func (s *snap) undoDisks() error {
 		_ = s.h.seam.SyncDir(d)
 	}
 	return nil
+}
+
+// undoDisk puts a disk's image back at its path if it was retained: what
+// sits at its path meanwhile is ours.
+func (s *snap) undoDisk(d *diskRecord) error {
+	src, err := diskPath(d.Source)
+	if err != nil {
+		return err
+	}
+	ret := s.retainedPath(*d)
+	if !hostio.Exists(ret) {
+		return nil
+	}
+	if hostio.Exists(src) {
+		if err := s.removeOverlay(src, ret); err != nil {
+			return err
+		}
+	}
+	return s.h.seam.RenameNoReplace(ret, src)
 }
 
 // shutOff snapshots a VM that is not running: no state to save, the VM is

@@ -36,6 +36,13 @@ type config struct {
 	LeaseTTL time.Duration `yaml:"leaseTTL"`
 	// StateDir holds the steps' intent records; only root may write it.
 	StateDir string `yaml:"stateDir"`
+	// Snapshot is how a running VM's memory is saved: live or save.
+	Snapshot string `yaml:"snapshot"`
+	Live     struct {
+		MaxTime   time.Duration `yaml:"maxTime"`
+		MaxPasses int           `yaml:"maxPasses"`
+		MaxPause  time.Duration `yaml:"maxPause"`
+	} `yaml:"live"`
 	// Storage is how retain keeps disks: full (default) or chunks.
 	Storage format.Storage `yaml:"storage"`
 	// Chunks schedules garbage collection and verify of chunk stores.
@@ -73,6 +80,14 @@ func loadConfig(path string) (config, error) {
 	}
 	if c.Libvirt.URI == "" {
 		c.Libvirt.URI = "qemu:///system"
+	}
+	mode, err := node.ParseSnapshotMode(c.Snapshot)
+	if err != nil {
+		return c, fmt.Errorf("%s: %w", path, err)
+	}
+	c.Snapshot = string(mode)
+	if c.Live.MaxTime < 0 || c.Live.MaxPasses < 0 || c.Live.MaxPause < 0 {
+		return c, fmt.Errorf("%s: live.maxTime, maxPasses and maxPause must not be negative", path)
 	}
 	if c.Storage, err = format.ParseStorage(string(c.Storage)); err != nil {
 		return c, fmt.Errorf("%s: %w", path, err)
@@ -150,7 +165,8 @@ func run(cfgPath string) int {
 		}, log)
 	}
 	agent := node.New(node.Options{Node: cfg.Node, Store: store, Hypervisor: hv, Log: log, Workers: cfg.Workers, LeaseTTL: cfg.LeaseTTL,
-		StateDir: cfg.StateDir, Seam: seam, Storage: cfg.Storage,
+		StateDir: cfg.StateDir, Seam: seam, Storage: cfg.Storage, Snapshot: node.SnapshotMode(cfg.Snapshot),
+		LiveBound: libvirt.PauseBound{Time: cfg.Live.MaxTime, Passes: cfg.Live.MaxPasses, MaxPause: cfg.Live.MaxPause},
 		StoreJobs: cfg.Chunks, OnStoreJob: m.StoreJob,
 		OnStep: m.Step, OnWatchError: func(error) { m.WatchReconnect() }, OnReconcileError: m.ReconcileError})
 	if err := agent.Run(ctx); err != nil {

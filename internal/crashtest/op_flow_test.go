@@ -17,6 +17,7 @@ import (
 	"github.com/stoneycloud/stoney-conductor/fsm"
 	"github.com/stoneycloud/stoney-conductor/internal/hostio"
 	"github.com/stoneycloud/stoney-conductor/ldapschema"
+	"github.com/stoneycloud/stoney-conductor/nodebackupd/node"
 )
 
 // A flow is one workflow the operation points are injected into, driven
@@ -30,7 +31,8 @@ type opFlow struct {
 	restore  bool // a restore of the newest backup; else a backup
 	shape    vmShape
 	patterns []byte
-	steps    []string // the node's steps, in order
+	steps    []string          // the node's steps, in order
+	snapshot node.SnapshotMode // how the node saves a running VM's memory; "": the default, live
 }
 
 var (
@@ -42,6 +44,7 @@ var (
 // number of write operations of a copy (one per MiB) low.
 var opFlows = []opFlow{
 	{name: "backup/running", shape: vmShape{prefix: "or", memMiB: 16, diskMiB: 16}, patterns: []byte{0xb1}, steps: backupSteps},
+	{name: "backup/running-save", shape: vmShape{prefix: "ov", memMiB: 16, diskMiB: 16}, patterns: []byte{0xb2}, steps: backupSteps, snapshot: node.SnapshotSave},
 	{name: "backup/shut-off", shape: vmShape{prefix: "os", memMiB: 16, diskMiB: 16, shutOff: true}, patterns: []byte{0xc1}, steps: backupSteps},
 	{name: "backup/two-disk", shape: vmShape{prefix: "ot", memMiB: 16, diskMiB: 16}, patterns: []byte{0xd1, 0xd2}, steps: backupSteps},
 	{name: "restore/running", restore: true, shape: vmShape{prefix: "oz", memMiB: 16, diskMiB: 16}, patterns: []byte{0xab}, steps: restoreSteps},
@@ -104,7 +107,7 @@ func backupFlowOf(f *opFlow) *opFlow {
 	if !f.restore {
 		return f
 	}
-	return &opFlow{name: "backup/" + strings.TrimPrefix(f.name, "restore/"), shape: f.shape, patterns: f.patterns, steps: backupSteps}
+	return &opFlow{name: "backup/" + strings.TrimPrefix(f.name, "restore/"), shape: f.shape, patterns: f.patterns, steps: backupSteps, snapshot: f.snapshot}
 }
 
 // answer is a node's answer to a step: its done mode and return value.
@@ -288,7 +291,7 @@ func (r *flowRun) nodeTurn(mode fsm.Mode) {
 		if r.life != nil {
 			r.lives++
 		}
-		l, err := r.w.newLife(r.seam(), r.log)
+		l, err := r.w.newLife(r.seam(), r.log, r.flow.snapshot)
 		if err != nil {
 			r.problem("node start: %v", err)
 			r.hung = true
@@ -363,7 +366,7 @@ func (r *flowRun) operatorTurn(l ldapschema.Leaf) {
 // tidy), as a running nodebackupd does when it sees the leaf finished.
 func (r *flowRun) settle() {
 	r.life.end()
-	l, err := r.w.newLife(&hostio.Seam{}, r.log)
+	l, err := r.w.newLife(&hostio.Seam{}, r.log, r.flow.snapshot)
 	if err != nil {
 		r.problem("node start: %v", err)
 		return

@@ -32,7 +32,7 @@ type life struct {
 // errHung: a step neither answered nor crashed in time.
 var errHung = errors.New("the step neither answered nor crashed")
 
-func (w *world) newLife(seam *hostio.Seam, log logrus.FieldLogger) (*life, error) {
+func (w *world) newLife(seam *hostio.Seam, log logrus.FieldLogger, snapshot node.SnapshotMode) (*life, error) {
 	hv, err := libvirt.Open(w.lv.URI)
 	if err != nil {
 		return nil, err
@@ -46,7 +46,7 @@ func (w *world) newLife(seam *hostio.Seam, log logrus.FieldLogger) (*life, error
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	l.agent = node.New(node.Options{
 		Node: host, Store: w.store, Hypervisor: hv, Log: log, Workers: 1,
-		StateDir: w.nodeStateDir(), Seam: seam, Holder: "crashtest",
+		StateDir: w.nodeStateDir(), Seam: seam, Holder: "crashtest", Snapshot: snapshot,
 	})
 	return l, nil
 }

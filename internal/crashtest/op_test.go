@@ -195,7 +195,7 @@ func (w *world) runOpPoint(fam *opFamily, p opPoint, logger *logrus.Logger, logP
 	if flow.restore {
 		after = fam.goodReads
 	}
-	boots := serialBoots(v)
+	boots := testenv.SerialBoots(v.spec)
 	good := fam.good
 	goodListing := listing(w.backupDir(v, good))
 	log.Info("==== crashtest: point starts")
@@ -288,7 +288,7 @@ func (w *world) runOpPoint(fam *opFamily, p opPoint, logger *logrus.Logger, logP
 		}
 	}
 	if v.running {
-		if n := serialBoots(v); n != boots {
+		if n := testenv.SerialBoots(v.spec); n != boots {
 			res.problem("the guest booted again (%d boots, was %d): its RAM state was lost", n, boots)
 			doubt = true
 		}

@@ -273,7 +273,7 @@ func (w *world) runPoint(p point, fam *family) (r result) {
 		}
 	}
 	backupBefore := listing(backupDir)
-	boots := serialBoots(v)
+	boots := testenv.SerialBoots(v.spec)
 	ctlLog, nodeLog := logSize(w.ctl.logPath), logSize(w.node.logPath)
 	w.ctl.takeSelfExits()
 	w.node.takeSelfExits()
@@ -390,7 +390,7 @@ func (w *world) runPoint(p point, fam *family) (r result) {
 		}
 		r.checked = append(r.checked, "no leftovers")
 	}
-	if n := serialBoots(v); n != boots {
+	if n := testenv.SerialBoots(v.spec); n != boots {
 		r.problem("the guest booted again (%d boots, was %d): its RAM state was lost", n, boots)
 	}
 	switch {

@@ -1,7 +1,6 @@
 package crashtest
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -324,12 +323,6 @@ func (w *world) cleanBackup(v *testVM) (string, error) {
 func (w *world) operatorWrite(dn, mode, state string) error {
 	return w.slapd.LDAPModify("dn: " + dn + "\nchangetype: modify\nreplace: sstProvisioningState\nsstProvisioningState: " + state +
 		"\n-\nreplace: sstProvisioningMode\nsstProvisioningMode: " + mode + "\n")
-}
-
-// serialBoots counts the guest's boots: it prints FILLED once per boot.
-func serialBoots(v *testVM) int {
-	b, _ := os.ReadFile(v.spec.SerialPath())
-	return bytes.Count(b, []byte("FILLED"))
 }
 
 // ensureUp restarts whatever a failed point left down, so the next point

@@ -76,10 +76,37 @@ var bootCode = []byte{
 	0x98, 0x7c, 0x00, 0x00, // dd gdt
 }
 
-// bootSector returns bootCode padded to a full boot sector with its signature.
-func bootSector() []byte {
+// dirtyJump replaces .halt (at offset 0x86) in the guest that dirties its
+// memory for ever, and dirtyLoop follows bootCode (at 0x7cb6): one write per
+// page, over all RAM above 1 MiB, again and again, so that no pass of a
+// live save finds the memory clean.
+var (
+	dirtyJump = []byte{0xeb, 0x2e} // jmp 0x7cb6
+	dirtyLoop = []byte{
+		// again:
+		0xbf, 0x00, 0x00, 0x10, 0x00, // mov edi, 0x100000
+		// .dirty:
+		0x89, 0x07, // mov [edi], eax
+		0x81, 0xc7, 0x00, 0x10, 0x00, 0x00, // add edi, 4096
+		0x39, 0xdf, // cmp edi, ebx
+		0x72, 0xf4, // jb .dirty
+		0x40,       // inc eax
+		0xeb, 0xec, // jmp again
+	}
+)
+
+const haltAt = 0x86
+
+// bootSector returns bootCode padded to a full boot sector with its
+// signature; dirty: the guest writes its memory for ever once it has said
+// FILLED, instead of halting.
+func bootSector(dirty bool) []byte {
 	b := make([]byte, 512)
 	copy(b, bootCode)
+	if dirty {
+		copy(b[haltAt:], dirtyJump)
+		copy(b[len(bootCode):], dirtyLoop)
+	}
 	b[510], b[511] = 0x55, 0xaa
 	return b
 }

@@ -34,6 +34,9 @@ type Libvirtd struct {
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done chan struct{} // closed when cmd has been waited for
+
+	reaper *exec.Cmd // see startReaper
+	alive  *os.File  // its pipe: closed when the test binary is gone
 }
 
 // The directories bind-mounted over the system paths inside the namespace.
@@ -74,7 +77,11 @@ func StartLibvirtd(opts LibvirtdOptions) (*Libvirtd, error) {
 		Dir:    dir,
 		LogDir: filepath.Join(dir, "log"),
 	}
+	if err := d.startReaper(); err != nil {
+		return nil, err
+	}
 	if err := d.start(); err != nil {
+		d.stopReaper()
 		return nil, err
 	}
 	return d, nil
@@ -188,6 +195,48 @@ func (d *Libvirtd) start() error {
 	return nil
 }
 
+// reaperScript waits until its stdin ends, that is until the test binary
+// is gone, then ends the QEMUs and the libvirtd of the instance in $1 by
+// their pid files. A binary past its -timeout panics, and one killed exits,
+// without running Stop: their QEMUs would run on for good.
+const reaperScript = `cat >/dev/null
+for f in "$1"/run/qemu/*.pid "$1"/run/libvirtd.pid; do
+	[ -f "$f" ] || continue
+	p=$(cat "$f")
+	case "$(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null)" in
+	*qemu-system*|*libvirtd*) kill "$p" ;;
+	esac
+done`
+
+// startReaper starts the reaper of this instance, in a process group of
+// its own so that an interrupt of the test binary leaves it to do its job.
+func (d *Libvirtd) startReaper() error {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	cmd := exec.Command("sh", "-c", reaperScript, "reaper", d.Dir)
+	cmd.Stdin = r
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		w.Close()
+		return fmt.Errorf("testenv: start the reaper: %w", err)
+	}
+	d.reaper, d.alive = cmd, w
+	return nil
+}
+
+// stopReaper lets the reaper end whatever Stop could not, and waits for it.
+func (d *Libvirtd) stopReaper() {
+	if d.reaper == nil {
+		return
+	}
+	d.alive.Close()
+	_ = d.reaper.Wait()
+	d.reaper = nil
+}
+
 func (d *Libvirtd) logTail() string {
 	var lines []string
 	for _, name := range []string{"libvirtd.stderr", "libvirtd.log"} {
@@ -256,6 +305,7 @@ func (d *Libvirtd) Stop() error {
 	d.mu.Lock()
 	d.cmd = nil
 	d.mu.Unlock()
+	d.stopReaper()
 	return firstErr
 }
 

@@ -1,9 +1,14 @@
 package testenv
 
 import (
+	"bytes"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -11,12 +16,21 @@ import (
 )
 
 func TestBootSector(t *testing.T) {
-	b := bootSector()
-	if len(b) != 512 || b[510] != 0x55 || b[511] != 0xaa {
-		t.Fatalf("boot sector: %d bytes, signature %#x %#x", len(b), b[510], b[511])
+	for _, dirty := range []bool{false, true} {
+		b := bootSector(dirty)
+		if len(b) != 512 || b[510] != 0x55 || b[511] != 0xaa {
+			t.Fatalf("boot sector: %d bytes, signature %#x %#x", len(b), b[510], b[511])
+		}
 	}
-	if len(bootCode) > 510 {
-		t.Fatalf("boot code is %d bytes, more than fits", len(bootCode))
+	if len(bootCode)+len(dirtyLoop) > 510 {
+		t.Fatalf("boot code is %d bytes, more than fits", len(bootCode)+len(dirtyLoop))
+	}
+	// The dirty guest's jump replaces exactly the halt loop.
+	if !bytes.Equal(bootCode[haltAt:haltAt+3], []byte{0xf4, 0xeb, 0xfd}) {
+		t.Fatalf("no halt loop at %#x: % x", haltAt, bootCode[haltAt:haltAt+3])
+	}
+	if target := haltAt + 2 + int(int8(dirtyJump[1])); target != len(bootCode) {
+		t.Fatalf("the dirty guest jumps to %#x, its loop is at %#x", target, len(bootCode))
 	}
 }
 
@@ -107,4 +121,64 @@ func TestLibvirtdAndGuest(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(d.LogDir, "qemu", "h1.log")); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// A test binary that dies without Stop (past its -timeout it panics past
+// every cleanup) leaves no QEMU and no libvirtd running: the reaper ends
+// them. The binary is this one, run again as reaperChild.
+func TestDeadTestBinaryLeavesNoQEMU(t *testing.T) {
+	if dir := os.Getenv("TESTENV_REAPER_DIR"); dir != "" {
+		reaperChild(t, dir)
+	}
+	dir, err := os.MkdirTemp("", "lvd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	cmd := exec.Command(os.Args[0], "-test.run=^TestDeadTestBinaryLeavesNoQEMU$")
+	cmd.Env = append(os.Environ(), "TESTENV_REAPER_DIR="+dir)
+	out, err := cmd.Output()
+	var pids []int
+	for _, f := range strings.Fields(string(out)) {
+		if p, err := strconv.Atoi(f); err == nil {
+			pids = append(pids, p)
+		}
+	}
+	if len(pids) != 2 {
+		t.Fatalf("child: %v\n%s", err, out)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for _, p := range pids {
+		for syscall.Kill(p, 0) == nil && time.Now().Before(deadline) {
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	for _, p := range pids {
+		if syscall.Kill(p, 0) == nil {
+			t.Errorf("process %d of the dead binary still runs", p)
+			_ = syscall.Kill(p, syscall.SIGKILL)
+		}
+	}
+}
+
+// reaperChild starts libvirtd and a guest, prints their pids and exits as
+// a timed-out test binary does: without any cleanup.
+func reaperChild(t *testing.T, dir string) {
+	d, err := StartLibvirtd(LibvirtdOptions{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := VMSpec{Name: "orphan", MemoryMiB: 32, Running: true,
+		Disks: []DiskSpec{{Target: "vda", Path: filepath.Join(dir, "orphan.qcow2"), SizeMiB: 8}}}
+	if err := DefineVM(d.URI, spec); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"run/qemu/orphan.pid", "run/libvirtd.pid"} {
+		b, err := os.ReadFile(filepath.Join(dir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Println(strings.TrimSpace(string(b)))
+	}
+	os.Exit(2)
 }

@@ -38,6 +38,9 @@ type VMSpec struct {
 	BootImage string
 	// SerialLog receives the guest's COM1; default <first disk's dir>/<name>-serial.log.
 	SerialLog string
+	// DirtyRAM: once it has filled its RAM, the guest keeps writing to
+	// every page of it, for ever (a live save of it never converges).
+	DirtyRAM bool
 }
 
 func (s VMSpec) withDefaults() VMSpec {
@@ -134,7 +137,7 @@ func DefineVM(uri string, spec VMSpec) error {
 	}
 	// A full 1.44 MB image so that the floppy geometry is recognised.
 	boot := make([]byte, 1474560)
-	copy(boot, bootSector())
+	copy(boot, bootSector(spec.DirtyRAM))
 	if err := os.WriteFile(spec.BootImage, boot, 0o644); err != nil {
 		return err
 	}
@@ -377,4 +380,31 @@ func run(name string, args ...string) error {
 		return fmt.Errorf("testenv: %s %s: %w: %s", name, strings.Join(args, " "), err, bytes.TrimSpace(out))
 	}
 	return nil
+}
+
+// GuestMemory returns length bytes of the running VM's guest-physical memory
+// from off, as QEMU dumps it (pmemsave) into a file in dir.
+func GuestMemory(uri, vm, dir string, off, length int64) ([]byte, error) {
+	f, err := os.CreateTemp(dir, vm+"-mem-")
+	if err != nil {
+		return nil, err
+	}
+	f.Close()
+	defer os.Remove(f.Name())
+	cmd := fmt.Sprintf(`{"execute":"pmemsave","arguments":{"val":%d,"size":%d,"filename":%q}}`, off, length, f.Name())
+	err = withDomain(uri, vm, func(d *lv.Domain) error {
+		_, err := d.QemuMonitorCommand(cmd, lv.DOMAIN_QEMU_MONITOR_COMMAND_DEFAULT)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("testenv: pmemsave of %s: %w", vm, err)
+	}
+	return os.ReadFile(f.Name())
+}
+
+// SerialBoots counts how often the guest booted: it prints FILLED once per
+// boot, so a guest resumed from its saved memory adds none.
+func SerialBoots(spec VMSpec) int {
+	b, _ := os.ReadFile(spec.SerialPath())
+	return bytes.Count(b, []byte("FILLED"))
 }

@@ -57,6 +57,11 @@ type Options struct {
 	// Seam is what every host operation of a step passes (tests arm it to
 	// crash or fail at an operation); nil runs them unchanged.
 	Seam *hostio.Seam
+	// Snapshot is how a running VM's memory is saved (default SnapshotLive);
+	// LiveBound limits a live save before the guest is paused to finish it
+	// (zero: libvirt.DefaultPauseBound).
+	Snapshot  SnapshotMode
+	LiveBound libvirt.PauseBound
 	// Storage is how retain keeps disks (default format.StorageFull); a
 	// restore reads each iteration as it was stored, whatever it says.
 	Storage format.Storage
@@ -64,6 +69,28 @@ type Options struct {
 	// OnStoreJob is told about each run (metrics).
 	StoreJobs  StoreJobs
 	OnStoreJob func(root string, j format.StoreJob)
+}
+
+// SnapshotMode is how the snapshot step saves a running VM's memory.
+type SnapshotMode string
+
+const (
+	// SnapshotLive writes the memory while the guest runs and pauses it
+	// only for the disk swap and the restore.
+	SnapshotLive SnapshotMode = "live"
+	// SnapshotSave is the seed's procedure: paused for the whole save.
+	SnapshotSave SnapshotMode = "save"
+)
+
+// ParseSnapshotMode reads a configured mode; "" is the default, live.
+func ParseSnapshotMode(s string) (SnapshotMode, error) {
+	switch m := SnapshotMode(s); m {
+	case "":
+		return SnapshotLive, nil
+	case SnapshotLive, SnapshotSave:
+		return m, nil
+	}
+	return "", fmt.Errorf("snapshot mode %q: want %s or %s", s, SnapshotLive, SnapshotSave)
 }
 
 // DefaultStateDir holds the intent records unless configured otherwise.

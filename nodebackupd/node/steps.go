@@ -236,8 +236,25 @@ func (a *Agent) snapshot(ctx context.Context, j *job) ([]string, error) {
 		cleanup()
 		return nil, err
 	}
-	j.log.WithFields(logrus.Fields{"downtime": res.Downtime.Seconds(), "running": res.WasRunning}).Info("snapshot taken")
-	return []string{"snapshot: " + seconds(res.Total), "downtime: " + seconds(res.Downtime)}, nil
+	j.log.WithFields(logrus.Fields{"downtime": res.Downtime.Seconds(), "running": res.WasRunning,
+		"live": res.Live, "bounded": res.Bounded}).Info("snapshot taken")
+	times := []string{"snapshot: " + seconds(res.Total), "downtime: " + seconds(res.Downtime)}
+	if res.WasRunning {
+		times = append(times, "snapshotMode: "+snapshotModeRan(res))
+	}
+	return times, nil
+}
+
+// snapshotModeRan is how the memory was saved, for the leaf's execution
+// times: live, live-bounded (the bound paused the guest to finish) or save.
+func snapshotModeRan(res libvirt.SnapshotResult) string {
+	switch {
+	case res.Bounded:
+		return string(SnapshotLive) + "-bounded"
+	case res.Live:
+		return string(SnapshotLive)
+	}
+	return string(SnapshotSave)
 }
 
 func (a *Agent) snapshotRequest(j *job) libvirt.SnapshotRequest {
@@ -249,6 +266,8 @@ func (a *Agent) snapshotRequest(j *job) libvirt.SnapshotRequest {
 		XMLName:   j.layout.XMLName(),
 		Ownership: libvirt.Ownership{Owner: j.cfg.Owner, Group: j.cfg.Group, Perm: j.cfg.Permission},
 		Record:    j.record("snapshot"),
+		Live:      a.o.Snapshot != SnapshotSave,
+		Bound:     a.o.LiveBound,
 	}
 	if j.cfg.RAMDisk != "" {
 		req.RAMDisk = hostio.In(j.cfg.RAMDisk)
