@@ -220,7 +220,8 @@ func (s *snap) resumeLive(ctx context.Context) (SnapshotResult, error) {
 }
 
 // snapshotTaken tells from the running domain whether the live snapshot
-// happened: every disk on its interim overlay (libvirt switches all or none).
+// happened: every disk on its interim overlay (libvirt switches all or
+// none), or already moved on from it onto the overlay at its own path.
 func (s *snap) snapshotTaken() (bool, error) {
 	lds, err := s.h.liveDisks(s.req.Domain)
 	if err != nil {
@@ -228,8 +229,12 @@ func (s *snap) snapshotTaken() (bool, error) {
 	}
 	on := 0
 	for _, d := range s.rec.Disks {
-		if lds[d.Target].Source == d.Interim {
+		ld := lds[d.Target]
+		switch {
+		case ld.Source == d.Interim:
 			on++
+		case (d.Phase == dkCopying || d.Phase == dkSwitched) && ld.Source == d.Source && ld.Backing == d.Retained:
+			on++ // pivoted before a crash
 		}
 	}
 	if on != 0 && on != len(s.rec.Disks) {

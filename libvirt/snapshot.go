@@ -757,8 +757,15 @@ func (h *Hypervisor) restore(ctx context.Context, domain, stateFile, xml string)
 	})
 }
 
-// fail rolls a running VM's snapshot back after the save.
+// fail rolls a running VM's snapshot back after the save. A lost
+// connection during a live one decides nothing: the guest runs on, and the
+// re-run goes on from the record and what libvirt says then (rolling back
+// without libvirtd cannot finish, and would fail a backup a restarted
+// libvirtd lets complete).
 func (s *snap) fail(ctx context.Context, err error) (SnapshotResult, error) {
+	if s.rec.Live && IsTransient(err) {
+		return s.res, err
+	}
 	if rerr := s.rollback(ctx, err); rerr != nil {
 		return s.res, rerr
 	}
