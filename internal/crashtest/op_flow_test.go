@@ -122,6 +122,18 @@ func (f *opFamily) ready(w *world, log logrus.FieldLogger) error {
 		f.broken = true
 		return fmt.Errorf("first backup of %s: %w", v.name, err)
 	}
+	if f.flow.chunked() && !f.flow.restore {
+		// The first backup read the disks whole and stored the state of a
+		// guest just booted; a second one leaves what every later point
+		// finds: a good backup read by bitmap, a state of the idle guest
+		// stored, so that a point passes the operations its trace did.
+		first := f.good
+		if err := f.newGood(w, log); err != nil {
+			f.broken = true
+			return fmt.Errorf("second backup of %s: %w", v.name, err)
+		}
+		w.dropBackup(v, first)
+	}
 	return nil
 }
 
