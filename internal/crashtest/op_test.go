@@ -30,6 +30,7 @@ type opResult struct {
 	ops      []opRec // what the flow passed through the armed seam
 	took     time.Duration
 	flowTook time.Duration // setup and flow, without the checks
+	missed   bool          // the flow ended before the fault's operation
 }
 
 func (r *opResult) problem(format string, a ...any) {
@@ -121,6 +122,14 @@ func TestOpPoints(t *testing.T) {
 		var fc, fch, fi, fih int
 		for _, p := range points {
 			r := w.runOpPoint(fam, p, logger, logPath)
+			// A saved state in chunks storage has a few more or fewer new
+			// chunks from run to run (content-defined, of a live guest's
+			// RAM), so a flow's operation count varies by some: a point
+			// near its end is run again when this run ended before it.
+			for try := 1; r.missed && flow.chunked() && try < 3; try++ {
+				fmt.Println(r.line() + ": run again")
+				r = w.runOpPoint(fam, p, logger, logPath)
+			}
 			fmt.Println(r.line())
 			if !r.held() {
 				t.Errorf("%s\n  replay: %s=%q\n  %s", r.line(), envPoints, p.key(), strings.Join(append(r.problems, r.details...), "\n  "))
@@ -216,6 +225,7 @@ func (w *world) runOpPoint(fam *opFamily, p opPoint, logger *logrus.Logger, logP
 	if p.fault.Kind != hostio.NoFault {
 		switch {
 		case r.hit == nil:
+			res.missed = true
 			res.problem("the fault was never reached: the flow passed %d operations this time (traced %d)", len(r.ops), p.traced.n)
 		default:
 			res.hit = r.hit.name
