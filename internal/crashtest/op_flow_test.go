@@ -15,7 +15,9 @@ import (
 
 	"github.com/stoneycloud/stoney-conductor/controld/control"
 	"github.com/stoneycloud/stoney-conductor/fsm"
+	"github.com/stoneycloud/stoney-conductor/internal/format"
 	"github.com/stoneycloud/stoney-conductor/internal/hostio"
+	"github.com/stoneycloud/stoney-conductor/internal/testenv"
 	"github.com/stoneycloud/stoney-conductor/ldapschema"
 	"github.com/stoneycloud/stoney-conductor/nodebackupd/node"
 )
@@ -33,7 +35,25 @@ type opFlow struct {
 	patterns []byte
 	steps    []string          // the node's steps, in order
 	snapshot node.SnapshotMode // how the node saves a running VM's memory; "": the default, live
+	storage  format.Storage    // the node's storage setting (docs/chunks.md); "" is full
+	// sampled: the steps the sample takes points in (nil: all); the other
+	// steps do what they do in another flow, which samples them.
+	sampled []string
 }
+
+// chunked: the flow's node keeps backups in chunks storage.
+func (f *opFlow) chunked() bool { return f.storage == format.StorageChunks }
+
+// writesFirst: the guest writes a new pattern before each point. A restore
+// must bring the backed-up data back; a backup in chunks storage then has
+// chunks its dirty bitmap marks, read and stored anew, besides those it
+// takes from the previous backup's index.
+func (f *opFlow) writesFirst() bool { return f.restore || f.steadyRegion() }
+
+// steadyRegion: the guest writes a region once, before the first backup,
+// and never again: its chunk is taken from the previous backup's index at
+// every point (and touched), while the pattern region's are read anew.
+func (f *opFlow) steadyRegion() bool { return f.chunked() && !f.restore && !f.shape.shutOff }
 
 var (
 	backupSteps  = []string{string(fsm.Snapshot), string(fsm.Merge), string(fsm.Retain)}
@@ -48,6 +68,15 @@ var opFlows = []opFlow{
 	{name: "backup/shut-off", shape: vmShape{prefix: "os", memMiB: 16, diskMiB: 16, shutOff: true}, patterns: []byte{0xc1}, steps: backupSteps},
 	{name: "backup/two-disk", shape: vmShape{prefix: "ot", memMiB: 16, diskMiB: 16}, patterns: []byte{0xd1, 0xd2}, steps: backupSteps},
 	{name: "restore/running", restore: true, shape: vmShape{prefix: "oz", memMiB: 16, diskMiB: 16}, patterns: []byte{0xab}, steps: restoreSteps},
+	// In chunks storage the family's good backup is in chunks too, so a
+	// backup's retain reads by the dirty bitmap of that backup's leaf.
+	// Only the retain and unretainLargeFiles differ from full storage.
+	{name: "backup/running-chunks", shape: vmShape{prefix: "oc", memMiB: 16, diskMiB: 24}, patterns: []byte{0xe1}, steps: backupSteps,
+		storage: format.StorageChunks, sampled: []string{string(fsm.Retain)}},
+	{name: "backup/shut-off-chunks", shape: vmShape{prefix: "oh", memMiB: 16, diskMiB: 16, shutOff: true}, patterns: []byte{0xe2}, steps: backupSteps,
+		storage: format.StorageChunks, sampled: []string{string(fsm.Retain)}},
+	{name: "restore/running-chunks", restore: true, shape: vmShape{prefix: "ow", memMiB: 16, diskMiB: 16}, patterns: []byte{0xe3}, steps: restoreSteps,
+		storage: format.StorageChunks, sampled: []string{string(fsm.UnretainLargeFiles)}},
 }
 
 // Bounds against a hang; no speed assertion.
@@ -81,24 +110,61 @@ func (f *opFamily) ready(w *world, log logrus.FieldLogger) error {
 		return fmt.Errorf("new VM: %w", err)
 	}
 	f.vm = v
+	if f.flow.steadyRegion() {
+		for _, d := range v.disks {
+			if err := testenv.WriteGuestPattern(w.lv.URI, w.lv.LogDir, v.name, d.Target, steadyPattern, steadyOffset, steadyLength); err != nil {
+				f.broken = true
+				return fmt.Errorf("guest write of the steady region: %w", err)
+			}
+		}
+		v.steady = steadyPattern
+	}
 	// The first backup, without a fault: the one a backup point must not
 	// lose and the one a restore point restores.
+	if err := f.newGood(w, log); err != nil {
+		f.broken = true
+		return fmt.Errorf("first backup of %s: %w", v.name, err)
+	}
+	if f.flow.chunked() && !f.flow.restore {
+		// The first backup read the disks whole and stored the state of a
+		// guest just booted; a second one leaves what every later point
+		// finds: a good backup read by bitmap, a state of the idle guest
+		// stored, so that a point passes the operations its trace did.
+		first := f.good
+		if err := f.newGood(w, log); err != nil {
+			f.broken = true
+			return fmt.Errorf("second backup of %s: %w", v.name, err)
+		}
+		w.dropBackup(v, first)
+	}
+	return nil
+}
+
+// newGood backs the family's VM up without a fault and makes that backup
+// the family's newest good one.
+func (f *opFamily) newGood(w *world, log logrus.FieldLogger) error {
+	v := f.vm
 	r := w.newRun(f, backupFlowOf(f.flow), hostio.Fault{}, log)
 	final, ok := r.run()
 	switch {
 	case !ok || len(r.problems) > 0:
-		f.broken = true
-		return fmt.Errorf("first backup of %s: %s", v.name, strings.Join(r.problems, "; "))
+		return errors.New(strings.Join(r.problems, "; "))
 	case final.ReturnValue != 0:
-		f.broken = true
-		return fmt.Errorf("first backup of %s ended rv=%d (%s)", v.name, final.ReturnValue, ldapschema.ReturnCode(final.ReturnValue))
+		return fmt.Errorf("ended rv=%d (%s)", final.ReturnValue, ldapschema.ReturnCode(final.ReturnValue))
 	}
-	if found := w.backupProblems(v, final.Name); len(found) > 0 {
-		f.broken = true
-		return fmt.Errorf("first backup of %s: %s", v.name, strings.Join(found, "; "))
+	if found := w.storedProblems(f.flow, v, final.Name, v.reads); len(found) > 0 {
+		return errors.New(strings.Join(found, "; "))
 	}
 	f.good, f.goodReads = final.Name, maps.Clone(v.reads)
 	return nil
+}
+
+// storedProblems checks a successful backup as the flow's storage keeps it.
+func (w *world) storedProblems(flow *opFlow, v *testVM, leaf string, reads map[string]byte) []string {
+	if flow.chunked() {
+		return w.chunkBackupProblems(v, leaf, reads)
+	}
+	return w.backupProblems(v, leaf)
 }
 
 // backupFlowOf is the backup flow for a family's VM (a restore family
@@ -107,7 +173,7 @@ func backupFlowOf(f *opFlow) *opFlow {
 	if !f.restore {
 		return f
 	}
-	return &opFlow{name: "backup/" + strings.TrimPrefix(f.name, "restore/"), shape: f.shape, patterns: f.patterns, steps: backupSteps, snapshot: f.snapshot}
+	return &opFlow{name: "backup/" + strings.TrimPrefix(f.name, "restore/"), shape: f.shape, patterns: f.patterns, steps: backupSteps, snapshot: f.snapshot, storage: f.storage}
 }
 
 // answer is a node's answer to a step: its done mode and return value.
@@ -136,6 +202,9 @@ type flowRun struct {
 	hit       *opRec  // where the fault landed
 	crashedAt string
 
+	dur     *durability // chunks storage: which chunks are durable, by the operations
+	atCrash []string    // chunks storage: what the indexes named when the node crashed
+
 	answers  []answer
 	hist     []string
 	last     string
@@ -144,7 +213,11 @@ type flowRun struct {
 }
 
 func (w *world) newRun(fam *opFamily, flow *opFlow, fault hostio.Fault, log logrus.FieldLogger) *flowRun {
-	return &flowRun{w: w, fam: fam, flow: flow, fault: fault, log: log}
+	r := &flowRun{w: w, fam: fam, flow: flow, fault: fault, log: log}
+	if flow.chunked() {
+		r.dur = newDurability(w)
+	}
+	return r
 }
 
 func (r *flowRun) problem(format string, a ...any) {
@@ -179,6 +252,9 @@ func (r *flowRun) seam() *hostio.Seam {
 	s.Trace = func(n int, op string) {
 		r.mu.Lock()
 		defer r.mu.Unlock()
+		if r.dur != nil && !(armed && n == r.fault.N && (r.fault.Kind == hostio.CrashBefore || r.fault.Kind == hostio.FailWith)) {
+			r.dur.see(op) // an operation that runs
+		}
 		rec := opRec{n: n, step: r.step, name: r.short(op)}
 		if !armed {
 			r.after = append(r.after, rec)
@@ -291,11 +367,16 @@ func (r *flowRun) nodeTurn(mode fsm.Mode) {
 		if r.life != nil {
 			r.lives++
 		}
-		l, err := r.w.newLife(r.seam(), r.log, r.flow.snapshot)
+		l, err := r.w.newLife(r.seam(), r.log, r.flow)
 		if err != nil {
 			r.problem("node start: %v", err)
 			r.hung = true
 			return
+		}
+		if r.flow.chunked() {
+			// What a kill would leave for the next node: no index naming a
+			// chunk that is not there.
+			l.onCrash = func() { r.atCrash = r.w.indexProblems() }
 		}
 		r.life = l
 	}
@@ -366,7 +447,7 @@ func (r *flowRun) operatorTurn(l ldapschema.Leaf) {
 // tidy), as a running nodebackupd does when it sees the leaf finished.
 func (r *flowRun) settle() {
 	r.life.end()
-	l, err := r.w.newLife(&hostio.Seam{}, r.log, r.flow.snapshot)
+	l, err := r.w.newLife(&hostio.Seam{}, r.log, r.flow)
 	if err != nil {
 		r.problem("node start: %v", err)
 		return

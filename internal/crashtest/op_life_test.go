@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -27,12 +28,17 @@ type life struct {
 	cancel  context.CancelFunc
 	crashed chan string // the operation the life ended at
 	dead    bool
+	onCrash func() // looks at the host as the crash leaves it
+
+	mu   sync.Mutex
+	gone bool // the crash happened: every goroutine of the life stops at its next operation
 }
 
 // errHung: a step neither answered nor crashed in time.
 var errHung = errors.New("the step neither answered nor crashed")
 
-func (w *world) newLife(seam *hostio.Seam, log logrus.FieldLogger, snapshot node.SnapshotMode) (*life, error) {
+// newLife starts a node life with flow's settings (snapshot mode, storage).
+func (w *world) newLife(seam *hostio.Seam, log logrus.FieldLogger, flow *opFlow) (*life, error) {
 	hv, err := libvirt.Open(w.lv.URI)
 	if err != nil {
 		return nil, err
@@ -40,13 +46,33 @@ func (w *world) newLife(seam *hostio.Seam, log logrus.FieldLogger, snapshot node
 	hv.SetSeam(seam)
 	l := &life{seam: seam, hv: hv, crashed: make(chan string, 1)}
 	seam.Crash = func(op string, n int) {
+		l.mu.Lock()
+		l.gone = true
+		l.mu.Unlock()
+		if l.onCrash != nil {
+			l.onCrash()
+		}
 		l.crashed <- fmt.Sprintf("#%d %s", n, op)
 		select {} // parked for ever, as a killed process
+	}
+	// A kill stops every goroutine, not only the one at the operation (a
+	// retain in chunks storage hashes and writes chunks two at a time).
+	trace := seam.Trace
+	seam.Trace = func(n int, op string) {
+		l.mu.Lock()
+		gone := l.gone
+		l.mu.Unlock()
+		if gone {
+			select {}
+		}
+		if trace != nil {
+			trace(n, op)
+		}
 	}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	l.agent = node.New(node.Options{
 		Node: host, Store: w.store, Hypervisor: hv, Log: log, Workers: 1,
-		StateDir: w.nodeStateDir(), Seam: seam, Holder: "crashtest", Snapshot: snapshot,
+		StateDir: w.nodeStateDir(), Seam: seam, Holder: "crashtest", Snapshot: flow.snapshot, Storage: flow.storage,
 	})
 	return l, nil
 }

@@ -3,6 +3,7 @@ package crashtest
 import (
 	"fmt"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -20,6 +21,10 @@ import (
 // separated list of point keys to replay, e.g.
 // "backup/running#17:crash-after,restore/running#4:fail:ENOSPC".
 const envPoints = "CRASHTEST_POINTS"
+
+// envFlows, if set, names the flows to run (comma separated), e.g.
+// "backup/running-chunks,restore/running-chunks"; else every flow runs.
+const envFlows = "CRASHTEST_FLOWS"
 
 // opRec is one operation a flow passed through the seam.
 type opRec struct {
@@ -96,8 +101,33 @@ func parseKey(k string) (flow string, f hostio.Fault, err error) {
 
 // selection is what CRASHTEST_POINTS asked for.
 type selection struct {
-	all  bool
-	keys map[string][]hostio.Fault // flow → the points to replay; nil: a rule
+	all   bool
+	keys  map[string][]hostio.Fault // flow → the points to replay; nil: a rule
+	flows []string                  // the flows to run; nil: all
+}
+
+// runs: the selection has points in flow.
+func (s selection) runs(flow string) bool {
+	if s.flows != nil && !contains(s.flows, flow) {
+		return false
+	}
+	return s.keys == nil || len(s.keys[flow]) > 0
+}
+
+// parseFlows reads CRASHTEST_FLOWS; every name must be a flow's.
+func parseFlows(s string, known []string) ([]string, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, nil
+	}
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if !contains(known, f) {
+			return nil, fmt.Errorf("%s: no flow %q (flows: %s)", envFlows, f, strings.Join(known, ", "))
+		}
+		out = append(out, f)
+	}
+	return out, nil
 }
 
 func parseSelection(s string) (selection, error) {
@@ -121,20 +151,32 @@ func parseSelection(s string) (selection, error) {
 	return sel, nil
 }
 
-func selectionFromEnv() (selection, error) { return parseSelection(os.Getenv(envPoints)) }
+func selectionFromEnv(known []string) (selection, error) {
+	sel, err := parseSelection(os.Getenv(envPoints))
+	if err != nil {
+		return sel, err
+	}
+	sel.flows, err = parseFlows(os.Getenv(envFlows), known)
+	return sel, err
+}
 
 func (s selection) String() string {
+	in := ""
+	if s.flows != nil {
+		in = " of " + strings.Join(s.flows, ", ")
+	}
 	switch {
 	case s.all:
-		return "all points"
+		return "all points" + in
 	case s.keys != nil:
 		return "the points asked for in " + envPoints
 	}
-	return "the sample (" + envPoints + "=all for every point)"
+	return "the sample" + in + " (" + envPoints + "=all for every point)"
 }
 
 // points are the faults to inject into a flow whose tracing run did ops.
-func (s selection) points(flow string, ops []opRec) []opPoint {
+// sampled limits the sample to the operations of those steps (nil: all).
+func (s selection) points(flow string, ops []opRec, sampled []string) []opPoint {
 	at := func(n int) opRec {
 		if n >= 1 && n <= len(ops) {
 			return ops[n-1]
@@ -152,7 +194,7 @@ func (s selection) points(flow string, ops []opRec) []opPoint {
 			out = append(out, allFaults(flow, op)...)
 		}
 	default:
-		out = samplePoints(flow, ops)
+		out = samplePoints(flow, ops, sampled)
 	}
 	return out
 }
@@ -177,8 +219,12 @@ func verb(name string) string {
 // a crash after its last one (the moment between the work and its answer).
 // Then, once per kind of operation (its verb: rename, write, define...),
 // its first operation in the flow not sampled yet, with in turn a crash
-// after, a failure and a crash before.
-func samplePoints(flow string, ops []opRec) []opPoint {
+// after, a failure and a crash before. With sampled, only the operations
+// of those steps are.
+func samplePoints(flow string, ops []opRec, sampled []string) []opPoint {
+	if sampled != nil {
+		ops = slices.DeleteFunc(slices.Clone(ops), func(o opRec) bool { return !contains(sampled, o.step) })
+	}
 	var out []opPoint
 	chosen := map[int]bool{}
 	take := func(op opRec, kind int) {
@@ -275,7 +321,7 @@ func TestOpPointSelection(t *testing.T) {
 	add("merge", "pull vda")
 	add("retain", "create x.partial", "write x.partial", "write x.partial", "fsync x.partial", "rename x.partial to x")
 
-	sample := samplePoints("backup/running", ops)
+	sample := samplePoints("backup/running", ops, nil)
 	steps := map[string]bool{}
 	kinds := map[string]bool{}
 	lastAfter := map[string]bool{}
@@ -309,23 +355,47 @@ func TestOpPointSelection(t *testing.T) {
 		t.Errorf("the sample (%d points) is no smaller than all points (%d)", len(sample), 3*len(ops))
 	}
 
+	// A flow that samples only its retain (the others' points are another
+	// flow's) has points in the retain alone, all kinds of them.
+	retainOnly := samplePoints("backup/running-chunks", ops, []string{"retain"})
+	kinds = map[string]bool{}
+	for _, p := range retainOnly {
+		kinds[verb(kindName(p.fault))] = true
+		if p.traced.step != "retain" {
+			t.Errorf("the sample of the retain alone has a point in %s: %v", p.traced.step, p)
+		}
+	}
+	if len(kinds) != 3 || !slices.ContainsFunc(retainOnly, func(p opPoint) bool { return p.fault.N == 11 && p.fault.Kind == hostio.CrashAfter }) {
+		t.Errorf("the sample of the retain alone: %v", retainOnly)
+	}
+
 	all, err := parseSelection("all")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := all.points("backup/running", ops); len(got) != 3*len(ops) {
+	if got := all.points("backup/running", ops, []string{"retain"}); len(got) != 3*len(ops) {
 		t.Errorf("all points: %d, want %d", len(got), 3*len(ops))
 	}
 	replay, err := parseSelection("backup/running#7:fail:ENOSPC, restore/running#2:crash-after")
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := replay.points("backup/running", ops)
+	got := replay.points("backup/running", ops, nil)
 	if len(got) != 1 || got[0].fault != (hostio.Fault{Kind: hostio.FailWith, N: 7, Errno: syscall.ENOSPC}) || got[0].traced.name != "create x.partial" {
 		t.Errorf("replay of backup/running#7:fail:ENOSPC gives %+v", got)
 	}
-	if len(replay.points("backup/shut-off", ops)) != 0 {
+	if len(replay.points("backup/shut-off", ops, nil)) != 0 {
 		t.Errorf("a replay runs points of a flow it did not name")
+	}
+	known := []string{"backup/running", "restore/running-chunks"}
+	if fl, err := parseFlows(" restore/running-chunks", known); err != nil || !(selection{all: true, flows: fl}).runs("restore/running-chunks") || (selection{flows: fl}).runs("backup/running") {
+		t.Errorf("%s=restore/running-chunks selects %v (%v)", envFlows, fl, err)
+	}
+	if _, err := parseFlows("backup/runnin", known); err == nil {
+		t.Errorf("%s accepts a flow that does not exist", envFlows)
+	}
+	if !replay.runs("restore/running") || replay.runs("backup/shut-off") {
+		t.Errorf("a replay runs the flows it did not name, or not those it named")
 	}
 	for _, bad := range []string{"backup/running", "backup/running#x:crash-after", "backup/running#3:fail:EPERM", "#3:crash-before"} {
 		if _, err := parseSelection(bad); err == nil {

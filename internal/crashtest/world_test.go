@@ -198,6 +198,7 @@ type testVM struct {
 	running   bool
 	reads     map[string]byte   // target → pattern the guest must read now
 	saved     map[string]string // disk path → copy of the image as created
+	steady    byte              // written at steadyOffset after the copy; 0: nothing
 	abandoned bool              // given up after a failed point; no longer checked
 }
 

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -51,6 +52,32 @@ func TestChunkRoundTripAndCorruption(t *testing.T) {
 	os.WriteFile(p, encodeChunk(other), 0o600)
 	if _, err := s.Get(id); !errors.Is(err, ErrCorruptChunk) {
 		t.Fatalf("another chunk under this name: %v", err)
+	}
+}
+
+// TestPutSyncsAFoundChunk: a writer that failed or was killed after its
+// rename left a chunk whose directory entry nobody fsynced. The next
+// writer finds it and must make it durable before an index names it.
+func TestPutSyncsAFoundChunk(t *testing.T) {
+	dir := t.TempDir()
+	data := bytes.Repeat([]byte("left by a killed writer "), 1000)
+	id := ChunkID(sha256.Sum256(data))
+	first := &ChunkStore{Dir: hostio.In(dir)}
+	if wrote, err := first.Put(id, data); err != nil || !wrote {
+		t.Fatalf("first put: %v %v", wrote, err)
+	}
+	// first never syncs: its process is gone.
+	var ops []string
+	next := &ChunkStore{Dir: hostio.In(dir), Seam: &hostio.Seam{Trace: func(_ int, op string) { ops = append(ops, op) }}}
+	if wrote, err := next.Put(id, data); err != nil || wrote {
+		t.Fatalf("put of a stored chunk: %v %v", wrote, err)
+	}
+	if err := next.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	want := "fsync dir " + next.ChunkPath(id).Dir().String()
+	if !slices.Contains(ops, want) || ops[len(ops)-1] != "fsync dir "+next.Dir.String() {
+		t.Fatalf("the found chunk's directory is not made durable: %q", ops)
 	}
 }
 

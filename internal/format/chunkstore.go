@@ -143,11 +143,17 @@ func (s *ChunkStore) Has(id ChunkID) bool {
 
 // Put stores data as chunk id unless the store has it; it reports whether
 // it wrote. The file is written under a temporary name, fsynced and renamed,
-// so a chunk file is whole or absent; Sync makes the renames durable.
+// so a chunk file is whole or absent; Sync makes the renames durable, of a
+// chunk found in the store too: its writer may have failed or been killed
+// between its rename and its Sync.
 func (s *ChunkStore) Put(id ChunkID, data []byte) (bool, error) {
 	if s.Has(id) {
 		// A garbage collection running now must keep it (see Touch).
-		return false, s.Touch(id)
+		if err := s.Touch(id); err != nil {
+			return false, err
+		}
+		s.dirty(id)
+		return false, nil
 	}
 	perm := s.Perm
 	if perm == 0 {
@@ -165,13 +171,18 @@ func (s *ChunkStore) Put(id ChunkID, data []byte) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	s.dirty(id)
+	return true, nil
+}
+
+// dirty marks chunk id's directory for the next Sync.
+func (s *ChunkStore) dirty(id ChunkID) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.touched == nil {
 		s.touched = map[string]bool{}
 	}
 	s.touched[s.prefix(id)] = true
-	s.mu.Unlock()
-	return true, nil
 }
 
 // Sync makes the chunks Put since the last Sync durable: an index must not
