@@ -259,7 +259,14 @@ func (s *Store) do(retry bool, op func(*ldap.Conn) error) error {
 	}
 }
 
+// isNetworkError says whether err is the transport's, not the server's
+// answer: go-ldap reports a write that failed on a reset connection as a
+// plain error ("unable to send request: ..."), with no result code.
 func isNetworkError(err error) bool {
+	var le *ldap.Error
+	if err != nil && !errors.As(err, &le) {
+		return true
+	}
 	return ldap.IsErrorWithCode(err, ldap.ErrorNetwork) ||
 		ldap.IsErrorWithCode(err, ldap.LDAPResultServerDown) ||
 		ldap.IsErrorWithCode(err, ldap.LDAPResultUnavailable) ||
