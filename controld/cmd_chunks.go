@@ -107,7 +107,7 @@ func runChunks(args []string) error {
 		text := ""
 		for _, job := range []string{format.JobGC, format.JobVerify} {
 			if j, ok := jobs[job]; ok {
-				text += j.Summary() + " host=" + j.Host + "\n"
+				text += j.Summary() + "\n"
 			} else {
 				text += job + " never ran\n"
 			}

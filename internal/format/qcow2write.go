@@ -55,23 +55,15 @@ func planQcow2(x Index) qcowLayout {
 	l := qcowLayout{size: x.Size, l1Entries: int((guest + qcowL2Entries - 1) / qcowL2Entries),
 		l2: map[int]int64{}, stored: map[int]int64{}}
 	l.l1 = 1
-	next := l.l1 + ceilDiv(int64(l.l1Entries)*8, qcowCluster)
-	if l.l1Entries == 0 {
-		next = l.l1 + 1
-	}
+	next := l.l1 + max(1, ceilDiv(int64(l.l1Entries)*8, qcowCluster))
 	var chunks []int
 	for i, id := range x.Chunks {
 		if id.IsHole() {
 			continue
 		}
 		chunks = append(chunks, i)
-		slot := int(int64(i) * qcowChunkCluster / qcowL2Entries)
-		if _, ok := l.l2[slot]; !ok {
-			l.l2[slot] = -1
-		}
-	}
-	for slot := 0; slot < l.l1Entries; slot++ { // in slot order
-		if _, ok := l.l2[slot]; ok {
+		// Chunks come in index order, so L2 tables are laid out in slot order.
+		if slot := int(int64(i) * qcowChunkCluster / qcowL2Entries); l.l2[slot] == 0 {
 			l.l2[slot] = next
 			next++
 		}

@@ -56,6 +56,9 @@ func (j StoreJob) Summary() string {
 	if j.Error != "" {
 		s += " error=" + strconv.Quote(j.Error)
 	}
+	if j.Host != "" {
+		s += " host=" + j.Host
+	}
 	return s
 }
 

@@ -164,7 +164,7 @@ func (a *Agent) publishStoreJobs(store *format.ChunkStore, root string) {
 	var parts []string
 	for _, job := range []string{format.JobGC, format.JobVerify} {
 		if r, ok := recs[job]; ok {
-			parts = append(parts, r.Summary()+" host="+r.Host)
+			parts = append(parts, r.Summary())
 		}
 	}
 	if err := a.lease.Publish(ldapschema.ChunkStoreReport+root, strings.Join(parts, "; ")); err != nil {
