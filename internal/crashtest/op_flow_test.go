@@ -144,7 +144,7 @@ func (f *opFamily) ready(w *world, log logrus.FieldLogger) error {
 // the family's newest good one.
 func (f *opFamily) newGood(w *world, log logrus.FieldLogger) error {
 	v := f.vm
-	r := w.newRun(f, backupFlowOf(f.flow), hostio.Fault{}, log)
+	r := w.newRun(f, backupFlowOf(f.flow), opPoint{}, log)
 	final, ok := r.run()
 	switch {
 	case !ok || len(r.problems) > 0:
@@ -196,10 +196,14 @@ type flowRun struct {
 	lives int // node starts after the first
 
 	mu        sync.Mutex
-	step      string  // the step the node works on now
-	ops       []opRec // through the armed seam
-	after     []opRec // through the seams of the lives after a crash
-	hit       *opRec  // where the fault landed
+	step      string         // the step the node works on now
+	ops       []opRec        // through the armed seam
+	after     []opRec        // through the seams of the lives after a crash
+	hit       *opRec         // where the fault landed
+	anchor    *opRec         // chunks storage: the fault lands on this name's nth occurrence
+	seen      map[string]int // by hits
+	nth       map[string]int // by the trace
+	hitN      int            // the operation an anchored fault landed on
 	crashedAt string
 
 	dur     *durability // chunks storage: which chunks are durable, by the operations
@@ -212,12 +216,42 @@ type flowRun struct {
 	hung     bool
 }
 
-func (w *world) newRun(fam *opFamily, flow *opFlow, fault hostio.Fault, log logrus.FieldLogger) *flowRun {
-	r := &flowRun{w: w, fam: fam, flow: flow, fault: fault, log: log}
+func (w *world) newRun(fam *opFamily, flow *opFlow, p opPoint, log logrus.FieldLogger) *flowRun {
+	r := &flowRun{w: w, fam: fam, flow: flow, fault: p.fault, log: log}
 	if flow.chunked() {
 		r.dur = newDurability(w)
+		// A saved state in chunks storage has a few more or fewer new
+		// chunks from run to run (content-defined, of a live guest's RAM),
+		// so the count before an operation drifts: the fault is anchored
+		// to the traced operation's name and its occurrence instead.
+		if p.fault.Kind != hostio.NoFault && p.traced.name != "" {
+			r.anchor = &p.traced
+		}
 	}
 	return r
+}
+
+// hits says whether the armed fault lands on operation n: its number, or
+// for an anchored fault the same occurrence of the traced name.
+func (r *flowRun) hits(n int, op string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.anchor == nil {
+		return n == r.fault.N
+	}
+	if r.hitN != 0 {
+		return false
+	}
+	short := r.short(op)
+	if r.seen == nil {
+		r.seen = map[string]int{}
+	}
+	r.seen[short]++
+	if short == r.anchor.name && r.seen[short] == r.anchor.nth {
+		r.hitN = n
+		return true
+	}
+	return false
 }
 
 func (r *flowRun) problem(format string, a ...any) {
@@ -248,20 +282,30 @@ func (r *flowRun) seam() *hostio.Seam {
 	s := &hostio.Seam{}
 	if armed {
 		s.Arm(r.fault)
+		s.Match = r.hits
 	}
 	s.Trace = func(n int, op string) {
 		r.mu.Lock()
 		defer r.mu.Unlock()
-		if r.dur != nil && !(armed && n == r.fault.N && (r.fault.Kind == hostio.CrashBefore || r.fault.Kind == hostio.FailWith)) {
+		at := n == r.fault.N
+		if r.anchor != nil {
+			at = n == r.hitN
+		}
+		if r.dur != nil && !(armed && at && (r.fault.Kind == hostio.CrashBefore || r.fault.Kind == hostio.FailWith)) {
 			r.dur.see(op) // an operation that runs
 		}
 		rec := opRec{n: n, step: r.step, name: r.short(op)}
+		if r.nth == nil {
+			r.nth = map[string]int{}
+		}
+		r.nth[rec.name]++
+		rec.nth = r.nth[rec.name]
 		if !armed {
 			r.after = append(r.after, rec)
 			return
 		}
 		r.ops = append(r.ops, rec)
-		if r.fault.Kind != hostio.NoFault && n == r.fault.N {
+		if r.fault.Kind != hostio.NoFault && at {
 			r.hit = &rec
 		}
 	}

@@ -122,10 +122,9 @@ func TestOpPoints(t *testing.T) {
 		var fc, fch, fi, fih int
 		for _, p := range points {
 			r := w.runOpPoint(fam, p, logger, logPath)
-			// A saved state in chunks storage has a few more or fewer new
-			// chunks from run to run (content-defined, of a live guest's
-			// RAM), so a flow's operation count varies by some: a point
-			// near its end is run again when this run ended before it.
+			// In chunks storage a point is anchored to its operation's
+			// name, and a chunk of a live guest's saved RAM may not come
+			// again (content-defined): such a point is run again.
 			for try := 1; r.missed && flow.chunked() && try < 3; try++ {
 				fmt.Println(r.line() + ": run again")
 				r = w.runOpPoint(fam, p, logger, logPath)
@@ -214,7 +213,7 @@ func (w *world) runOpPoint(fam *opFamily, p opPoint, logger *logrus.Logger, logP
 	goodListing := listing(w.backupDir(v, good))
 	log.Info("==== crashtest: point starts")
 
-	r := w.newRun(fam, flow, p.fault, log)
+	r := w.newRun(fam, flow, p, log)
 	final, finished := r.run()
 	res.flowTook = time.Since(start)
 	res.ops = r.ops

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 )
@@ -73,6 +74,16 @@ func TestSeamFaults(t *testing.T) {
 	}
 	if len(crashed) != 1 || crashed[0] != 4 || s.Count() != 5 {
 		t.Errorf("crash at %v after %d operations (%v)", crashed, s.Count(), ops)
+	}
+	// Anchored by name: the fault lands on the op Match picks, whatever N says.
+	crashed = nil
+	s.Arm(Fault{Kind: CrashBefore, N: 99})
+	s.Match = func(n int, op string) bool { return strings.HasPrefix(op, "rename") }
+	if err := s.WriteFile(root.MustJoin("g"), []byte("data"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if len(crashed) != 1 || !strings.HasPrefix(ops[len(ops)-2], "rename") || crashed[0] != s.Count()-1 {
+		t.Errorf("anchored crash at %v of %d operations (%v)", crashed, s.Count(), ops)
 	}
 	for _, c := range []string{"crash-before:3", "crash-after:1", "fail:7:EIO", "fail:2:ENOSPC"} {
 		f, err := ParseFault(c)

@@ -111,6 +111,10 @@ type Seam struct {
 	// Trace is told every operation, in order (for counting and for the
 	// harness's one line per point).
 	Trace func(n int, op string)
+	// Match, when set, picks the operation the armed fault hits instead of
+	// its number: a harness anchors a fault to an operation's name where
+	// the count before it varies from run to run. Called before Trace.
+	Match func(n int, op string) bool
 }
 
 // Arm plans a fault and restarts the count.
@@ -155,12 +159,15 @@ func (s *Seam) Do(op string, f func() error) error {
 	s.mu.Lock()
 	s.n++
 	n, fault := s.n, s.fault
-	trace, crash := s.Trace, s.Crash
+	trace, crash, match := s.Trace, s.Crash, s.Match
 	s.mu.Unlock()
+	hit := fault.Kind != NoFault && fault.N == n
+	if fault.Kind != NoFault && match != nil {
+		hit = match(n, op)
+	}
 	if trace != nil {
 		trace(n, op)
 	}
-	hit := fault.Kind != NoFault && fault.N == n
 	if hit {
 		switch fault.Kind {
 		case CrashBefore:
