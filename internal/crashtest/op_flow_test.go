@@ -6,6 +6,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -231,6 +232,21 @@ func (w *world) newRun(fam *opFamily, flow *opFlow, p opPoint, log logrus.FieldL
 	return r
 }
 
+var (
+	chunkName = regexp.MustCompile(`[0-9a-f]{64}`)
+	chunkDir  = regexp.MustCompile(`\.chunks/[0-9a-f]{4}`)
+	tmpSuffix = regexp.MustCompile(`\.[0-9]+-[0-9]+\.tmp`)
+)
+
+// anchorName is an operation's name without what differs from run to run:
+// a chunk's hash and directory (the guest writes new data at every point)
+// and a temporary file's writer number.
+func anchorName(short string) string {
+	short = chunkName.ReplaceAllString(short, "<chunk>")
+	short = chunkDir.ReplaceAllString(short, ".chunks/<dir>")
+	return tmpSuffix.ReplaceAllString(short, ".<n>.tmp")
+}
+
 // hits says whether the armed fault lands on operation n: its number, or
 // for an anchored fault the same occurrence of the traced name.
 func (r *flowRun) hits(n int, op string) bool {
@@ -242,12 +258,12 @@ func (r *flowRun) hits(n int, op string) bool {
 	if r.hitN != 0 {
 		return false
 	}
-	short := r.short(op)
+	name := anchorName(r.short(op))
 	if r.seen == nil {
 		r.seen = map[string]int{}
 	}
-	r.seen[short]++
-	if short == r.anchor.name && r.seen[short] == r.anchor.nth {
+	r.seen[name]++
+	if name == anchorName(r.anchor.name) && r.seen[name] == r.anchor.nth {
 		r.hitN = n
 		return true
 	}
@@ -298,8 +314,8 @@ func (r *flowRun) seam() *hostio.Seam {
 		if r.nth == nil {
 			r.nth = map[string]int{}
 		}
-		r.nth[rec.name]++
-		rec.nth = r.nth[rec.name]
+		r.nth[anchorName(rec.name)]++
+		rec.nth = r.nth[anchorName(rec.name)]
 		if !armed {
 			r.after = append(r.after, rec)
 			return

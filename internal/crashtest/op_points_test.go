@@ -31,7 +31,7 @@ type opRec struct {
 	n    int    // counted from 1 since the flow started
 	step string // the request it belongs to: snapshot, merge, retain, ...
 	name string // as the seam was told, with the run's paths shortened
-	nth  int    // its name's occurrence in the flow, counted from 1
+	nth  int    // the occurrence of its anchorName in the flow, from 1
 }
 
 // opPoint is one fault at one operation of one flow.
