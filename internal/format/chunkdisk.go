@@ -400,17 +400,22 @@ func RebuildImage(ctx context.Context, seam *hostio.Seam, store *ChunkStore, x I
 	if err != nil {
 		return err
 	}
-	if x.Format == "qcow2" {
-		if err := CheckImage(ctx, tmp.String(), x.Format); err != nil {
-			return err
-		}
-	}
 	f, err := hostio.Open(tmp)
 	if err != nil {
 		return err
 	}
-	err = seam.Sync(f)
+	// qemu-img reads the structure while the rest of the data goes to disk.
+	synced := make(chan error, 1)
+	go func() { synced <- seam.Sync(f) }()
+	var checked error
+	if x.Format == "qcow2" {
+		checked = CheckImage(ctx, tmp.String(), x.Format)
+	}
+	err = <-synced
 	f.Close()
+	if checked != nil {
+		return checked
+	}
 	if err != nil {
 		return err
 	}
@@ -435,9 +440,16 @@ func writeRaw(ctx context.Context, seam *hostio.Seam, store *ChunkStore, x Index
 	if err := f.Truncate(x.Size); err != nil {
 		return err
 	}
+	wb := startWriteback(f)
+	defer wb.stop()
 	return eachChunk(ctx, store, x, func(i int, data []byte) error {
 		return dataRuns(data, func(c, end int) error {
-			return seam.Write(f, data[c*qcowCluster:min(end*qcowCluster, len(data))], int64(i)*ChunkSize+int64(c)*qcowCluster)
+			run := data[c*qcowCluster : min(end*qcowCluster, len(data))]
+			if err := seam.Write(f, run, int64(i)*ChunkSize+int64(c)*qcowCluster); err != nil {
+				return err
+			}
+			wb.wrote(int64(len(run)))
+			return nil
 		})
 	})
 }

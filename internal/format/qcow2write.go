@@ -98,6 +98,8 @@ func writeQcow2(ctx context.Context, seam *hostio.Seam, store *ChunkStore, x Ind
 		return err
 	}
 	defer f.Close()
+	wb := startWriteback(f)
+	defer wb.stop()
 	// Guest cluster -> its host cluster, 0 unmapped (zeros); the workers
 	// write distinct entries.
 	mapped := make([]int64, (x.Size+qcowCluster-1)/qcowCluster)
@@ -105,9 +107,11 @@ func writeQcow2(ctx context.Context, seam *hostio.Seam, store *ChunkStore, x Ind
 		first := int64(i) * qcowChunkCluster
 		host := l.stored[i]
 		return dataRuns(data, func(c, end int) error {
-			if err := seam.Write(f, data[c*qcowCluster:min(end*qcowCluster, len(data))], (host+int64(c))*qcowCluster); err != nil {
+			run := data[c*qcowCluster : min(end*qcowCluster, len(data))]
+			if err := seam.Write(f, run, (host+int64(c))*qcowCluster); err != nil {
 				return err
 			}
+			wb.wrote(int64(len(run)))
 			for k := c; k < end; k++ {
 				mapped[first+int64(k)] = host + int64(k)
 			}
