@@ -2,7 +2,6 @@ package format_test
 
 import (
 	"context"
-	"crypto/sha256"
 	"os"
 	"path/filepath"
 	"strings"
@@ -45,10 +44,7 @@ func TestGarbageCollectionAndVerify(t *testing.T) {
 	}
 
 	// A retain running now stored a chunk no index names yet.
-	running := []byte("a chunk of a retain still running")
-	if _, err := s.Put(sha256.Sum256(running), running); err != nil {
-		t.Fatal(err)
-	}
+	formattest.UnnamedChunk(t, s, []byte("a chunk of a retain still running"), 0)
 	if err := os.RemoveAll(filepath.Join(root, "vm-persistent", "pool", "vm-1", "20240101T030000Z")); err != nil {
 		t.Fatal(err)
 	}

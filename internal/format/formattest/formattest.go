@@ -2,9 +2,11 @@ package formattest
 
 import (
 	"context"
+	"crypto/sha256"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/stoneycloud/stoney-conductor/internal/format"
 )
@@ -36,4 +38,20 @@ func ChunkFiles(tb testing.TB, root string) []string {
 		tb.Fatal(err)
 	}
 	return files
+}
+
+// UnnamedChunk stores data in s as a chunk no index names, as a deleted
+// backup or a retain still running leaves one, last touched age ago (for a
+// collection's grace period); it returns the chunk's id.
+func UnnamedChunk(tb testing.TB, s *format.ChunkStore, data []byte, age time.Duration) format.ChunkID {
+	tb.Helper()
+	id := format.ChunkID(sha256.Sum256(data))
+	if _, err := s.Put(id, data); err != nil {
+		tb.Fatal(err)
+	}
+	at := time.Now().Add(-age)
+	if err := os.Chtimes(s.ChunkPath(id).String(), at, at); err != nil {
+		tb.Fatal(err)
+	}
+	return id
 }
