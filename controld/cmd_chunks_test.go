@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/stoneycloud/stoney-conductor/internal/format"
+	"github.com/stoneycloud/stoney-conductor/internal/format/formattest"
 	"github.com/stoneycloud/stoney-conductor/internal/testenv"
 )
 
@@ -18,16 +19,7 @@ func TestChunksCommand(t *testing.T) {
 	img := testenv.Image(t, filepath.Join(dir, "disk.qcow2"), 12, "write -P 0x5a 3M 2M")
 	root := filepath.Join(dir, "backup")
 	l := format.Layout{BackupRoot: root, Kind: "vm-persistent", Pool: "p", VM: "vm-1", Leaf: "20240101T030000Z"}
-	if err := os.MkdirAll(l.BackupDir(), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	x, _, err := format.StoreImage(ctx, l.ChunkStore(nil), img, format.StoreOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := format.WriteIndex(nil, l.BackupIndex(img), x, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	formattest.BackUp(t, l, img)
 	for _, f := range []string{"qcow2", "raw"} {
 		out := filepath.Join(dir, "restored."+f)
 		if err := runChunks([]string{"rebuild", "-format", f, l.BackupIndex(img).String(), out}); err != nil {
@@ -43,7 +35,7 @@ func TestChunksCommand(t *testing.T) {
 	if err := runChunks([]string{"verify", root}); err != nil {
 		t.Fatal(err)
 	}
-	chunks, _ := filepath.Glob(filepath.Join(root, format.ChunkStoreDir, "*", "*"))
+	chunks := formattest.ChunkFiles(t, root)
 	if len(chunks) != 2 {
 		t.Fatalf("chunks: %v", chunks)
 	}

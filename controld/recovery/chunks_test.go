@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -13,7 +12,9 @@ import (
 
 	"github.com/stoneycloud/stoney-conductor/controld/control"
 	"github.com/stoneycloud/stoney-conductor/internal/format"
+	"github.com/stoneycloud/stoney-conductor/internal/format/formattest"
 	"github.com/stoneycloud/stoney-conductor/internal/hostio"
+	"github.com/stoneycloud/stoney-conductor/internal/testenv"
 	"github.com/stoneycloud/stoney-conductor/ldapschema"
 )
 
@@ -28,9 +29,8 @@ func toChunks(t *testing.T, f fakeBackup, pattern byte) fakeBackup {
 	store := format.OpenChunkStore(f.root, nil)
 	for _, d := range f.disks {
 		img := f.file(filepath.Base(f.image(d)))
-		cmd := fmt.Sprintf("write -P 0x%02x 0 1M", pattern)
-		if out, err := exec.Command("qemu-io", "-f", "qcow2", "-c", cmd, img).CombinedOutput(); err != nil {
-			t.Fatalf("qemu-io: %v %s", err, out)
+		if err := testenv.WriteImage(img, fmt.Sprintf("write -P 0x%02x 0 1M", pattern)); err != nil {
+			t.Fatal(err)
 		}
 		x, _, err := format.StoreImage(ctx, store, img, format.StoreOptions{})
 		if err != nil {
@@ -57,16 +57,6 @@ func toChunks(t *testing.T, f fakeBackup, pattern byte) fakeBackup {
 // file name) in f.
 func (f fakeBackup) index(base string) string { return f.file(format.IndexName(base)) }
 
-// chunkFiles are the chunk files of the root's store.
-func chunkFiles(t *testing.T, root string) []string {
-	t.Helper()
-	m, err := filepath.Glob(filepath.Join(root, format.ChunkStoreDir, "*", "*"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m
-}
-
 func fileSize(t *testing.T, p string) int64 {
 	t.Helper()
 	st, err := os.Stat(p)
@@ -87,7 +77,7 @@ func TestScanChunkIterations(t *testing.T) {
 	full := mk("vm-c", "20240101T030000Z")
 	first := toChunks(t, mk("vm-c", "20240102T030000Z"), 0x5a)
 	second := toChunks(t, mk("vm-c", "20240103T030000Z"), 0x5a) // the same content: nothing new
-	chunks := chunkFiles(t, s.root)
+	chunks := formattest.ChunkFiles(t, s.root)
 	if len(chunks) != 2 { // the disks' first chunks (equal) and the state's
 		t.Fatalf("store holds %d chunks: %q", len(chunks), chunks)
 	}
@@ -187,7 +177,7 @@ func TestScanBrokenChunkIterations(t *testing.T) {
 			return "vm-tornstate.state.index." + leaf + ": " + f.index("vm-tornstate.state") + ": corrupt index: no file index header"
 		}},
 		{"vm-nostatechunk", func(f fakeBackup) string {
-			for _, c := range chunkFiles(t, root) {
+			for _, c := range formattest.ChunkFiles(t, root) {
 				if b, err := format.OpenChunkStore(root, nil).Get(chunkID(t, c)); err == nil && strings.Contains(string(b), "<name>vm-nostatechunk<") {
 					os.Remove(c)
 				}

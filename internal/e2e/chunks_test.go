@@ -14,6 +14,7 @@ import (
 
 	"github.com/stoneycloud/stoney-conductor/controld/control"
 	"github.com/stoneycloud/stoney-conductor/internal/format"
+	"github.com/stoneycloud/stoney-conductor/internal/format/formattest"
 	"github.com/stoneycloud/stoney-conductor/internal/hostio"
 	"github.com/stoneycloud/stoney-conductor/internal/testenv"
 	"github.com/stoneycloud/stoney-conductor/ldapschema"
@@ -30,12 +31,8 @@ const (
 // storedChunks counts the chunk files in the backup root's store.
 func storedChunks(t *testing.T, backupRoot string) int {
 	t.Helper()
-	files, err := filepath.Glob(filepath.Join(backupRoot, format.ChunkStoreDir, "*", "*"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	n := 0
-	for _, f := range files {
+	for _, f := range formattest.ChunkFiles(t, backupRoot) {
 		if strings.HasSuffix(f, ".tmp") {
 			t.Fatalf("a temporary chunk file is left: %s", f)
 		}
@@ -448,12 +445,8 @@ func verifyClean(t *testing.T, backupRoot string) {
 // for a collection's grace period, they were written long ago.
 func ageChunks(t *testing.T, backupRoot string, d time.Duration) {
 	t.Helper()
-	files, err := filepath.Glob(filepath.Join(backupRoot, format.ChunkStoreDir, "*", "*"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	old := time.Now().Add(-d)
-	for _, f := range files {
+	for _, f := range formattest.ChunkFiles(t, backupRoot) {
 		if err := os.Chtimes(f, old, old); err != nil {
 			t.Fatal(err)
 		}

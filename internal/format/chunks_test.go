@@ -269,23 +269,15 @@ func TestStoreSinceBitmap(t *testing.T) {
 // same content shifted by an insertion finds most of its chunks stored.
 func TestStoreFileContentDefined(t *testing.T) {
 	ctx := context.Background()
-	dir := hostio.In(t.TempDir())
-	s := &ChunkStore{Dir: dir.MustJoin("store")}
+	dir, s := tempStore(t)
 	data := make([]byte, 16<<20)
 	rand.NewChaCha8([32]byte{7}).Read(data)
-	write := func(name string, b []byte) hostio.Path {
-		p := dir.MustJoin(name)
-		if err := os.WriteFile(p.String(), b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	x, st, err := StoreFile(ctx, s, write("a.state", data))
+	x, st, err := StoreFile(ctx, s, writeFile(t, dir, "a.state", data))
 	if err != nil || st.Written != st.Chunks || st.Chunks < 4 || x.Size != int64(len(data)) {
 		t.Fatalf("first file: %+v %v", st, err)
 	}
 	shifted := append(bytes.Repeat([]byte{0x42}, 4096), data...)
-	y, st, err := StoreFile(ctx, s, write("b.state", shifted))
+	y, st, err := StoreFile(ctx, s, writeFile(t, dir, "b.state", shifted))
 	if err != nil || st.Written > 2 || y.Size != int64(len(shifted)) {
 		t.Fatalf("the shifted file stored %d of %d chunks again: %v", st.Written, st.Chunks, err)
 	}

@@ -1,14 +1,15 @@
-package format
+package format_test
 
 import (
 	"context"
-	"crypto/sha256"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/stoneycloud/stoney-conductor/internal/format"
+	"github.com/stoneycloud/stoney-conductor/internal/format/formattest"
 	"github.com/stoneycloud/stoney-conductor/internal/testenv"
 )
 
@@ -22,50 +23,36 @@ func TestGarbageCollectionAndVerify(t *testing.T) {
 	root := filepath.Join(dir, "backup")
 	img := testenv.Image(t, filepath.Join(dir, "disk.qcow2"), 16,
 		"write -P 0x11 0M 4M", "write -P 0x12 4M 4M", "write -P 0x13 8M 4M")
-	if err := os.MkdirAll(root, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	l := Layout{RetainRoot: dir, BackupRoot: root, Kind: "vm-persistent", Pool: "pool", VM: "vm-1"}
+	l := format.Layout{RetainRoot: dir, BackupRoot: root, Kind: "vm-persistent", Pool: "pool", VM: "vm-1"}
 	s := l.ChunkStore(nil)
-	backup := func(leaf string) Index {
+	backup := func(leaf string) format.Index {
 		t.Helper()
-		x, _, err := StoreImage(ctx, s, img, StoreOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
 		l.Leaf = leaf
-		if err := os.MkdirAll(l.BackupDir(), 0o700); err != nil {
-			t.Fatal(err)
-		}
-		if err := WriteIndex(nil, l.BackupIndex(img), x, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return x
+		return formattest.BackUp(t, l, img)
 	}
 	first := backup("20240101T030000Z")
-	qemuIOWrite(t, img, "write -P 0x22 0 4k")
+	if err := testenv.WriteImage(img, "write -P 0x22 0 4k"); err != nil {
+		t.Fatal(err)
+	}
 	second := backup("20240102T030000Z")
 	if first.Chunks[0] == second.Chunks[0] || first.Chunks[1] != second.Chunks[1] {
 		t.Fatal("the backups do not share as expected")
 	}
-	refs, err := FindIndexes(root)
+	refs, err := format.FindIndexes(root)
 	if err != nil || len(refs) != 2 || refs[0].Disk != "disk.qcow2" || refs[0].VM != "vm-1" || refs[0].Leaf != "20240101T030000Z" {
 		t.Fatalf("indexes: %+v %v", refs, err)
 	}
 
 	// A retain running now stored a chunk no index names yet.
-	running := []byte("a chunk of a retain still running")
-	if _, err := s.Put(sha256.Sum256(running), running); err != nil {
-		t.Fatal(err)
-	}
+	formattest.UnnamedChunk(t, s, []byte("a chunk of a retain still running"), 0)
 	if err := os.RemoveAll(filepath.Join(root, "vm-persistent", "pool", "vm-1", "20240101T030000Z")); err != nil {
 		t.Fatal(err)
 	}
-	r, err := CollectGarbage(ctx, s, root, time.Hour)
+	r, err := format.CollectGarbage(ctx, s, root, time.Hour)
 	if err != nil || r.Removed != 0 || r.Pending != 2 || r.Chunks != 5 || r.Indexes != 1 {
 		t.Fatalf("within the grace period: %+v %v", r, err)
 	}
-	r, err = CollectGarbage(ctx, s, root, -time.Minute)
+	r, err = format.CollectGarbage(ctx, s, root, -time.Minute)
 	if err != nil || r.Removed != 2 || r.Pending != 0 || r.RemovedBytes == 0 {
 		t.Fatalf("after the grace period: %+v %v", r, err)
 	}
@@ -77,10 +64,10 @@ func TestGarbageCollectionAndVerify(t *testing.T) {
 	b, _ := os.ReadFile(p)
 	b[len(b)-1] ^= 1
 	os.WriteFile(p, b, 0o600)
-	var bad []BadChunk
+	var bad []format.BadChunk
 	checked := 0
 	for part := range 3 {
-		v, err := Verify(ctx, s, root, part, 3)
+		v, err := format.Verify(ctx, s, root, part, 3)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -100,7 +87,7 @@ func TestGarbageCollectionAndVerify(t *testing.T) {
 	if s.Has(second.Chunks[1]) {
 		t.Fatal("the damaged chunk is still in place")
 	}
-	if _, st, err := StoreImage(ctx, s, img, StoreOptions{}); err != nil || st.Written != 1 {
+	if _, st, err := format.StoreImage(ctx, s, img, format.StoreOptions{}); err != nil || st.Written != 1 {
 		t.Fatalf("the next store did not write the damaged chunk again: %+v %v", st, err)
 	}
 	if _, err := s.Get(second.Chunks[1]); err != nil {

@@ -8,8 +8,6 @@ import (
 	"os"
 	"slices"
 	"testing"
-
-	"github.com/stoneycloud/stoney-conductor/internal/hostio"
 )
 
 // A saved state kept in chunks is read back through its index where its
@@ -17,8 +15,7 @@ import (
 // index names are looked up, each once, and the missing ones named.
 func TestStoredStateAndChunks(t *testing.T) {
 	ctx := context.Background()
-	dir := hostio.In(t.TempDir())
-	s := &ChunkStore{Dir: dir.MustJoin("store")}
+	dir, s := tempStore(t)
 	// An XML of 3 MiB puts the QEMU stream chunks after the header.
 	xml := make([]byte, 3<<20)
 	rand.NewChaCha8([32]byte{9}).Read(xml)
@@ -29,11 +26,7 @@ func TestStoredStateAndChunks(t *testing.T) {
 	image := append(append(append(h, xml...), qemuStream...), make([]byte, 1<<20)...)
 	store := func(name string, b []byte) FileIndex {
 		t.Helper()
-		p := dir.MustJoin(name)
-		if err := os.WriteFile(p.String(), b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		x, _, err := StoreFile(ctx, s, p)
+		x, _, err := StoreFile(ctx, s, writeFile(t, dir, name, b))
 		if err != nil {
 			t.Fatal(err)
 		}

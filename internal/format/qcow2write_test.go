@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"os/exec"
 	"testing"
-
-	"github.com/stoneycloud/stoney-conductor/internal/hostio"
 )
 
 // A rebuilt qcow2 spanning several L2 tables and refcount blocks, with
@@ -15,8 +13,7 @@ import (
 // index, and allocates only the clusters that hold data.
 func TestRebuiltQcow2IsSoundAcrossTablesAndBlocks(t *testing.T) {
 	ctx := t.Context()
-	dir := hostio.In(t.TempDir())
-	s := &ChunkStore{Dir: dir.MustJoin("store")}
+	dir, s := tempStore(t)
 	const n = 600                         // 600 chunks reserve 38400 clusters: two refcount blocks
 	x := Index{Size: n*ChunkSize - 12288, // not a whole cluster (sizes are whole sectors)
 		Format: "qcow2", Chunks: make([]ChunkID, n)}

@@ -12,12 +12,14 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/stoneycloud/stoney-conductor/internal/testenv"
 )
 
 func qemuIOWrite(t *testing.T, path, cmd string) {
 	t.Helper()
-	if out, err := exec.Command("qemu-io", "-f", "qcow2", "-c", cmd, path).CombinedOutput(); err != nil {
-		t.Fatalf("qemu-io %s: %v: %s", cmd, err, out)
+	if err := testenv.WriteImage(path, cmd); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -1,13 +1,15 @@
-package format
+package format_test
 
 import (
-	"crypto/sha256"
 	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/stoneycloud/stoney-conductor/internal/format"
+	"github.com/stoneycloud/stoney-conductor/internal/format/formattest"
 )
 
 // A store runs one job at a time; each run leaves its record, a failed one
@@ -15,46 +17,38 @@ import (
 func TestStoreJobsRunOneAtATimeAndKeepRecords(t *testing.T) {
 	ctx := t.Context()
 	root := t.TempDir()
-	s := OpenChunkStore(root, nil)
-	data := []byte("a chunk no index names")
-	id := ChunkID(sha256.Sum256(data))
-	if _, err := s.Put(id, data); err != nil {
-		t.Fatal(err)
-	}
-	old := time.Now().Add(-48 * time.Hour)
-	if err := os.Chtimes(s.ChunkPath(id).String(), old, old); err != nil {
-		t.Fatal(err)
-	}
+	s := format.OpenChunkStore(root, nil)
+	id := formattest.UnnamedChunk(t, s, []byte("a chunk no index names"), 48*time.Hour)
 
-	unlock, err := s.lockJobs()
+	unlock, err := s.LockJobs()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := RunGC(ctx, OpenChunkStore(root, nil), root, "kvm-02", DefaultGrace); !errors.Is(err, ErrStoreBusy) {
+	if _, err := format.RunGC(ctx, format.OpenChunkStore(root, nil), root, "kvm-02", format.DefaultGrace); !errors.Is(err, format.ErrStoreBusy) {
 		t.Fatalf("a second job while one runs: %v", err)
 	}
 	unlock()
-	gc, err := RunGC(ctx, s, root, "kvm-01", DefaultGrace)
+	gc, err := format.RunGC(ctx, s, root, "kvm-01", format.DefaultGrace)
 	if err != nil || gc.GC.Removed != 1 || s.Has(id) {
 		t.Fatalf("gc: %+v %v", gc, err)
 	}
-	if _, err := RunVerify(ctx, s, root, "kvm-01", 3, 2); err == nil {
+	if _, err := format.RunVerify(ctx, s, root, "kvm-01", 3, 2); err == nil {
 		t.Fatal("verify of part 3 of 2 passed")
 	}
-	jobs, err := ReadStoreJobs(s)
+	jobs, err := format.ReadStoreJobs(s)
 	if err != nil || len(jobs) != 2 {
 		t.Fatalf("records: %+v %v", jobs, err)
 	}
-	if g := jobs[JobGC]; g.Host != "kvm-01" || g.GC == nil || g.GC.RemovedBytes == 0 || g.Failed() || g.End.Before(g.Start) {
+	if g := jobs[format.JobGC]; g.Host != "kvm-01" || g.GC == nil || g.GC.RemovedBytes == 0 || g.Failed() || g.End.Before(g.Start) {
 		t.Fatalf("gc record: %+v", g)
 	}
-	if v := jobs[JobVerify]; v.Error == "" || !v.Failed() || v.Parts != 2 {
+	if v := jobs[format.JobVerify]; v.Error == "" || !v.Failed() || v.Parts != 2 {
 		t.Fatalf("failed verify's record: %+v", v)
 	}
-	if got := jobs[JobGC].Summary(); got[:3] != "gc " || !strings.Contains(got, "removed=1") {
+	if got := jobs[format.JobGC].Summary(); got[:3] != "gc " || !strings.Contains(got, "removed=1") {
 		t.Fatalf("summary %q", got)
 	}
-	if _, err := os.Stat(filepath.Join(root, ChunkStoreDir, "gc.last.tmp")); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(filepath.Join(root, format.ChunkStoreDir, "gc.last.tmp")); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("temporary record left: %v", err)
 	}
 }
@@ -63,7 +57,7 @@ func TestPartOfDayCoversEveryPart(t *testing.T) {
 	seen := map[int]bool{}
 	day := time.Date(2026, 11, 29, 13, 0, 0, 0, time.UTC)
 	for i := range 7 {
-		seen[PartOfDay(day.Add(time.Duration(i)*24*time.Hour), 7)] = true
+		seen[format.PartOfDay(day.Add(time.Duration(i)*24*time.Hour), 7)] = true
 	}
 	if len(seen) != 7 {
 		t.Fatalf("7 days check parts %v", seen)

@@ -106,13 +106,18 @@ func (s VMSpec) DomainXML() (string, error) {
 	return dom.Marshal()
 }
 
-// CreateImage makes a qcow2 image of sizeMiB at path and runs each qemu-io
-// command of writes on it (e.g. "write -P 0x5a 3M 2M"): data written
-// offline, as a guest would have.
+// CreateImage makes a qcow2 image of sizeMiB at path and writes into it
+// with WriteImage.
 func CreateImage(path string, sizeMiB int, writes ...string) error {
 	if err := run("qemu-img", "create", "-q", "-f", "qcow2", path, fmt.Sprintf("%dM", sizeMiB)); err != nil {
 		return err
 	}
+	return WriteImage(path, writes...)
+}
+
+// WriteImage runs each qemu-io command of writes on the qcow2 image at path
+// (e.g. "write -P 0x5a 3M 2M"): data written offline, as a guest would have.
+func WriteImage(path string, writes ...string) error {
 	for _, cmd := range writes {
 		if err := run("qemu-io", "-f", "qcow2", "-c", cmd, path); err != nil {
 			return err
