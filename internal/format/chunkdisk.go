@@ -28,6 +28,20 @@ type ChunkStats struct {
 // workers is how many chunks are hashed, compressed or decompressed at once.
 const workers = 2
 
+// inWorkers hands each value of in to work, in workers goroutines; the wait
+// it returns blocks until in is closed and all its values are worked.
+func inWorkers[T any](in <-chan T, work func(T)) (wait func()) {
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for v := range in {
+				work(v)
+			}
+		})
+	}
+	return wg.Wait
+}
+
 // zeroChunks tells, from the image's allocation map, which chunks surely
 // read as zeros (every extent they touch is zero): they are not read.
 func zeroChunks(es []extent, size int64) []bool {
@@ -151,30 +165,23 @@ func StoreImage(ctx context.Context, store *ChunkStore, path string, o StoreOpti
 	var mu sync.Mutex // guards st and the first error
 	var firstErr error
 	jobs := make(chan chunkJob, workers)
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for j := range jobs {
-				id, wrote, n, err := storeChunk(store, j.data)
-				mu.Lock()
-				if err != nil && firstErr == nil {
-					firstErr = fmt.Errorf("store chunk %d of %s: %w", j.i, path, err)
-				}
-				x.Chunks[j.i] = id
-				if id.IsHole() {
-					st.Holes++
-				}
-				if wrote {
-					st.Written++
-					st.Bytes += n
-				}
-				mu.Unlock()
-				bufs.Put(j.data[:cap(j.data)])
-			}
-		}()
-	}
+	stored := inWorkers(jobs, func(j chunkJob) {
+		id, wrote, n, err := storeChunk(store, j.data)
+		mu.Lock()
+		if err != nil && firstErr == nil {
+			firstErr = fmt.Errorf("store chunk %d of %s: %w", j.i, path, err)
+		}
+		x.Chunks[j.i] = id
+		if id.IsHole() {
+			st.Holes++
+		}
+		if wrote {
+			st.Written++
+			st.Bytes += n
+		}
+		mu.Unlock()
+		bufs.Put(j.data[:cap(j.data)])
+	})
 	readErr := func() error {
 		for i := range x.Chunks {
 			if err := ctx.Err(); err != nil {
@@ -220,7 +227,7 @@ func StoreImage(ctx context.Context, store *ChunkStore, path string, o StoreOpti
 		return nil
 	}()
 	close(jobs)
-	wg.Wait()
+	stored()
 	if readErr != nil {
 		return x, st, readErr
 	}

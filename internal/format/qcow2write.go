@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"os"
-	"sync"
 
 	"github.com/stoneycloud/stoney-conductor/internal/hostio"
 )
@@ -209,26 +208,19 @@ func eachChunk(ctx context.Context, store *ChunkStore, x Index, use func(i int, 
 		data []byte
 	}
 	done := make(chan read, workers)
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range next {
-				buf := bufs.Get().([]byte)
-				data, err := store.GetInto(x.Chunks[i], buf)
-				if err == nil && len(data) != ChunkLen(x.Size, i) {
-					err = fmt.Errorf("chunk %d is %d bytes, want %d", i, len(data), ChunkLen(x.Size, i))
-				}
-				if err != nil {
-					bufs.Put(buf[:cap(buf)])
-					cancel(err)
-					continue
-				}
-				done <- read{i, data}
-			}
-		}()
-	}
+	fetched := inWorkers(next, func(i int) {
+		buf := bufs.Get().([]byte)
+		data, err := store.GetInto(x.Chunks[i], buf)
+		if err == nil && len(data) != ChunkLen(x.Size, i) {
+			err = fmt.Errorf("chunk %d is %d bytes, want %d", i, len(data), ChunkLen(x.Size, i))
+		}
+		if err != nil {
+			bufs.Put(buf[:cap(buf)])
+			cancel(err)
+			return
+		}
+		done <- read{i, data}
+	})
 	go func() {
 		defer close(next)
 		for i, id := range x.Chunks {
@@ -242,7 +234,7 @@ func eachChunk(ctx context.Context, store *ChunkStore, x Index, use func(i int, 
 			}
 		}
 	}()
-	go func() { wg.Wait(); close(done) }()
+	go func() { fetched(); close(done) }()
 	for r := range done {
 		if ctx.Err() == nil {
 			if err := use(r.i, r.data); err != nil {

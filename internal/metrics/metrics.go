@@ -59,28 +59,42 @@ func ExecutionTimes(values []string) map[string]float64 {
 	return out
 }
 
-// reconcileErrors counts one daemon's failed reconciles by kind (error,
-// panic, terminal), so that none goes unseen.
-type reconcileErrors struct{ errs *prometheus.CounterVec }
+// daemonCounters is what each daemon counts alike: its failed reconciles by
+// kind (error, panic, terminal), so that none goes unseen, and its broken
+// directory watch sessions. side names the daemon in the reconnect metric
+// ("node", "control"), as dashboards know it.
+type daemonCounters struct {
+	errs      *prometheus.CounterVec
+	reconnect prometheus.Counter
+}
 
-func newReconcileErrors(daemon string) reconcileErrors {
-	return reconcileErrors{prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "stoney_reconcile_errors_total", Help: "Reconciles that failed, by kind: error (retried), panic (recovered, retried), terminal (not retried).",
-		ConstLabels: prometheus.Labels{"daemon": daemon},
-	}, []string{"kind"})}
+func newDaemonCounters(reg prometheus.Registerer, daemon, side string) daemonCounters {
+	d := daemonCounters{
+		errs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "stoney_reconcile_errors_total", Help: "Reconciles that failed, by kind: error (retried), panic (recovered, retried), terminal (not retried).",
+			ConstLabels: prometheus.Labels{"daemon": daemon},
+		}, []string{"kind"}),
+		reconnect: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "stoney_" + side + "_watch_reconnects_total", Help: "Times the directory watch broke and was resumed.",
+		}),
+	}
+	reg.MustRegister(d.errs, d.reconnect)
+	return d
 }
 
 // ReconcileError counts one failed reconcile of the given kind.
-func (r reconcileErrors) ReconcileError(kind string) { r.errs.WithLabelValues(kind).Inc() }
+func (d daemonCounters) ReconcileError(kind string) { d.errs.WithLabelValues(kind).Inc() }
+
+// WatchReconnect counts a broken watch session.
+func (d daemonCounters) WatchReconnect() { d.reconnect.Inc() }
 
 // Node is what nodebackupd records.
 type Node struct {
-	reconcileErrors
+	daemonCounters
 	steps     *prometheus.HistogramVec
 	failures  *prometheus.CounterVec
 	copied    prometheus.Counter
 	downtime  prometheus.Histogram
-	reconnect prometheus.Counter
 	storeJobs storeJobs
 }
 
@@ -96,7 +110,7 @@ type storeJobs struct {
 // NewNode registers the node daemon's metrics.
 func NewNode(reg prometheus.Registerer) *Node {
 	n := &Node{
-		reconcileErrors: newReconcileErrors("nodebackupd"),
+		daemonCounters: newDaemonCounters(reg, "nodebackupd", "node"),
 		steps: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "stoney_node_step_seconds", Help: "Duration of the steps this node carried out, by request mode.",
 			Buckets: prometheus.ExponentialBuckets(0.05, 2, 16),
@@ -110,9 +124,6 @@ func NewNode(reg prometheus.Registerer) *Node {
 		downtime: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "stoney_node_downtime_seconds", Help: "How long running VMs were stopped for their snapshot.",
 			Buckets: prometheus.ExponentialBuckets(0.25, 1.5, 16),
-		}),
-		reconnect: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "stoney_node_watch_reconnects_total", Help: "Times the directory watch broke and was resumed.",
 		}),
 		storeJobs: storeJobs{
 			last: prometheus.NewGaugeVec(prometheus.GaugeOpts{
@@ -133,7 +144,7 @@ func NewNode(reg prometheus.Registerer) *Node {
 		},
 	}
 	j := n.storeJobs
-	reg.MustRegister(n.steps, n.failures, n.copied, n.downtime, n.reconnect, n.errs, j.last, j.failed, j.freed, j.waiting, j.bad)
+	reg.MustRegister(n.steps, n.failures, n.copied, n.downtime, j.last, j.failed, j.freed, j.waiting, j.bad)
 	return n
 }
 
@@ -173,33 +184,26 @@ func (n *Node) Step(mode string, seconds float64, rc int, times []string) {
 	}
 }
 
-// WatchReconnect counts a broken watch session.
-func (n *Node) WatchReconnect() { n.reconnect.Inc() }
-
 // Control is what controld records, plus figures read from its cache.
 type Control struct {
-	reconcileErrors
-	writes    *prometheus.CounterVec
-	failures  *prometheus.CounterVec
-	reconnect prometheus.Counter
+	daemonCounters
+	writes   *prometheus.CounterVec
+	failures *prometheus.CounterVec
 }
 
 // NewControl registers controld's metrics; cache and tree feed the
 // directory-derived ones at scrape time.
 func NewControl(reg prometheus.Registerer, cache *ldapschema.Cache, tree ldapschema.Tree) *Control {
 	c := &Control{
-		reconcileErrors: newReconcileErrors("controld"),
+		daemonCounters: newDaemonCounters(reg, "controld", "control"),
 		writes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "stoney_control_writes_total", Help: "Modes controld wrote, by target mode.",
 		}, []string{"mode"}),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "stoney_control_failed_leaves_total", Help: "Leaves finished with a non-zero return value, by code.",
 		}, []string{"code"}),
-		reconnect: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "stoney_control_watch_reconnects_total", Help: "Times the directory watch broke and was resumed.",
-		}),
 	}
-	reg.MustRegister(c.writes, c.failures, c.reconnect, c.errs, &leafCollector{cache: cache, tree: tree})
+	reg.MustRegister(c.writes, c.failures, &leafCollector{cache: cache, tree: tree})
 	return c
 }
 
@@ -221,9 +225,6 @@ func (c *Control) Write(to string, rc *int) {
 		c.failures.WithLabelValues(strconv.Itoa(*rc)).Inc()
 	}
 }
-
-// WatchReconnect counts a broken watch session.
-func (c *Control) WatchReconnect() { c.reconnect.Inc() }
 
 var (
 	leavesDesc = prometheus.NewDesc("stoney_leaves", "Backup leaves in the directory, by mode.", []string{"mode"}, nil)

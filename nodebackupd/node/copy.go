@@ -53,6 +53,35 @@ func dataSegments(f *os.File, size int64) ([]segment, error) {
 	return segs, nil
 }
 
+// dataMap is where a file's data lies: what a copy reads and how much.
+type dataMap struct {
+	size  int64
+	segs  []segment
+	bytes int64 // the data bytes of segs
+}
+
+// openData opens a regular file (never through a link) and maps its data.
+func openData(p hostio.Path) (*os.File, dataMap, error) {
+	f, err := hostio.Open(p)
+	if err != nil {
+		return nil, dataMap{}, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, dataMap{}, err
+	}
+	m := dataMap{size: st.Size()}
+	if m.segs, err = dataSegments(f, m.size); err != nil {
+		f.Close()
+		return nil, dataMap{}, fmt.Errorf("map %s: %w", p, err)
+	}
+	for _, s := range m.segs {
+		m.bytes += s.end - s.off
+	}
+	return f, m, nil
+}
+
 // CopyFile copies src to dst keeping holes (a sparse image stays sparse), through a
 // temporary name so that dst exists only complete, fsynced, and then checked
 // against src byte for byte over every allocated range of either file. It returns
@@ -61,27 +90,12 @@ func dataSegments(f *os.File, size int64) ([]segment, error) {
 // Both paths are resolved beneath their roots without following a link, and
 // every write, fsync and rename passes the seam.
 func CopyFile(ctx context.Context, seam *hostio.Seam, src, dst hostio.Path, perm os.FileMode, progress Progress) (int64, error) {
-	in, err := hostio.Open(src)
+	in, m, err := openData(src)
 	if err != nil {
 		return 0, err
 	}
 	defer in.Close()
-	st, err := in.Stat()
-	if err != nil {
-		return 0, err
-	}
-	if !st.Mode().IsRegular() {
-		return 0, fmt.Errorf("%s is not a regular file", src)
-	}
-	size := st.Size()
-	segs, err := dataSegments(in, size)
-	if err != nil {
-		return 0, fmt.Errorf("map %s: %w", src, err)
-	}
-	var total int64
-	for _, s := range segs {
-		total += s.end - s.off
-	}
+	size, segs, total := m.size, m.segs, m.bytes
 
 	tmp := dst.Dir().MustJoin(dst.Base() + ".partial")
 	out, err := seam.Create(tmp, perm)

@@ -2,9 +2,10 @@ package node
 
 import (
 	"fmt"
-	"os"
 	"sync"
 	"time"
+
+	"github.com/stoneycloud/stoney-conductor/internal/hostio"
 )
 
 // progressKey names the sstProvisioningExecutionTime value a long copy or
@@ -32,7 +33,7 @@ type meter struct {
 
 // newMeter sizes the files to copy (their allocated bytes, as copied); a
 // meter of no files learns its total from what it is told (measured).
-func (a *Agent) newMeter(j *job, step string, paths []string) *meter {
+func (a *Agent) newMeter(j *job, step string, paths []hostio.Path) *meter {
 	m := &meter{a: a, j: j, step: step, start: time.Now(), every: a.o.ProgressEvery}
 	for _, p := range paths {
 		if n, err := dataSize(p); err == nil {
@@ -42,25 +43,14 @@ func (a *Agent) newMeter(j *job, step string, paths []string) *meter {
 	return m
 }
 
-func dataSize(path string) (int64, error) {
-	f, err := os.Open(path)
+// dataSize is the data bytes CopyFile would copy of p.
+func dataSize(p hostio.Path) (int64, error) {
+	f, m, err := openData(p)
 	if err != nil {
 		return 0, err
 	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return 0, err
-	}
-	segs, err := dataSegments(f, st.Size())
-	if err != nil {
-		return 0, err
-	}
-	var n int64
-	for _, s := range segs {
-		n += s.end - s.off
-	}
-	return n, nil
+	f.Close()
+	return m.bytes, nil
 }
 
 // file returns the Progress of the next file; finished adds it to the base.

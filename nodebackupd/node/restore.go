@@ -58,7 +58,7 @@ func (a *Agent) unretain(ctx context.Context, j *job, names []string, code ldaps
 	if err := j.checkRoots(); err != nil {
 		return nil, 0, err
 	}
-	src, dst := j.layout.BackupDir(), j.layout.RetainDir()
+	dst := j.layout.RetainDir()
 	// A disk stored in chunks has its index instead of its copy: each
 	// iteration is read as it was stored, whatever the storage is now.
 	chunked := func(n string) bool { return hostio.IsRegular(j.layout.BackupIndex(n)) }
@@ -75,9 +75,9 @@ func (a *Agent) unretain(ctx context.Context, j *job, names []string, code ldaps
 	}
 	var out []string
 	var total int64
-	var srcs []string
+	var srcs []hostio.Path
 	for _, n := range names {
-		srcs = append(srcs, filepath.Join(src, j.layout.BackupName(n)))
+		srcs = append(srcs, j.layout.BackupPath().MustJoin(j.layout.BackupName(n)))
 	}
 	m := a.newMeter(j, "unretain", srcs)
 	for _, n := range names {

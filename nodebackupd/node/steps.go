@@ -361,9 +361,9 @@ func (a *Agent) retain(ctx context.Context, j *job) ([]string, error) {
 		return nil, fail(ldapschema.RCCannotChownImage, err)
 	}
 	var total int64
-	var srcs []string
+	var srcs []hostio.Path
 	for _, f := range files {
-		srcs = append(srcs, src.MustJoin(f.name).String())
+		srcs = append(srcs, src.MustJoin(f.name))
 	}
 	m := a.newMeter(j, "retain", srcs)
 	var chunks chunkTotals
