@@ -84,6 +84,42 @@ func imageMap(ctx context.Context, path, format string) ([]extent, error) {
 	return parseMap(out)
 }
 
+// diskMap returns the image chain at path (nil when unreadable) and its
+// map: read from the file for a plain qcow2, else from qemu-img.
+func diskMap(ctx context.Context, path string, bitmap bool) ([]Image, []extent, error) {
+	if im, es, err := plainQcow2Map(path); err == nil {
+		return []Image{im}, es, nil
+	}
+	// An image with a bitmap is a qcow2: its map need not wait for the
+	// chain's formats.
+	var early chan mapResult
+	if bitmap {
+		early = make(chan mapResult, 1)
+		go func() {
+			es, err := imageMap(ctx, path, "qcow2")
+			early <- mapResult{es, err}
+		}()
+	}
+	chain, err := ImageChain(ctx, path)
+	if err != nil {
+		if early != nil {
+			<-early
+		}
+		return nil, nil, err
+	}
+	var es []extent
+	if early != nil {
+		r := <-early
+		es, err = r.es, r.err
+		if err == nil && chain[0].Format != "qcow2" {
+			err = fmt.Errorf("%w: a %s image has no bitmaps", ErrBitmapUnusable, chain[0].Format)
+		}
+	} else {
+		es, err = imageMap(ctx, path, chain[0].Format)
+	}
+	return chain, es, err
+}
+
 // StoreOptions shape a StoreImage.
 type StoreOptions struct {
 	// Progress, if not nil, is told the bytes read so far of the disk's size.
@@ -106,37 +142,13 @@ var ErrBitmapMismatch = errors.New("the dirty bitmap does not match the previous
 // caller writes it once the store is synced, which StoreImage does). A nil
 // store only hashes, to check an image against an index.
 func StoreImage(ctx context.Context, store *ChunkStore, path string, o StoreOptions) (Index, ChunkStats, error) {
-	// An image with a bitmap is a qcow2: its map need not wait for the
-	// chain's formats (two qemu-img starts were most of an unchanged
-	// disk's retain).
-	var early chan mapResult
-	if o.Bitmap != "" {
-		early = make(chan mapResult, 1)
-		go func() {
-			es, err := imageMap(ctx, path, "qcow2")
-			early <- mapResult{es, err}
-		}()
-	}
-	chain, err := ImageChain(ctx, path)
-	if err != nil {
-		if early != nil {
-			<-early
-		}
+	chain, es, err := diskMap(ctx, path, o.Bitmap != "")
+	if chain == nil {
 		return Index{}, ChunkStats{}, err
 	}
 	im := chain[0]
 	x := Index{Format: im.Format, Size: im.VirtualSize, Chunks: make([]ChunkID, ChunkCount(im.VirtualSize))}
 	st := ChunkStats{Chunks: len(x.Chunks)}
-	var es []extent
-	if early != nil {
-		r := <-early
-		es, err = r.es, r.err
-		if err == nil && im.Format != "qcow2" {
-			err = fmt.Errorf("%w: a %s image has no bitmaps", ErrBitmapUnusable, im.Format)
-		}
-	} else {
-		es, err = imageMap(ctx, path, im.Format)
-	}
 	if err != nil {
 		return x, st, err
 	}
