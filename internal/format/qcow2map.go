@@ -59,10 +59,14 @@ func plainQcow2Map(path string) (Image, []extent, error) {
 	cluster := int64(1) << clusterBits
 	perL2 := cluster / 8
 	l1Size := int64(be.Uint32(hdr[36:]))
-	if size < 0 || l1Size > maxL1Entries || l1Size*perL2*cluster < size {
+	if size < 0 {
+		return Image{}, nil, not("size %d", size)
+	}
+	need := ceilDiv(size, perL2*cluster) // L1 entries the size needs
+	if need > min(l1Size, maxL1Entries) {
 		return Image{}, nil, not("an L1 table of %d entries for %d bytes", l1Size, size)
 	}
-	l1 := make([]byte, l1Size*8)
+	l1 := make([]byte, need*8)
 	if _, err := f.ReadAt(l1, int64(be.Uint64(hdr[40:]))); err != nil {
 		return Image{}, nil, not("L1 table: %v", err)
 	}

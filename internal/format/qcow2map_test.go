@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -74,7 +75,20 @@ func TestPlainQcow2MapIsQemuImgs(t *testing.T) {
 	qemuIOWrite(t, compressed, "write -c -P 0x31 0 64k")
 	backed := create("backed.qcow2", "", "-b", compressed, "-F", "qcow2")
 	v2 := create("v2.qcow2", "64M", "-o", "compat=0.10")
-	for _, p := range []string{compressed, backed, v2} {
+	// A header whose L1 table cannot cover its size (damaged) is no plain image.
+	short := create("short-l1.qcow2", "64M")
+	f, err := os.OpenFile(short, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.WriteAt([]byte{0, 0, 0, 0}, 36)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{compressed, backed, v2, short} {
 		if _, _, err := plainQcow2Map(p); !errors.Is(err, errNotPlainQcow2) {
 			t.Errorf("%s: %v, want it left to qemu-img", filepath.Base(p), err)
 		}
