@@ -225,7 +225,7 @@ func (w *world) newRun(fam *opFamily, flow *opFlow, p opPoint, log logrus.FieldL
 		// chunks from run to run (content-defined, of a live guest's RAM),
 		// so the count before an operation drifts: the fault is anchored
 		// to the traced operation's name and its occurrence instead.
-		if p.fault.Kind != hostio.NoFault && p.traced.name != "" {
+		if p.fault.Kind != hostio.NoFault && p.traced.name != "" && !p.byNumber {
 			r.anchor = &p.traced
 		}
 	}

@@ -39,6 +39,10 @@ type opPoint struct {
 	flow   string
 	fault  hostio.Fault
 	traced opRec // what the tracing run did at that operation
+	// byNumber: in chunks storage, where a fault is anchored to its
+	// operation's name, a run again of a point whose anchor did not come
+	// lands on the operation's number instead.
+	byNumber bool
 }
 
 // errnoAt alternates the injected errors: EIO at odd operations, ENOSPC at
