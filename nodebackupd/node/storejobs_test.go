@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"crypto/sha256"
 	"os"
 	"strings"
 	"sync"
@@ -12,6 +11,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/stoneycloud/stoney-conductor/internal/format"
+	"github.com/stoneycloud/stoney-conductor/internal/format/formattest"
 	"github.com/stoneycloud/stoney-conductor/internal/testenv"
 	"github.com/stoneycloud/stoney-conductor/ldapschema"
 )
@@ -24,15 +24,7 @@ func TestScheduledStoreJobsRunAndReport(t *testing.T) {
 	_, store := testenv.SlapdStore(t, testenv.SlapdOptions{})
 	root, plain := t.TempDir(), t.TempDir()
 	chunks := format.OpenChunkStore(root, nil)
-	data := []byte("a chunk of a deleted backup")
-	id := format.ChunkID(sha256.Sum256(data))
-	if _, err := chunks.Put(id, data); err != nil {
-		t.Fatal(err)
-	}
-	old := time.Now().Add(-48 * time.Hour)
-	if err := os.Chtimes(chunks.ChunkPath(id).String(), old, old); err != nil {
-		t.Fatal(err)
-	}
+	id := formattest.UnnamedChunk(t, chunks, []byte("a chunk of a deleted backup"), 48*time.Hour)
 	var mu sync.Mutex
 	ran := map[string]format.StoreJob{}
 	log := logrus.New()
