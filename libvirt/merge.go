@@ -125,6 +125,20 @@ func (h *Hypervisor) merge(ctx context.Context, req MergeRequest) error {
 	if err != nil {
 		return err
 	}
+	stale := false
+	for _, d := range req.Disks {
+		if b := desc.Backing[d.Target]; b != "" {
+			stale = true
+			if err := h.pull(ctx, req.Domain, d.Target, req.BandwidthMiBs, func(int64, int64) {}); err != nil {
+				return wrap(ErrMergeFailed, err, "%s: pull again for libvirt's view", d.Target)
+			}
+		}
+	}
+	if stale {
+		if _, desc, err = h.describe(req.Domain, 0); err != nil {
+			return err
+		}
+	}
 	for _, d := range req.Disks {
 		if b := desc.Backing[d.Target]; b != "" {
 			return fmt.Errorf("%w: libvirt still shows %s backed by %s", ErrMergeFailed, d.Target, b)
