@@ -125,6 +125,9 @@ func (h *Hypervisor) merge(ctx context.Context, req MergeRequest) error {
 	if err != nil {
 		return err
 	}
+	// A pull QEMU finished while libvirtd was down stays in libvirt's live
+	// definition (waiting does not help); another pull of that disk is a
+	// no-op for QEMU and makes libvirt drop the backing file.
 	stale := false
 	for _, d := range req.Disks {
 		if b := desc.Backing[d.Target]; b != "" {
