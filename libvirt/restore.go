@@ -244,17 +244,8 @@ func (h *Hypervisor) checkRestore(ctx context.Context, req RestoreRequest, park 
 // previousVM reads what a failed restore goes back to.
 func (h *Hypervisor) previousVM(ctx context.Context, name string) (PreviousVM, error) {
 	var prev PreviousVM
-	err := h.doRetry(ctx, func(c *lv.Connect) error {
-		prev = PreviousVM{}
-		d, err := c.LookupDomainByName(name)
-		if errors.Is(err, lv.ERR_NO_DOMAIN) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		defer d.Free()
-		prev.Defined = true
+	defined, err := h.onDefined(ctx, name, func(d *lv.Domain) (err error) {
+		prev = PreviousVM{Defined: true}
 		if prev.XML, err = d.GetXMLDesc(lv.DOMAIN_XML_INACTIVE | lv.DOMAIN_XML_SECURE); err != nil {
 			return err
 		}
@@ -268,6 +259,9 @@ func (h *Hypervisor) previousVM(ctx context.Context, name string) (PreviousVM, e
 		prev.SaveXML, err = format.StripBackingStore(live)
 		return err
 	})
+	if !defined {
+		prev = PreviousVM{} // an attempt before a lost connection may have seen it
+	}
 	if err != nil {
 		return prev, wrap(ErrRestoreFailed, err, "read %s", name)
 	}
@@ -277,20 +271,31 @@ func (h *Hypervisor) previousVM(ctx context.Context, name string) (PreviousVM, e
 // active: the domain runs (or is paused); false when it is not defined.
 func (h *Hypervisor) active(ctx context.Context, name string) (bool, error) {
 	var on bool
-	err := h.doRetry(ctx, func(c *lv.Connect) error {
+	defined, err := h.onDefined(ctx, name, func(d *lv.Domain) (err error) {
+		on, err = d.IsActive()
+		return err
+	})
+	return defined && on, err
+}
+
+// onDefined runs f on the domain, retrying while libvirtd restarts. A
+// domain that is not defined is no error: it returns false without calling
+// f, and each caller says what a missing domain means to it.
+func (h *Hypervisor) onDefined(ctx context.Context, name string, f func(d *lv.Domain) error) (defined bool, err error) {
+	err = h.doRetry(ctx, func(c *lv.Connect) error {
+		defined = false
 		d, err := c.LookupDomainByName(name)
 		if errors.Is(err, lv.ERR_NO_DOMAIN) {
-			on = false
 			return nil
 		}
 		if err != nil {
 			return err
 		}
 		defer d.Free()
-		on, err = d.IsActive()
-		return err
+		defined = true
+		return f(d)
 	})
-	return on, err
+	return defined, err
 }
 
 // onDomain runs f on the domain as one operation of the seam.

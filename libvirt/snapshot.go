@@ -1051,20 +1051,13 @@ func (s *snap) rollback(ctx context.Context, cause error) error {
 			// Restored on the overlays for an instant: its memory comes back
 			// from the same state file, so nothing it did is lost twice.
 			err := s.h.op("destroy "+domain, func() error {
-				return s.h.doRetry(ctx, func(c *lv.Connect) error {
-					d, err := c.LookupDomainByName(domain)
-					if errors.Is(err, lv.ERR_NO_DOMAIN) {
-						return nil
-					}
-					if err != nil {
-						return err
-					}
-					defer d.Free()
+				_, err := s.h.onDefined(ctx, domain, func(d *lv.Domain) error {
 					if active, err := d.IsActive(); err != nil || !active {
 						return err
 					}
 					return d.Destroy()
 				})
+				return err
 			})
 			if err != nil {
 				return failed("stop the restored domain", err)
