@@ -5,8 +5,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/stoneycloud/stoney-conductor/ldapschema"
 )
 
 // hangGuard is how long a leaf may take to finish before it counts as stuck;
@@ -62,11 +60,8 @@ type point struct {
 	flow   flow
 	racy   bool   // the step may finish before the kill lands: try again
 	why    string // what happens at that moment
-	// A leaf ends finished with return value 0, except: a vanished node's
-	// leaves get controld's timeout code, and accept lists further codes
-	// that are right at this point (acceptWhy says why).
-	accept    []int
-	acceptWhy string
+	// A leaf ends finished with return value 0, except that a vanished
+	// node's leaves get controld's timeout code.
 }
 
 func (p point) name() string {
@@ -98,8 +93,6 @@ var points = []point{
 	{victim: vCtl, at: "retained", style: downAcross},
 	{victim: vSlapd, at: "snapshotting", delay: time.Second, why: "VM saving"},
 	{victim: vSlapd, at: "merging"},
-	{victim: vLibvirtd, at: "snapshotting", delay: time.Second, why: "VM saving",
-		accept: []int{int(ldapschema.RCCannotSaveState)}, acceptWhy: "libvirtd's death aborts the save it was running"},
 	{victim: vLibvirtd, at: "merging"},
 	{victim: vNode, at: "snapshotting", delay: time.Second, style: vanish},
 

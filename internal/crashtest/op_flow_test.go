@@ -195,6 +195,11 @@ type flowRun struct {
 
 	life  *life
 	lives int // node starts after the first
+	// libvirtd: the armed fault kills libvirtd, not the node (see
+	// opPoint.libvirtd); killedLibvirtd is the operation it followed.
+	libvirtd       bool
+	killedLibvirtd string
+	lvBack         chan struct{} // closed once a kill while a call runs is done
 
 	mu        sync.Mutex
 	step      string         // the step the node works on now
@@ -218,7 +223,7 @@ type flowRun struct {
 }
 
 func (w *world) newRun(fam *opFamily, flow *opFlow, p opPoint, log logrus.FieldLogger) *flowRun {
-	r := &flowRun{w: w, fam: fam, flow: flow, fault: p.fault, log: log}
+	r := &flowRun{w: w, fam: fam, flow: flow, fault: p.fault, log: log, libvirtd: p.libvirtd}
 	if flow.chunked() {
 		r.dur = newDurability(w)
 		// A saved state in chunks storage has a few more or fewer new
@@ -270,6 +275,39 @@ func (r *flowRun) hits(n int, op string) bool {
 	return false
 }
 
+// duringDelay is how long after a call started a libvirtd point kills
+// libvirtd while it runs: the calls of a small guest's snapshot and merge
+// take a few tens of milliseconds (a live save some hundreds).
+const duringDelay = 20 * time.Millisecond
+
+// killLibvirtd is the armed fault of a libvirtd point: libvirtd dies with
+// SIGKILL (its QEMUs run on) just after the node's call returned, or while
+// it runs, and comes back as a service manager would restart it. The node
+// goes on.
+func (r *flowRun) killLibvirtd(op string, n int) {
+	kill := func() {
+		r.w.lv.Kill()
+		r.w.lvUp = false
+		err := r.w.restartLibvirtd()
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		r.killedLibvirtd = fmt.Sprintf("#%d %s", n, r.short(op))
+		if err != nil {
+			r.problem("libvirtd does not start again: %v", err)
+		}
+	}
+	if r.fault.Kind != hostio.CrashBefore {
+		kill()
+		return
+	}
+	r.lvBack = make(chan struct{})
+	go func() {
+		defer close(r.lvBack)
+		time.Sleep(duringDelay)
+		kill()
+	}()
+}
+
 func (r *flowRun) problem(format string, a ...any) {
 	r.problems = append(r.problems, fmt.Sprintf(format, a...))
 }
@@ -307,7 +345,7 @@ func (r *flowRun) seam() *hostio.Seam {
 		if r.anchor != nil {
 			at = n == r.hitN
 		}
-		if r.dur != nil && !(armed && at && (r.fault.Kind == hostio.CrashBefore || r.fault.Kind == hostio.FailWith)) {
+		if r.dur != nil && !(armed && at && (r.fault.Kind == hostio.CrashBefore && !r.libvirtd || r.fault.Kind == hostio.FailWith)) {
 			r.dur.see(op) // an operation that runs
 		}
 		rec := opRec{n: n, step: r.step, name: r.short(op)}
@@ -337,6 +375,9 @@ func (r *flowRun) run() (final ldapschema.Leaf, ok bool) {
 		return final, false
 	}
 	final, ok = r.drive(time.Now().Add(flowLimit))
+	if r.lvBack != nil {
+		<-r.lvBack // the checks need libvirtd
+	}
 	if !ok {
 		return final, false
 	}
@@ -437,6 +478,9 @@ func (r *flowRun) nodeTurn(mode fsm.Mode) {
 			// What a kill would leave for the next node: no index naming a
 			// chunk that is not there.
 			l.onCrash = func() { r.atCrash = r.w.indexProblems() }
+		}
+		if r.libvirtd && r.lives == 0 {
+			l.seam.Crash = r.killLibvirtd
 		}
 		r.life = l
 	}

@@ -3,6 +3,7 @@ package crashtest
 import (
 	"fmt"
 	"os"
+	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -43,7 +44,30 @@ type opPoint struct {
 	// operation's name, a run again of a point whose anchor did not come
 	// lands on the operation's number instead.
 	byNumber bool
+	// libvirtd: libvirtd is killed (and restarted) instead of the node,
+	// just after the operation, a call to it (fault CrashAfter), or while
+	// the call runs (CrashBefore: the kill follows its start by
+	// duringDelay). The node lives on and meets a libvirtd that lost what
+	// it was doing.
+	libvirtd bool
 }
+
+// The keys' names of libvirtd points.
+const (
+	libvirtdAfter  = "libvirtd-after"
+	libvirtdDuring = "libvirtd-during"
+)
+
+// duringCall matches the calls libvirtd may die in the middle of: those
+// that run long (a save, a restore, a boot) and the start of a block pull.
+// Not the block copy, pivot and commit of a live snapshot's switch: a
+// libvirtd killed inside one of those loses track of QEMU's block job
+// (docs/crashes.md, "What is not covered").
+var duringCall = regexp.MustCompile(`^(live save|save|restore|resume|start|block pull) `)
+
+// hypervisorCall matches the operations that are calls to libvirtd (the
+// libvirt adapter names them so); a libvirtd point follows each of them.
+var hypervisorCall = regexp.MustCompile(`^(live save|save|restore|resume|start|define|destroy|pivot|commit|block pull|block job abort|cancel the block job|abort the job|end the live save|limit the pause) |^copy \S+ onto `)
 
 // errnoAt alternates the injected errors: EIO at odd operations, ENOSPC at
 // even ones.
@@ -55,6 +79,17 @@ func errnoAt(n int) syscall.Errno {
 }
 
 func isCrash(f hostio.Fault) bool { return f.Kind == hostio.CrashBefore || f.Kind == hostio.CrashAfter }
+
+// kind is the point's fault without its number, or which libvirtd point.
+func (p opPoint) kind() string {
+	switch {
+	case p.libvirtd && p.fault.Kind == hostio.CrashBefore:
+		return libvirtdDuring
+	case p.libvirtd:
+		return libvirtdAfter
+	}
+	return kindName(p.fault)
+}
 
 // kindName is the fault without its number: crash-before, crash-after, fail EIO.
 func kindName(f hostio.Fault) string {
@@ -74,6 +109,9 @@ func (p opPoint) key() string {
 	s := p.fault.String() // crash-after:17 or fail:17:EIO
 	kind, rest, _ := strings.Cut(s, ":")
 	n, errno, _ := strings.Cut(rest, ":")
+	if p.libvirtd {
+		kind = p.kind()
+	}
 	k := fmt.Sprintf("%s#%s:%s", p.flow, n, kind)
 	if errno != "" {
 		k += ":" + errno
@@ -82,33 +120,40 @@ func (p opPoint) key() string {
 }
 
 // parseKey reads a key made by opPoint.key.
-func parseKey(k string) (flow string, f hostio.Fault, err error) {
+func parseKey(k string) (opPoint, error) {
 	flow, rest, ok := strings.Cut(strings.TrimSpace(k), "#")
-	bad := fmt.Errorf("point %q: want <flow>#<N>:crash-before|crash-after|fail:EIO|fail:ENOSPC", k)
+	bad := fmt.Errorf("point %q: want <flow>#<N>:crash-before|crash-after|fail:EIO|fail:ENOSPC|%s|%s", k, libvirtdAfter, libvirtdDuring)
 	if !ok || flow == "" {
-		return "", f, bad
+		return opPoint{}, bad
 	}
 	n, fault, ok := strings.Cut(rest, ":")
 	if !ok {
-		return "", f, bad
+		return opPoint{}, bad
 	}
 	kind, errno, _ := strings.Cut(fault, ":")
+	p := opPoint{flow: flow, libvirtd: (kind == libvirtdAfter || kind == libvirtdDuring) && errno == ""}
+	switch {
+	case p.libvirtd && kind == libvirtdAfter:
+		kind = "crash-after"
+	case p.libvirtd:
+		kind = "crash-before"
+	}
 	spec := kind + ":" + n
 	if errno != "" {
 		spec += ":" + errno
 	}
-	f, err = hostio.ParseFault(spec)
-	if err != nil {
-		return "", f, bad
+	var err error
+	if p.fault, err = hostio.ParseFault(spec); err != nil {
+		return opPoint{}, bad
 	}
-	return flow, f, nil
+	return p, nil
 }
 
 // selection is what CRASHTEST_POINTS asked for.
 type selection struct {
 	all   bool
-	keys  map[string][]hostio.Fault // flow → the points to replay; nil: a rule
-	flows []string                  // the flows to run; nil: all
+	keys  map[string][]opPoint // flow → the points to replay; nil: a rule
+	flows []string             // the flows to run; nil: all
 }
 
 // runs: the selection has points in flow.
@@ -142,16 +187,16 @@ func parseSelection(s string) (selection, error) {
 	case "all":
 		return selection{all: true}, nil
 	}
-	sel := selection{keys: map[string][]hostio.Fault{}}
+	sel := selection{keys: map[string][]opPoint{}}
 	for _, k := range strings.Split(s, ",") {
 		if strings.TrimSpace(k) == "" {
 			continue
 		}
-		flow, f, err := parseKey(k)
+		p, err := parseKey(k)
 		if err != nil {
 			return sel, err
 		}
-		sel.keys[flow] = append(sel.keys[flow], f)
+		sel.keys[p.flow] = append(sel.keys[p.flow], p)
 	}
 	return sel, nil
 }
@@ -191,8 +236,9 @@ func (s selection) points(flow string, ops []opRec, sampled []string) []opPoint 
 	var out []opPoint
 	switch {
 	case s.keys != nil:
-		for _, f := range s.keys[flow] {
-			out = append(out, opPoint{flow: flow, fault: f, traced: at(f.N)})
+		for _, p := range s.keys[flow] {
+			p.traced = at(p.fault.N)
+			out = append(out, p)
 		}
 	case s.all:
 		for _, op := range ops {
@@ -204,13 +250,25 @@ func (s selection) points(flow string, ops []opRec, sampled []string) []opPoint 
 	return out
 }
 
-// allFaults: crash before, crash after and fail, at one operation.
+// allFaults: crash before, crash after and fail, at one operation, and
+// at a call to libvirtd its death while the call runs and just after.
 func allFaults(flow string, op opRec) []opPoint {
-	return []opPoint{
+	out := []opPoint{
 		{flow: flow, fault: hostio.Fault{Kind: hostio.CrashBefore, N: op.n}, traced: op},
 		{flow: flow, fault: hostio.Fault{Kind: hostio.CrashAfter, N: op.n}, traced: op},
 		{flow: flow, fault: hostio.Fault{Kind: hostio.FailWith, N: op.n, Errno: errnoAt(op.n)}, traced: op},
 	}
+	if duringCall.MatchString(op.name) {
+		out = append(out, libvirtdPoint(flow, op, hostio.CrashBefore))
+	}
+	if hypervisorCall.MatchString(op.name) {
+		out = append(out, libvirtdPoint(flow, op, hostio.CrashAfter))
+	}
+	return out
+}
+
+func libvirtdPoint(flow string, op opRec, kind hostio.FaultKind) opPoint {
+	return opPoint{flow: flow, fault: hostio.Fault{Kind: kind, N: op.n}, traced: op, libvirtd: true}
 }
 
 // verb is the kind of an operation: the first word of its name.
@@ -224,8 +282,9 @@ func verb(name string) string {
 // a crash after its last one (the moment between the work and its answer).
 // Then, once per kind of operation (its verb: rename, write, define...),
 // its first operation in the flow not sampled yet, with in turn a crash
-// after, a failure and a crash before. With sampled, only the operations
-// of those steps are.
+// after, a failure and a crash before; and libvirtd's death at the first
+// call of each kind to it, in turn while it runs and just after. With sampled, only the operations of
+// those steps are.
 func samplePoints(flow string, ops []opRec, sampled []string) []opPoint {
 	if sampled != nil {
 		ops = slices.DeleteFunc(slices.Clone(ops), func(o opRec) bool { return !contains(sampled, o.step) })
@@ -236,7 +295,7 @@ func samplePoints(flow string, ops []opRec, sampled []string) []opPoint {
 		chosen[op.n] = true
 		p := allFaults(flow, op)[kind]
 		for _, q := range out {
-			if q.fault == p.fault {
+			if q.fault == p.fault && !q.libvirtd {
 				return
 			}
 		}
@@ -267,6 +326,19 @@ func samplePoints(flow string, ops []opRec, sampled []string) []opPoint {
 		}
 		take(op, []int{after, fail, before}[turn%3])
 		turn++
+	}
+	// libvirtd dies once at each kind of call to it, in turn while it runs
+	// and just after.
+	calls := map[string]bool{}
+	for _, op := range ops {
+		if v := verb(op.name); hypervisorCall.MatchString(op.name) && !calls[v] {
+			calls[v] = true
+			kind := hostio.CrashAfter
+			if len(calls)%2 == 0 && duringCall.MatchString(op.name) {
+				kind = hostio.CrashBefore
+			}
+			out = append(out, libvirtdPoint(flow, op, kind))
+		}
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].fault.N < out[j].fault.N })
 	return out
@@ -314,7 +386,7 @@ func contains(list []string, s string) bool {
 
 // TestOpPointSelection: the sample reaches every step and every kind of
 // fault, a point's key asks for that same point again, and "all" is three
-// faults at every operation.
+// faults at every operation and libvirtd's death at every call to it.
 func TestOpPointSelection(t *testing.T) {
 	var ops []opRec
 	add := func(step string, names ...string) {
@@ -322,8 +394,8 @@ func TestOpPointSelection(t *testing.T) {
 			ops = append(ops, opRec{n: len(ops) + 1, step: step, name: n})
 		}
 	}
-	add("snapshot", "intent record a", "save vm", "rename a to b", "rename c to d", "intent record a")
-	add("merge", "pull vda")
+	add("snapshot", "intent record a", "save vm to s", "rename a to b", "rename c to d", "intent record a")
+	add("merge", "block pull vda", "block pull vdb")
 	add("retain", "create x.partial", "write x.partial", "write x.partial", "fsync x.partial", "rename x.partial to x")
 
 	sample := samplePoints("backup/running", ops, nil)
@@ -336,9 +408,9 @@ func TestOpPointSelection(t *testing.T) {
 		if p.fault.Kind == hostio.CrashAfter {
 			lastAfter[p.traced.step+"#"+strconv.Itoa(p.fault.N)] = true
 		}
-		flow, f, err := parseKey(p.key())
-		if err != nil || flow != p.flow || f != p.fault {
-			t.Errorf("key %q reads back as %q %v (%v)", p.key(), flow, f, err)
+		back, err := parseKey(p.key())
+		if err != nil || back.flow != p.flow || back.fault != p.fault || back.libvirtd != p.libvirtd {
+			t.Errorf("key %q reads back as %+v (%v)", p.key(), back, err)
 		}
 	}
 	for _, s := range []string{"snapshot", "merge", "retain"} {
@@ -346,7 +418,7 @@ func TestOpPointSelection(t *testing.T) {
 			t.Errorf("the sample misses step %s: %v", s, sample)
 		}
 	}
-	for _, want := range []string{"snapshot#5", "merge#6", "retain#11"} {
+	for _, want := range []string{"snapshot#5", "merge#7", "retain#12"} {
 		if !lastAfter[want] {
 			t.Errorf("the sample has no crash after the last operation of a step (%s)", want)
 		}
@@ -355,6 +427,15 @@ func TestOpPointSelection(t *testing.T) {
 		if !kinds[k] {
 			t.Errorf("the sample has no %s point", k)
 		}
+	}
+	var dies []string
+	for _, p := range sample {
+		if p.libvirtd {
+			dies = append(dies, p.key())
+		}
+	}
+	if want := []string{"backup/running#2:libvirtd-after", "backup/running#6:libvirtd-during"}; !slices.Equal(dies, want) {
+		t.Errorf("libvirtd dies in the sample at %v, want once at each kind of call to it: %v", dies, want)
 	}
 	if len(sample) >= 3*len(ops) {
 		t.Errorf("the sample (%d points) is no smaller than all points (%d)", len(sample), 3*len(ops))
@@ -370,7 +451,7 @@ func TestOpPointSelection(t *testing.T) {
 			t.Errorf("the sample of the retain alone has a point in %s: %v", p.traced.step, p)
 		}
 	}
-	if len(kinds) != 3 || !slices.ContainsFunc(retainOnly, func(p opPoint) bool { return p.fault.N == 11 && p.fault.Kind == hostio.CrashAfter }) {
+	if len(kinds) != 3 || !slices.ContainsFunc(retainOnly, func(p opPoint) bool { return p.fault.N == 12 && p.fault.Kind == hostio.CrashAfter }) {
 		t.Errorf("the sample of the retain alone: %v", retainOnly)
 	}
 
@@ -378,16 +459,24 @@ func TestOpPointSelection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := all.points("backup/running", ops, []string{"retain"}); len(got) != 3*len(ops) {
-		t.Errorf("all points: %d, want %d", len(got), 3*len(ops))
+	if got := all.points("backup/running", ops, []string{"retain"}); len(got) != 3*len(ops)+6 {
+		t.Errorf("all points: %d, want %d (three at each operation, libvirtd's death in and after each of its 3 calls)", len(got), 3*len(ops)+6)
 	}
-	replay, err := parseSelection("backup/running#7:fail:ENOSPC, restore/running#2:crash-after")
+	// libvirtd dies inside a call only where that is covered; after any.
+	if n := len(allFaults("f", opRec{n: 1, name: "pivot vda of vm"})); n != 4 {
+		t.Errorf("%d points at a pivot, want 3 and libvirtd's death after it", n)
+	}
+	if n := len(allFaults("f", opRec{n: 1, name: "live save vm to s"})); n != 5 {
+		t.Errorf("%d points at a live save, want 3 and libvirtd's death in and after it", n)
+	}
+	replay, err := parseSelection("backup/running#8:fail:ENOSPC, restore/running#2:crash-after, backup/running#6:libvirtd-during")
 	if err != nil {
 		t.Fatal(err)
 	}
 	got := replay.points("backup/running", ops, nil)
-	if len(got) != 1 || got[0].fault != (hostio.Fault{Kind: hostio.FailWith, N: 7, Errno: syscall.ENOSPC}) || got[0].traced.name != "create x.partial" {
-		t.Errorf("replay of backup/running#7:fail:ENOSPC gives %+v", got)
+	if len(got) != 2 || got[0].fault != (hostio.Fault{Kind: hostio.FailWith, N: 8, Errno: syscall.ENOSPC}) || got[0].traced.name != "create x.partial" ||
+		!got[1].libvirtd || got[1].fault != (hostio.Fault{Kind: hostio.CrashBefore, N: 6}) || got[1].traced.name != "block pull vda" {
+		t.Errorf("replay of backup/running#8:fail:ENOSPC and #6:libvirtd-during gives %+v", got)
 	}
 	if len(replay.points("backup/shut-off", ops, nil)) != 0 {
 		t.Errorf("a replay runs points of a flow it did not name")
@@ -402,7 +491,7 @@ func TestOpPointSelection(t *testing.T) {
 	if !replay.runs("restore/running") || replay.runs("backup/shut-off") {
 		t.Errorf("a replay runs the flows it did not name, or not those it named")
 	}
-	for _, bad := range []string{"backup/running", "backup/running#x:crash-after", "backup/running#3:fail:EPERM", "#3:crash-before"} {
+	for _, bad := range []string{"backup/running", "backup/running#x:crash-after", "backup/running#3:fail:EPERM", "#3:crash-before", "backup/running#3:libvirtd-after:EIO"} {
 		if _, err := parseSelection(bad); err == nil {
 			t.Errorf("selection %q accepted", bad)
 		}

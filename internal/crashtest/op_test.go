@@ -55,14 +55,15 @@ func (r opResult) line() string {
 	if name == "" {
 		name = r.p.traced.name
 	}
-	return fmt.Sprintf("op point %s #%d %s '%s': %s (%s)", r.p.flow, r.p.fault.N, kindName(r.p.fault), name, status, strings.Join(parts, "; "))
+	return fmt.Sprintf("op point %s #%d %s '%s': %s (%s)", r.p.flow, r.p.fault.N, r.p.kind(), name, status, strings.Join(parts, "; "))
 }
 
 // TestOpPoints is the operation-level crash harness: for every flow it
 // first runs the flow without a fault, listing the operations its steps
 // pass through the seam, then once per point with the seam armed: the node
 // crashes just before or just after the Nth operation (and a new node life
-// takes the leaf up), or the Nth operation fails. After each point the
+// takes the leaf up), or the Nth operation fails, or, after a call to
+// libvirtd, libvirtd dies and is restarted. After each point the
 // invariants of docs/crashes.md are checked. CRASHTEST_POINTS selects the
 // points (see op_points_test.go).
 func TestOpPoints(t *testing.T) {
@@ -91,7 +92,7 @@ func TestOpPoints(t *testing.T) {
 	}
 	fmt.Printf("crashtest: operation points: %s; node log %s\n", sel, logPath)
 
-	var crashN, crashHeld, ioN, ioHeld int
+	var crashN, crashHeld, ioN, ioHeld, lvN, lvHeld int
 	var timings []string
 	for i := range opFlows {
 		flow := &opFlows[i]
@@ -119,7 +120,7 @@ func TestOpPoints(t *testing.T) {
 			}
 		}
 		points := sel.points(flow.name, ops, flow.sampled)
-		var fc, fch, fi, fih int
+		var fc, fch, fi, fih, fl, flh int
 		for _, p := range points {
 			r := w.runOpPoint(fam, p, logger, logPath)
 			// In chunks storage a point is anchored to its operation's
@@ -138,7 +139,12 @@ func TestOpPoints(t *testing.T) {
 			if !r.held() {
 				t.Errorf("%s\n  replay: %s=%q\n  %s", r.line(), envPoints, p.key(), strings.Join(append(r.problems, r.details...), "\n  "))
 			}
-			if isCrash(p.fault) {
+			if p.libvirtd {
+				fl++
+				if r.held() {
+					flh++
+				}
+			} else if isCrash(p.fault) {
 				fc++
 				if r.held() {
 					fch++
@@ -151,9 +157,10 @@ func TestOpPoints(t *testing.T) {
 			}
 		}
 		crashN, crashHeld, ioN, ioHeld = crashN+fc, crashHeld+fch, ioN+fi, ioHeld+fih
+		lvN, lvHeld = lvN+fl, lvHeld+flh
 		took := time.Since(flowStart)
-		timing := fmt.Sprintf("op flow %s: %d operations, %d points (crash %d held of %d, io-error %d held of %d) in %s, %.1fs a point",
-			flow.name, len(ops), len(points), fch, fc, fih, fi, took.Round(time.Second), took.Seconds()/float64(max(len(points)+1, 1)))
+		timing := fmt.Sprintf("op flow %s: %d operations, %d points (crash %d held of %d, io-error %d held of %d, libvirtd %d held of %d) in %s, %.1fs a point",
+			flow.name, len(ops), len(points), fch, fc, fih, fi, flh, fl, took.Round(time.Second), took.Seconds()/float64(max(len(points)+1, 1)))
 		fmt.Println(timing)
 		timings = append(timings, timing)
 		w.abandon(fam.vm)
@@ -171,8 +178,9 @@ func TestOpPoints(t *testing.T) {
 	}
 	fmt.Printf("crash points: %d held of %d\n", crashHeld, crashN)
 	fmt.Printf("io-error points: %d held of %d\n", ioHeld, ioN)
+	fmt.Printf("libvirtd points: %d held of %d\n", lvHeld, lvN)
 	fmt.Printf("crashtest: operation points took %s\n", time.Since(runStart).Round(100*time.Millisecond))
-	if crashN+ioN == 0 && sel.keys == nil {
+	if crashN+ioN+lvN == 0 && sel.keys == nil {
 		t.Errorf("no operation point ran")
 	}
 }
@@ -237,7 +245,14 @@ func (w *world) runOpPoint(fam *opFamily, p opPoint, logger *logrus.Logger, logP
 				res.outcome = append(res.outcome, "traced there: '"+p.traced.name+"'")
 			}
 		}
-		if isCrash(p.fault) && r.hit != nil {
+		switch {
+		case p.libvirtd && r.hit != nil:
+			if r.killedLibvirtd == "" {
+				res.problem("the seam reached %s but libvirtd was not killed", p.key())
+			} else {
+				res.outcome = append(res.outcome, "libvirtd killed and restarted in "+r.hit.step+", the node went on")
+			}
+		case isCrash(p.fault) && r.hit != nil:
 			if r.crashedAt == "" {
 				res.problem("the seam reached %s but the node did not end", p.fault)
 			} else {

@@ -326,6 +326,23 @@ func (w *world) operatorWrite(dn, mode, state string) error {
 		"\n-\nreplace: sstProvisioningMode\nsstProvisioningMode: " + mode + "\n")
 }
 
+// restartLibvirtd starts libvirtd again after a kill, and the harness's own
+// connection with it: the old one died with the daemon.
+func (w *world) restartLibvirtd() error {
+	err := w.lv.Restart()
+	w.lvUp = err == nil
+	if err != nil {
+		return err
+	}
+	hv, err := libvirt.Open(w.lv.URI)
+	if err != nil {
+		return err
+	}
+	old := w.hv
+	w.hv = hv
+	return old.Close()
+}
+
 // ensureUp restarts whatever a failed point left down, so the next point
 // starts from a working system.
 func (w *world) ensureUp() error {
@@ -336,10 +353,8 @@ func (w *world) ensureUp() error {
 		}
 	}
 	if !w.lvUp {
-		if err := w.lv.Restart(); err != nil {
+		if err := w.restartLibvirtd(); err != nil {
 			errs = append(errs, fmt.Errorf("libvirtd: %w", err))
-		} else {
-			w.lvUp = true
 		}
 	}
 	for _, d := range []*daemon{w.ctl, w.node} {
