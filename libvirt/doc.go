@@ -43,8 +43,12 @@
 // step 5 is only the check: the files are the same as without Live
 // (docs/live-snapshots.md). Past SnapshotRequest.Bound the guest is paused
 // and the copy ends as a plain save's. A failure before the switch commits
-// the interims back, the guest still running. The downtime is measured
-// from libvirt's lifecycle events, suspended to resumed.
+// the interims back, the guest still running; a guest the failure left
+// paused is resumed. A copy run again after an interruption, and every
+// rollback, first remove the block nodes QEMU holds for the snapshot's
+// files that libvirt does not know (strays.go: a libvirtd killed inside the
+// copy call leaves one). The downtime is measured from libvirt's lifecycle
+// events, suspended to resumed.
 //
 // Every phase, and each disk's rename and overlay, is announced in the
 // record (written and fsynced) before it runs, and every operation that

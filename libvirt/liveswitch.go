@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	lv "libvirt.org/go/libvirt"
@@ -130,6 +131,16 @@ func (s *snap) planInterims() error {
 // when a call of ours failed after the snapshot completed, on its interim
 // overlays: those are committed back.
 func (s *snap) liveSaveFailed(ctx context.Context, err error) error {
+	err = s.settleLiveSave(ctx, err)
+	// A snapshot that failed as QEMU resumed the guest leaves it paused.
+	if perr := s.h.unpause(s.req.Domain); perr != nil {
+		return fmt.Errorf("%w (and the guest stays paused: %v)", err, perr)
+	}
+	return err
+}
+
+// settleLiveSave is liveSaveFailed but for a guest left paused.
+func (s *snap) settleLiveSave(ctx context.Context, err error) error {
 	taken, terr := s.snapshotTaken()
 	if terr != nil {
 		return fmt.Errorf("%w (and %v)", err, terr)
@@ -253,6 +264,12 @@ func (s *snap) switchDisks(ctx context.Context) error {
 			d.Phase = dkCopying
 			if err := s.save(s.rec.Phase); err != nil {
 				return err
+			}
+		} else if d.Phase == dkCopying {
+			// A copy announced by a run that did not see it through: a
+			// libvirtd killed inside it may have left its target in QEMU.
+			if _, err := s.h.dropStrayNodes(s.req.Domain, []string{d.Source}); err != nil {
+				return wrap(ErrCreateOverlay, err, "%s", d.Source)
 			}
 		}
 		if d.Phase == dkCopying {
@@ -440,6 +457,13 @@ func (s *snap) liveRollback(ctx context.Context, cause error) error {
 			}
 		}
 	}
+	// A copy cut short by libvirtd's death may have left its target open
+	// in QEMU (strays.go).
+	var files []string
+	for _, d := range s.rec.Disks {
+		files = append(files, d.Source, d.Interim, d.Retained)
+	}
+	_, strayErr := s.h.dropStrayNodes(s.req.Domain, files)
 	for _, p := range []hostio.Path{s.xmlPath, s.stateFile(), s.statePath} {
 		if err := s.h.seam.Remove(p); err != nil {
 			return failed("remove "+p.String(), err)
@@ -448,8 +472,30 @@ func (s *snap) liveRollback(ctx context.Context, cause error) error {
 	if err := s.settled(); err != nil {
 		return errors.Join(cause, err)
 	}
+	if strayErr != nil {
+		// Not worth a rollback that never ends: the files are settled.
+		return fmt.Errorf("%w (rolled back, but QEMU's block nodes could not be checked for strays: %v)", cause, strayErr)
+	}
 	if len(switched) > 0 {
 		return fmt.Errorf("%w (rolled back but for %v, which run on overlays of their retained images until merged)", cause, switched)
 	}
 	return nil
+}
+
+// ownPause are the reasons a failed save or snapshot of ours leaves a
+// guest paused for; a guest its owner paused, or one QEMU paused on an I/O
+// error, stays paused.
+var ownPause = []lv.DomainPausedReason{
+	lv.DOMAIN_PAUSED_MIGRATION, lv.DOMAIN_PAUSED_SAVE, lv.DOMAIN_PAUSED_SNAPSHOT, lv.DOMAIN_PAUSED_UNKNOWN,
+}
+
+// unpause resumes a guest left paused by one of ownPause.
+func (h *Hypervisor) unpause(domain string) error {
+	return h.withDomain(domain, func(_ *lv.Connect, d *lv.Domain) error {
+		state, reason, err := d.GetState()
+		if err != nil || state != lv.DOMAIN_PAUSED || !slices.Contains(ownPause, lv.DomainPausedReason(reason)) {
+			return err
+		}
+		return h.op("resume the paused guest of "+domain, d.Resume)
+	})
 }
