@@ -59,11 +59,11 @@ const (
 )
 
 // duringCall matches the calls libvirtd may die in the middle of: those
-// that run long (a save, a restore, a boot) and the start of a block pull.
-// Not the block copy, pivot and commit of a live snapshot's switch: a
-// libvirtd killed inside one of those loses track of QEMU's block job
-// (docs/crashes.md, "What is not covered").
-var duringCall = regexp.MustCompile(`^(live save|save|restore|resume|start|block pull) `)
+// that run long (a save, a restore, a boot), the start of a block pull and
+// of a live snapshot's block copy. Not its pivot and commit: a libvirtd
+// killed inside one of those loses track of QEMU's block graph
+// (docs/crashes.md, "libvirtd killed inside a live snapshot's switch").
+var duringCall = regexp.MustCompile(`^(live save|save|restore|resume|start|block pull) |^copy \S+ onto `)
 
 // hypervisorCall matches the operations that are calls to libvirtd (the
 // libvirt adapter names them so); a libvirtd point follows each of them.
