@@ -52,15 +52,12 @@ func (h *Hypervisor) liveDisks(domain string) (map[string]liveDisk, error) {
 	if err != nil {
 		return nil, err
 	}
-	var dom libvirtxml.Domain
-	if err := dom.Unmarshal(x); err != nil {
+	disks, err := domainDisks(x)
+	if err != nil {
 		return nil, err
 	}
 	out := map[string]liveDisk{}
-	if dom.Devices == nil {
-		return out, nil
-	}
-	for _, d := range dom.Devices.Disks {
+	for _, d := range disks {
 		if d.Target == nil || d.Source == nil || d.Source.File == nil {
 			continue
 		}
@@ -74,6 +71,18 @@ func (h *Hypervisor) liveDisks(domain string) (map[string]liveDisk, error) {
 		out[d.Target.Dev] = ld
 	}
 	return out, nil
+}
+
+// domainDisks are the disks of a domain XML.
+func domainDisks(x string) ([]libvirtxml.DomainDisk, error) {
+	var dom libvirtxml.Domain
+	if err := dom.Unmarshal(x); err != nil {
+		return nil, err
+	}
+	if dom.Devices == nil {
+		return nil, nil
+	}
+	return dom.Devices.Disks, nil
 }
 
 // liveSnapshotXML is the external snapshot that saves the memory to file and

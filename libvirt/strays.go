@@ -87,14 +87,11 @@ func (h *Hypervisor) dropStrayNodes(domain string, files []string) (dropped []st
 // nodeIndexes are the indexes libvirt gave the images of a running
 // domain's disks: each source, backing image and block job destination.
 func nodeIndexes(x string) (map[uint]bool, error) {
-	var dom libvirtxml.Domain
-	if err := dom.Unmarshal(x); err != nil {
+	disks, err := domainDisks(x)
+	if err != nil {
 		return nil, err
 	}
 	known := map[uint]bool{}
-	if dom.Devices == nil {
-		return known, nil
-	}
 	chain := func(src *libvirtxml.DomainDiskSource, bs *libvirtxml.DomainDiskBackingStore) {
 		if src != nil {
 			known[src.Index] = true
@@ -103,7 +100,7 @@ func nodeIndexes(x string) (map[uint]bool, error) {
 			known[bs.Index] = true
 		}
 	}
-	for _, d := range dom.Devices.Disks {
+	for _, d := range disks {
 		chain(d.Source, d.BackingStore)
 		if m := d.Mirror; m != nil {
 			chain(m.Source, m.BackingStore)
