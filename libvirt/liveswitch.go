@@ -347,7 +347,8 @@ const pivotWait = 10 * time.Minute
 // pivot waits until the disk's block job is ready and pivots the guest
 // onto its destination.
 func (h *Hypervisor) pivot(ctx context.Context, domain, target string) error {
-	deadline := time.Now().Add(pivotWait)
+	start := time.Now()
+	asked := false
 	for {
 		lds, err := h.liveDisks(domain)
 		if err != nil {
@@ -360,8 +361,8 @@ func (h *Hypervisor) pivot(ctx context.Context, domain, target string) error {
 		if ld.Ready {
 			break
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s of %s: the block job is not ready after %v", target, domain, pivotWait)
+		if err := h.jobStuck(domain, target, start, &asked); err != nil {
+			return err
 		}
 		select {
 		case <-ctx.Done():
@@ -376,9 +377,36 @@ func (h *Hypervisor) pivot(ctx context.Context, domain, target string) error {
 	})
 }
 
+// jobAsk is how long a block job libvirt shows may keep a pivot or its
+// cancel waiting before QEMU is asked whether it still runs it: a libvirtd
+// killed during a pivot can come back showing a job QEMU has finished.
+const jobAsk = 30 * time.Second
+
+// jobStuck ends a wait on the block job of target that libvirt shows: once
+// it has waited jobAsk, QEMU is asked (once) whether it runs a job on that
+// disk, and after pivotWait the wait ends anyway.
+func (h *Hypervisor) jobStuck(domain, target string, start time.Time, asked *bool) error {
+	waited := time.Since(start)
+	if waited > pivotWait {
+		return fmt.Errorf("%s of %s: the block job does not end after %v", target, domain, pivotWait)
+	}
+	if waited < jobAsk || *asked {
+		return nil
+	}
+	*asked = true
+	runs, err := h.qemuRunsJob(domain, target)
+	if err != nil || runs {
+		return err
+	}
+	return fmt.Errorf("%w: libvirt shows a block job on %s of %s that QEMU no longer runs (libvirtd restarted during its pivot?); see docs/crashes.md",
+		ErrInconsistent, target, domain)
+}
+
 // endBlockJob cancels the disk's block job, if any, and waits until libvirt
 // no longer shows it: the guest stays on the job's source.
 func (h *Hypervisor) endBlockJob(ctx context.Context, domain, target string) error {
+	start := time.Now()
+	asked := false
 	for i := 0; ; i++ {
 		lds, err := h.liveDisks(domain)
 		if err != nil {
@@ -386,6 +414,9 @@ func (h *Hypervisor) endBlockJob(ctx context.Context, domain, target string) err
 		}
 		if !lds[target].Mirror {
 			return nil
+		}
+		if err := h.jobStuck(domain, target, start, &asked); err != nil {
+			return err
 		}
 		if i == 0 {
 			err := h.op("cancel the block job of "+target, func() error {

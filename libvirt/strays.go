@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 
 	lv "libvirt.org/go/libvirt"
 	"libvirt.org/go/libvirtxml"
@@ -107,4 +108,31 @@ func nodeIndexes(x string) (map[uint]bool, error) {
 		}
 	}
 	return known, nil
+}
+
+// qemuRunsJob asks QEMU whether it runs a block job on target; libvirt
+// names its jobs <kind>-<target>-<node>.
+func (h *Hypervisor) qemuRunsJob(domain, target string) (bool, error) {
+	var runs bool
+	err := h.withDomain(domain, func(_ *lv.Connect, d *lv.Domain) error {
+		out, err := d.QemuMonitorCommand(`{"execute":"query-block-jobs"}`, lv.DOMAIN_QEMU_MONITOR_COMMAND_DEFAULT)
+		if err != nil {
+			return err
+		}
+		var jobs struct {
+			Return []struct {
+				Device string `json:"device"`
+			} `json:"return"`
+		}
+		if err := json.Unmarshal([]byte(out), &jobs); err != nil {
+			return fmt.Errorf("block jobs: %w", err)
+		}
+		for _, j := range jobs.Return {
+			if strings.Contains(j.Device, "-"+target+"-") {
+				runs = true
+			}
+		}
+		return nil
+	})
+	return runs, err
 }
