@@ -347,8 +347,7 @@ const pivotWait = 10 * time.Minute
 // pivot waits until the disk's block job is ready and pivots the guest
 // onto its destination.
 func (h *Hypervisor) pivot(ctx context.Context, domain, target string) error {
-	start := time.Now()
-	asked := false
+	wait := h.waitOnJob(domain, target)
 	for {
 		lds, err := h.liveDisks(domain)
 		if err != nil {
@@ -361,7 +360,7 @@ func (h *Hypervisor) pivot(ctx context.Context, domain, target string) error {
 		if ld.Ready {
 			break
 		}
-		if err := h.jobStuck(domain, target, start, &asked); err != nil {
+		if err := wait.stuck(); err != nil {
 			return err
 		}
 		select {
@@ -382,31 +381,42 @@ func (h *Hypervisor) pivot(ctx context.Context, domain, target string) error {
 // killed during a pivot can come back showing a job QEMU has finished.
 const jobAsk = 30 * time.Second
 
-// jobStuck ends a wait on the block job of target that libvirt shows: once
+// jobWait is one wait on the block job of a disk that libvirt shows: once
 // it has waited jobAsk, QEMU is asked (once) whether it runs a job on that
 // disk, and after pivotWait the wait ends anyway.
-func (h *Hypervisor) jobStuck(domain, target string, start time.Time, asked *bool) error {
-	waited := time.Since(start)
+type jobWait struct {
+	h              *Hypervisor
+	domain, target string
+	start          time.Time
+	asked          bool
+}
+
+func (h *Hypervisor) waitOnJob(domain, target string) *jobWait {
+	return &jobWait{h: h, domain: domain, target: target, start: time.Now()}
+}
+
+// stuck says why the wait must end, or nil to wait on.
+func (w *jobWait) stuck() error {
+	waited := time.Since(w.start)
 	if waited > pivotWait {
-		return fmt.Errorf("%s of %s: the block job does not end after %v", target, domain, pivotWait)
+		return fmt.Errorf("%s of %s: the block job does not end after %v", w.target, w.domain, pivotWait)
 	}
-	if waited < jobAsk || *asked {
+	if waited < jobAsk || w.asked {
 		return nil
 	}
-	*asked = true
-	runs, err := h.qemuRunsJob(domain, target)
+	w.asked = true
+	runs, err := w.h.qemuRunsJob(w.domain, w.target)
 	if err != nil || runs {
 		return err
 	}
 	return fmt.Errorf("%w: libvirt shows a block job on %s of %s that QEMU no longer runs (libvirtd restarted during its pivot?); see docs/crashes.md",
-		ErrInconsistent, target, domain)
+		ErrInconsistent, w.target, w.domain)
 }
 
 // endBlockJob cancels the disk's block job, if any, and waits until libvirt
 // no longer shows it: the guest stays on the job's source.
 func (h *Hypervisor) endBlockJob(ctx context.Context, domain, target string) error {
-	start := time.Now()
-	asked := false
+	wait := h.waitOnJob(domain, target)
 	for i := 0; ; i++ {
 		lds, err := h.liveDisks(domain)
 		if err != nil {
@@ -415,7 +425,7 @@ func (h *Hypervisor) endBlockJob(ctx context.Context, domain, target string) err
 		if !lds[target].Mirror {
 			return nil
 		}
-		if err := h.jobStuck(domain, target, start, &asked); err != nil {
+		if err := wait.stuck(); err != nil {
 			return err
 		}
 		if i == 0 {
