@@ -277,7 +277,7 @@ func (s *snap) switchDisks(ctx context.Context) error {
 		} else if d.Phase == dkCopying {
 			// A copy announced by a run that did not see it through: a
 			// libvirtd killed inside it may have left its target in QEMU.
-			if _, err := s.h.dropStrayNodes(s.req.Domain, []string{d.Source}); err != nil {
+			if err := s.h.dropStrayNodes(s.req.Domain, []string{d.Source}); err != nil {
 				return wrap(ErrCreateOverlay, err, "%s", d.Source)
 			}
 		}
@@ -513,7 +513,7 @@ func (s *snap) liveRollback(ctx context.Context, cause error) error {
 	for _, d := range s.rec.Disks {
 		files = append(files, d.Source, d.Interim, d.Retained)
 	}
-	_, strayErr := s.h.dropStrayNodes(s.req.Domain, files)
+	strayErr := s.h.dropStrayNodes(s.req.Domain, files)
 	for _, p := range []hostio.Path{s.xmlPath, s.stateFile(), s.statePath} {
 		if err := s.h.seam.Remove(p); err != nil {
 			return failed("remove "+p.String(), err)

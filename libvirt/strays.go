@@ -27,9 +27,9 @@ var libvirtNode = regexp.MustCompile(`^libvirt-([0-9]+)-(format|storage)$`)
 
 // dropStrayNodes removes every block node of libvirt's naming that QEMU
 // holds for one of files and no disk of the running domain uses, as
-// libvirt's live XML says; it returns the files they held.
-func (h *Hypervisor) dropStrayNodes(domain string, files []string) (dropped []string, err error) {
-	err = h.withDomain(domain, func(_ *lv.Connect, d *lv.Domain) error {
+// libvirt's live XML says.
+func (h *Hypervisor) dropStrayNodes(domain string, files []string) error {
+	return h.withDomain(domain, func(_ *lv.Connect, d *lv.Domain) error {
 		x, err := d.GetXMLDesc(0)
 		if err != nil {
 			return err
@@ -61,7 +61,6 @@ func (h *Hypervisor) dropStrayNodes(domain string, files []string) (dropped []st
 			}
 			if i, _ := strconv.ParseUint(m[1], 10, 32); !known[uint(i)] {
 				strays = append(strays, i)
-				dropped = append(dropped, n.File)
 			}
 		}
 		for _, i := range strays {
@@ -82,7 +81,6 @@ func (h *Hypervisor) dropStrayNodes(domain string, files []string) (dropped []st
 		}
 		return nil
 	})
-	return dropped, err
 }
 
 // nodeIndexes are the indexes libvirt gave the images of a running
