@@ -75,15 +75,30 @@ func TestSeamFaults(t *testing.T) {
 	if len(crashed) != 1 || crashed[0] != 4 || s.Count() != 5 {
 		t.Errorf("crash at %v after %d operations (%v)", crashed, s.Count(), ops)
 	}
-	// Anchored by name: the fault lands on the op Match picks, whatever N says.
+	// Picked: the fault lands on the op Pick names, whatever the armed N
+	// says, and is of the kind Pick gives.
 	crashed = nil
 	s.Arm(Fault{Kind: CrashBefore, N: 99})
-	s.Match = func(n int, op string) bool { return strings.HasPrefix(op, "rename") }
+	s.Pick = func(n int, op string) Fault {
+		if strings.HasPrefix(op, "rename") {
+			return Fault{Kind: CrashBefore}
+		}
+		return Fault{}
+	}
 	if err := s.WriteFile(root.MustJoin("g"), []byte("data"), 0o640); err != nil {
 		t.Fatal(err)
 	}
 	if len(crashed) != 1 || !strings.HasPrefix(ops[len(ops)-2], "rename") || crashed[0] != s.Count()-1 {
-		t.Errorf("anchored crash at %v of %d operations (%v)", crashed, s.Count(), ops)
+		t.Errorf("picked crash at %v of %d operations (%v)", crashed, s.Count(), ops)
+	}
+	s.Pick = func(n int, op string) Fault {
+		if strings.HasPrefix(op, "write") {
+			return Fault{Kind: FailWith, Errno: syscall.EIO}
+		}
+		return Fault{}
+	}
+	if err := s.WriteFile(root.MustJoin("h"), []byte("data"), 0o640); !errors.Is(err, syscall.EIO) {
+		t.Errorf("a picked failure of the write: %v (%v)", err, ops)
 	}
 	for _, c := range []string{"crash-before:3", "crash-after:1", "fail:7:EIO", "fail:2:ENOSPC"} {
 		f, err := ParseFault(c)

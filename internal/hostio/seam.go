@@ -111,10 +111,12 @@ type Seam struct {
 	// Trace is told every operation, in order (for counting and for the
 	// harness's one line per point).
 	Trace func(n int, op string)
-	// Match, when set, picks the operation the armed fault hits instead of
-	// its number: a harness anchors a fault to an operation's name where
-	// the count before it varies from run to run. Called before Trace.
-	Match func(n int, op string) bool
+	// Pick, when set, chooses the fault carried out at each operation in
+	// place of the armed one (its N is not read): a harness anchors a fault
+	// to an operation's name where the count before it varies from run to
+	// run, or puts a second fault into the rollback or re-run the first one
+	// set off. Called before Trace.
+	Pick func(n int, op string) Fault
 }
 
 // Arm plans a fault and restarts the count.
@@ -159,11 +161,12 @@ func (s *Seam) Do(op string, f func() error) error {
 	s.mu.Lock()
 	s.n++
 	n, fault := s.n, s.fault
-	trace, crash, match := s.Trace, s.Crash, s.Match
+	trace, crash, pick := s.Trace, s.Crash, s.Pick
 	s.mu.Unlock()
 	hit := fault.Kind != NoFault && fault.N == n
-	if fault.Kind != NoFault && match != nil {
-		hit = match(n, op)
+	if pick != nil {
+		fault = pick(n, op)
+		hit = fault.Kind != NoFault
 	}
 	if trace != nil {
 		trace(n, op)
