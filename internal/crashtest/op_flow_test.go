@@ -201,6 +201,12 @@ type flowRun struct {
 	killedLibvirtd string
 	lvBack         chan struct{} // closed once a kill while a call runs is done
 
+	// then is a chained point's second fault (opPoint.then), thenAnchor
+	// its traced operation: it lands on the same occurrence of that name
+	// since the first fault.
+	then       hostio.Fault
+	thenAnchor *opRec
+
 	mu        sync.Mutex
 	step      string         // the step the node works on now
 	ops       []opRec        // through the armed seam
@@ -211,6 +217,14 @@ type flowRun struct {
 	nth       map[string]int // by the trace
 	hitN      int            // the operation an anchored fault landed on
 	crashedAt string
+
+	// What the first fault set off, in every life and the settling tidy:
+	// phase 1 from the first fault on, 2 once the second one landed.
+	phase    int
+	since    int            // operations since the first fault
+	recSeen  map[string]int // by anchorName, since the first fault
+	recovery []opRec        // n counts from the first fault
+	thenHit  *opRec
 
 	dur     *durability // chunks storage: which chunks are durable, by the operations
 	atCrash []string    // chunks storage: what the indexes named when the node crashed
@@ -223,7 +237,7 @@ type flowRun struct {
 }
 
 func (w *world) newRun(fam *opFamily, flow *opFlow, p opPoint, log logrus.FieldLogger) *flowRun {
-	r := &flowRun{w: w, fam: fam, flow: flow, fault: p.fault, log: log, libvirtd: p.libvirtd}
+	r := &flowRun{w: w, fam: fam, flow: flow, fault: p.fault, log: log, libvirtd: p.libvirtd, then: p.then}
 	if flow.chunked() {
 		r.dur = newDurability(w)
 		// A saved state in chunks storage has a few more or fewer new
@@ -233,6 +247,12 @@ func (w *world) newRun(fam *opFamily, flow *opFlow, p opPoint, log logrus.FieldL
 		if p.fault.Kind != hostio.NoFault && p.traced.name != "" && !p.byNumber {
 			r.anchor = &p.traced
 		}
+	}
+	// What a first fault sets off runs long (a re-run of the step and the
+	// ones after it), and the count of its writes drifts with the size of
+	// the saved state: a second fault is anchored in every storage.
+	if p.chained() && p.thenTraced.name != "" && !p.byNumber {
+		r.thenAnchor = &p.thenTraced
 	}
 	return r
 }
@@ -329,26 +349,89 @@ func (r *flowRun) short(op string) string {
 	return strings.ReplaceAll(op, r.fam.vm.name, "<vm>")
 }
 
-// seam returns a seam for a new life: the armed one for the first, an
-// unarmed one (traced) after a crash.
-func (r *flowRun) seam() *hostio.Seam {
-	armed := r.lives == 0
+// picked is what the picker chose at one operation of one seam.
+type picked struct {
+	fault hostio.Fault
+	first bool // the point's fault; else the chain's second, or none
+	since int  // its number since the first fault (0: before it)
+}
+
+// pick chooses the fault at an operation of any life's seam: the point's
+// fault at its operation of the first life (armed), then, counting every
+// operation since (the rest of that life, the lives after a crash, the
+// settling tidy), a chained point's second fault at its own.
+func (r *flowRun) pick(armed bool, n int, op string) picked {
+	if armed && r.fault.Kind != hostio.NoFault && r.phase == 0 && r.hits(n, op) {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		r.phase = 1
+		return picked{fault: r.fault, first: true}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.phase == 0 {
+		return picked{}
+	}
+	r.since++
+	if r.recSeen == nil {
+		r.recSeen = map[string]int{}
+	}
+	name := anchorName(r.short(op))
+	r.recSeen[name]++
+	at := picked{since: r.since}
+	if r.phase != 1 || r.then.Kind == hostio.NoFault {
+		return at
+	}
+	if a := r.thenAnchor; a != nil && name == anchorName(a.name) && r.recSeen[name] == a.nth || a == nil && r.since == r.then.N {
+		r.phase = 2
+		at.fault = r.then
+	}
+	return at
+}
+
+// seam returns a seam for a new life: the first one's is armed (and
+// traced into ops), those after a crash are traced into after; a settling
+// tidy's (settle) into neither. Every one passes the picker.
+func (r *flowRun) seam(settle bool) *hostio.Seam {
+	armed := r.lives == 0 && !settle
 	s := &hostio.Seam{}
 	if armed {
 		s.Arm(r.fault)
-		s.Match = r.hits
+	}
+	at := map[int]picked{} // by this seam's count, for its Trace
+	s.Pick = func(n int, op string) hostio.Fault {
+		p := r.pick(armed, n, op)
+		r.mu.Lock()
+		at[n] = p
+		r.mu.Unlock()
+		return p.fault
 	}
 	s.Trace = func(n int, op string) {
 		r.mu.Lock()
 		defer r.mu.Unlock()
-		at := n == r.fault.N
-		if r.anchor != nil {
-			at = n == r.hitN
-		}
-		if r.dur != nil && !(armed && at && (r.fault.Kind == hostio.CrashBefore && !r.libvirtd || r.fault.Kind == hostio.FailWith)) {
+		p := at[n]
+		delete(at, n)
+		// An operation a crash before it or a failure kept from running.
+		skipped := p.fault.Kind == hostio.FailWith || p.fault.Kind == hostio.CrashBefore && !(p.first && r.libvirtd)
+		if r.dur != nil && !skipped {
 			r.dur.see(op) // an operation that runs
 		}
-		rec := opRec{n: n, step: r.step, name: r.short(op)}
+		step := r.step
+		if settle {
+			step = "tidy"
+		}
+		rec := opRec{n: n, step: step, name: r.short(op)}
+		if p.since > 0 {
+			sr := rec
+			sr.n, sr.nth = p.since, r.recSeen[anchorName(rec.name)]
+			r.recovery = append(r.recovery, sr)
+			if p.fault.Kind != hostio.NoFault {
+				r.thenHit = &sr
+			}
+		}
+		if settle {
+			return
+		}
 		if r.nth == nil {
 			r.nth = map[string]int{}
 		}
@@ -359,7 +442,7 @@ func (r *flowRun) seam() *hostio.Seam {
 			return
 		}
 		r.ops = append(r.ops, rec)
-		if r.fault.Kind != hostio.NoFault && at {
+		if p.first {
 			r.hit = &rec
 		}
 	}
@@ -468,7 +551,7 @@ func (r *flowRun) nodeTurn(mode fsm.Mode) {
 		if r.life != nil {
 			r.lives++
 		}
-		l, err := r.w.newLife(r.seam(), r.log, r.flow)
+		l, err := r.w.newLife(r.seam(false), r.log, r.flow)
 		if err != nil {
 			r.problem("node start: %v", err)
 			r.hung = true
@@ -480,7 +563,18 @@ func (r *flowRun) nodeTurn(mode fsm.Mode) {
 			l.onCrash = func() { r.atCrash = r.w.indexProblems() }
 		}
 		if r.libvirtd && r.lives == 0 {
-			l.seam.Crash = r.killLibvirtd
+			// The first fault kills libvirtd; a chained crash, the node.
+			park := l.seam.Crash
+			l.seam.Crash = func(op string, n int) {
+				r.mu.Lock()
+				second := r.phase == 2
+				r.mu.Unlock()
+				if second {
+					park(op, n)
+					return
+				}
+				r.killLibvirtd(op, n)
+			}
 		}
 		r.life = l
 	}
@@ -547,31 +641,50 @@ func (r *flowRun) operatorTurn(l ldapschema.Leaf) {
 	}
 }
 
-// settle lets a node that did not crash settle the finished leaf (its
-// tidy), as a running nodebackupd does when it sees the leaf finished.
+// settle lets a node settle the finished leaf (its tidy), as a running
+// nodebackupd does when it sees the leaf finished. Its seam passes the
+// picker: a chained point's second fault may land in the tidy, and a node
+// that crashed there is started once more.
 func (r *flowRun) settle() {
 	r.life.end()
-	l, err := r.w.newLife(&hostio.Seam{}, r.log, r.flow)
-	if err != nil {
-		r.problem("node start: %v", err)
-		return
+	for lives := 0; ; lives++ {
+		l, err := r.w.newLife(r.seam(true), r.log, r.flow)
+		if err != nil {
+			r.problem("node start: %v", err)
+			return
+		}
+		again := r.tidy(l)
+		l.end()
+		if !again || lives == 1 {
+			return
+		}
 	}
-	defer l.end()
+}
+
+// tidy is one life's settling of the finished leaf; again: it crashed.
+func (r *flowRun) tidy(l *life) (again bool) {
 	for try := 1; ; try++ {
 		at, err := l.reconcile(r.dn, stepLimit)
 		switch {
 		case at != "":
-			r.problem("an unarmed seam crashed at %s", at)
-			return
+			r.mu.Lock()
+			chained := r.phase == 2 && isCrash(r.then)
+			r.mu.Unlock()
+			if !chained {
+				r.problem("an unarmed seam crashed at %s", at)
+				return false
+			}
+			r.crashedAt = r.short(at)
+			return true
 		case errors.Is(err, errHung):
 			r.problem("the node's tidy of the finished leaf did not return within %s", stepLimit)
 			r.hung = true
-			return
+			return false
 		case err == nil:
-			return
+			return false
 		case try == 3:
 			r.problem("the node's tidy of the finished leaf keeps failing: %v", err)
-			return
+			return false
 		}
 		time.Sleep(300 * time.Millisecond)
 	}

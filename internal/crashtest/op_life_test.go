@@ -57,14 +57,24 @@ func (w *world) newLife(seam *hostio.Seam, log logrus.FieldLogger, flow *opFlow)
 	}
 	// A kill stops every goroutine, not only the one at the operation (a
 	// retain in chunks storage hashes and writes chunks two at a time).
-	trace := seam.Trace
-	seam.Trace = func(n int, op string) {
+	// The picker comes first: an operation after the crash is not counted.
+	stop := func() {
 		l.mu.Lock()
 		gone := l.gone
 		l.mu.Unlock()
 		if gone {
 			select {}
 		}
+	}
+	if pick := seam.Pick; pick != nil {
+		seam.Pick = func(n int, op string) hostio.Fault {
+			stop()
+			return pick(n, op)
+		}
+	}
+	trace := seam.Trace
+	seam.Trace = func(n int, op string) {
+		stop()
 		if trace != nil {
 			trace(n, op)
 		}

@@ -18,7 +18,8 @@ import (
 // how one is asked for again. Pure: no service, no clock.
 
 // envPoints selects the operation points of TestOpPoints: "sample" (the
-// default, what `make test` runs), "all" (`make crashtest`), or a comma
+// default, what `make test` runs), "all" (`make crashtest`), "chains" (the
+// sample's first points and every chained point they lead to), or a comma
 // separated list of point keys to replay, e.g.
 // "backup/running#17:crash-after,restore/running#4:fail:ENOSPC".
 const envPoints = "CRASHTEST_POINTS"
@@ -50,7 +51,18 @@ type opPoint struct {
 	// duringDelay). The node lives on and meets a libvirtd that lost what
 	// it was doing.
 	libvirtd bool
+	// then, in a chained point, is a second fault inside what the first
+	// set off (the rollback of a failure, the re-run after a crash or
+	// after libvirtd's death, the tidy of the failed leaf): at the
+	// then.N-th operation after the first fault's, counted over every
+	// life. thenTraced is what the run with the first fault alone did
+	// there (n counted so, nth among those operations).
+	then       hostio.Fault
+	thenTraced opRec
 }
+
+// chained: the point has a second fault.
+func (p opPoint) chained() bool { return p.then.Kind != hostio.NoFault }
 
 // The keys' names of libvirtd points.
 const (
@@ -91,6 +103,11 @@ func (p opPoint) kind() string {
 	return kindName(p.fault)
 }
 
+// thenKind is the second fault of a chained point: "then crash-after at +3".
+func (p opPoint) thenKind() string {
+	return fmt.Sprintf("then %s at +%d", kindName(p.then), p.then.N)
+}
+
 // kindName is the fault without its number: crash-before, crash-after, fail EIO.
 func kindName(f hostio.Fault) string {
 	s := f.String()
@@ -116,15 +133,38 @@ func (p opPoint) key() string {
 	if errno != "" {
 		k += ":" + errno
 	}
+	if p.chained() {
+		kind, rest, _ := strings.Cut(p.then.String(), ":")
+		n, errno, _ := strings.Cut(rest, ":")
+		k += "+" + n + ":" + kind
+		if errno != "" {
+			k += ":" + errno
+		}
+	}
 	return k
 }
 
 // parseKey reads a key made by opPoint.key.
 func parseKey(k string) (opPoint, error) {
-	flow, rest, ok := strings.Cut(strings.TrimSpace(k), "#")
-	bad := fmt.Errorf("point %q: want <flow>#<N>:crash-before|crash-after|fail:EIO|fail:ENOSPC|%s|%s", k, libvirtdAfter, libvirtdDuring)
+	first, then, chained := strings.Cut(strings.TrimSpace(k), "+")
+	flow, rest, ok := strings.Cut(first, "#")
+	bad := fmt.Errorf("point %q: want <flow>#<N>:crash-before|crash-after|fail:EIO|fail:ENOSPC|%s|%s, chained maybe with +<M>:crash-before|crash-after|fail:EIO|fail:ENOSPC", k, libvirtdAfter, libvirtdDuring)
 	if !ok || flow == "" {
 		return opPoint{}, bad
+	}
+	var second hostio.Fault
+	if chained {
+		m, kind, ok := strings.Cut(then, ":")
+		kind, errno, _ := strings.Cut(kind, ":")
+		spec := kind + ":" + m
+		if errno != "" {
+			spec += ":" + errno
+		}
+		f, err := hostio.ParseFault(spec)
+		if !ok || err != nil {
+			return opPoint{}, bad
+		}
+		second = f
 	}
 	n, fault, ok := strings.Cut(rest, ":")
 	if !ok {
@@ -146,14 +186,18 @@ func parseKey(k string) (opPoint, error) {
 	if p.fault, err = hostio.ParseFault(spec); err != nil {
 		return opPoint{}, bad
 	}
+	p.then = second
 	return p, nil
 }
 
 // selection is what CRASHTEST_POINTS asked for.
 type selection struct {
-	all   bool
-	keys  map[string][]opPoint // flow → the points to replay; nil: a rule
-	flows []string             // the flows to run; nil: all
+	all bool
+	// chains: the sample's first points, then every chained point of
+	// what they set off (as all does with every point's).
+	chains bool
+	keys   map[string][]opPoint // flow → the points to replay; nil: a rule
+	flows  []string             // the flows to run; nil: all
 }
 
 // runs: the selection has points in flow.
@@ -186,6 +230,8 @@ func parseSelection(s string) (selection, error) {
 		return selection{}, nil
 	case "all":
 		return selection{all: true}, nil
+	case "chains":
+		return selection{chains: true}, nil
 	}
 	sel := selection{keys: map[string][]opPoint{}}
 	for _, k := range strings.Split(s, ",") {
@@ -218,6 +264,8 @@ func (s selection) String() string {
 	switch {
 	case s.all:
 		return "all points" + in
+	case s.chains:
+		return "the sample and every chained point it leads to" + in
 	case s.keys != nil:
 		return "the points asked for in " + envPoints
 	}
@@ -342,6 +390,117 @@ func samplePoints(flow string, ops []opRec, sampled []string) []opPoint {
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].fault.N < out[j].fault.N })
 	return out
+}
+
+// chainPoints are a flow's chained points, taken from what its first
+// points set off (opResult.recovery, of those that held): at each
+// operation of a recovery that the flow without a fault never does in
+// that step (a rollback's, a re-run's own, the failed leaf's tidy), after
+// the first point that reached it. With all, the three faults at each;
+// else the first such operation of each verb in each step, with in turn
+// a crash after, a failure and a crash before.
+func chainPoints(trace []opRec, firsts []opResult, all bool) []opPoint {
+	known := map[string]bool{}
+	for _, o := range trace {
+		known[o.step+" "+anchorName(o.name)] = true
+	}
+	seen := map[string]bool{}
+	var out []opPoint
+	turn := 0
+	for _, r := range firsts {
+		if !r.held() || r.p.chained() {
+			continue
+		}
+		for _, o := range r.recovery {
+			k := o.step + " " + anchorName(o.name)
+			if known[k] || seen[k] {
+				continue
+			}
+			seen[k] = true
+			faults := []hostio.Fault{
+				{Kind: hostio.CrashAfter, N: o.n},
+				{Kind: hostio.FailWith, N: o.n, Errno: errnoAt(o.n)},
+				{Kind: hostio.CrashBefore, N: o.n},
+			}
+			if !all {
+				v := "verb " + o.step + " " + verb(o.name)
+				if seen[v] {
+					continue
+				}
+				seen[v] = true
+				faults = faults[turn%3 : turn%3+1]
+				turn++
+			}
+			for _, f := range faults {
+				p := r.p
+				p.then, p.thenTraced = f, o
+				out = append(out, p)
+			}
+		}
+	}
+	return out
+}
+
+// TestChainPoints: a chained point's key reads back; the second faults go
+// to what only a recovery does, once per operation of it (the first point
+// that reached it), three kinds with all, one per verb in the sample; a
+// point that did not hold sets nothing off.
+func TestChainPoints(t *testing.T) {
+	trace := []opRec{
+		{n: 1, step: "snapshot", name: "rename a to b"},
+		{n: 2, step: "snapshot", name: "save vm to s"},
+		{n: 3, step: "retain", name: "write x.partial"},
+	}
+	fail := opPoint{flow: "f", fault: hostio.Fault{Kind: hostio.FailWith, N: 2, Errno: syscall.ENOSPC}, traced: trace[1]}
+	crash := opPoint{flow: "f", fault: hostio.Fault{Kind: hostio.CrashAfter, N: 1}, traced: trace[0]}
+	firsts := []opResult{
+		{p: fail, recovery: []opRec{
+			{n: 1, step: "snapshot", name: "rename b to a", nth: 1},
+			{n: 2, step: "snapshot", name: "remove b.overlay", nth: 1},
+			{n: 3, step: "snapshot", name: "remove c.overlay", nth: 1},
+			{n: 4, step: "tidy", name: "remove all of intent", nth: 1},
+		}},
+		{p: crash, recovery: []opRec{
+			{n: 1, step: "snapshot", name: "rename a to b", nth: 1}, // the re-run does what the trace did
+			{n: 2, step: "snapshot", name: "rename b to a", nth: 1}, // reached by the first already
+			{n: 3, step: "retain", name: "write x.partial", nth: 1},
+			{n: 4, step: "tidy", name: "remove all of intent", nth: 1},
+			{n: 5, step: "tidy", name: "remove the stray node", nth: 1},
+		}},
+		{p: opPoint{flow: "f", fault: hostio.Fault{Kind: hostio.CrashBefore, N: 3}}, problems: []string{"broke"},
+			recovery: []opRec{{n: 1, step: "retain", name: "remove y", nth: 1}}},
+	}
+	all := chainPoints(trace, firsts, true)
+	var keys []string
+	for _, p := range all {
+		keys = append(keys, p.key()+" "+p.thenTraced.name)
+		back, err := parseKey(p.key())
+		if err != nil || back.flow != p.flow || back.fault != p.fault || back.then != p.then || back.libvirtd != p.libvirtd {
+			t.Errorf("key %q reads back as %+v (%v)", p.key(), back, err)
+		}
+	}
+	want := []string{
+		"f#2:fail:ENOSPC+1:crash-after rename b to a", "f#2:fail:ENOSPC+1:fail:EIO rename b to a", "f#2:fail:ENOSPC+1:crash-before rename b to a",
+		"f#2:fail:ENOSPC+2:crash-after remove b.overlay", "f#2:fail:ENOSPC+2:fail:ENOSPC remove b.overlay", "f#2:fail:ENOSPC+2:crash-before remove b.overlay",
+		"f#2:fail:ENOSPC+3:crash-after remove c.overlay", "f#2:fail:ENOSPC+3:fail:EIO remove c.overlay", "f#2:fail:ENOSPC+3:crash-before remove c.overlay",
+		"f#2:fail:ENOSPC+4:crash-after remove all of intent", "f#2:fail:ENOSPC+4:fail:ENOSPC remove all of intent", "f#2:fail:ENOSPC+4:crash-before remove all of intent",
+		"f#1:crash-after+5:crash-after remove the stray node", "f#1:crash-after+5:fail:EIO remove the stray node", "f#1:crash-after+5:crash-before remove the stray node",
+	}
+	if !slices.Equal(keys, want) {
+		t.Errorf("all chained points:\n  %s\nwant\n  %s", strings.Join(keys, "\n  "), strings.Join(want, "\n  "))
+	}
+	keys = nil
+	for _, p := range chainPoints(trace, firsts, false) {
+		keys = append(keys, p.key())
+	}
+	// One per verb and step: rename, remove in the snapshot; remove in the tidy.
+	if want := []string{"f#2:fail:ENOSPC+1:crash-after", "f#2:fail:ENOSPC+2:fail:ENOSPC", "f#2:fail:ENOSPC+4:crash-before"}; !slices.Equal(keys, want) {
+		t.Errorf("sampled chained points %v, want %v", keys, want)
+	}
+	if p, err := parseKey("backup/running#30:libvirtd-during+12:fail:EIO"); err != nil || !p.libvirtd || p.fault.Kind != hostio.CrashBefore ||
+		p.then != (hostio.Fault{Kind: hostio.FailWith, N: 12, Errno: syscall.EIO}) || p.key() != "backup/running#30:libvirtd-during+12:fail:EIO" {
+		t.Errorf("a chained libvirtd point reads as %+v, key %q (%v)", p, p.key(), err)
+	}
 }
 
 // stepsOf lists the steps of ops in the order they first appear.
@@ -491,7 +650,8 @@ func TestOpPointSelection(t *testing.T) {
 	if !replay.runs("restore/running") || replay.runs("backup/shut-off") {
 		t.Errorf("a replay runs the flows it did not name, or not those it named")
 	}
-	for _, bad := range []string{"backup/running", "backup/running#x:crash-after", "backup/running#3:fail:EPERM", "#3:crash-before", "backup/running#3:libvirtd-after:EIO"} {
+	for _, bad := range []string{"backup/running", "backup/running#x:crash-after", "backup/running#3:fail:EPERM", "#3:crash-before", "backup/running#3:libvirtd-after:EIO",
+		"backup/running#3:fail:EIO+", "backup/running#3:fail:EIO+2", "backup/running#3:fail:EIO+0:crash-after", "backup/running#3:fail:EIO+2:libvirtd-after"} {
 		if _, err := parseSelection(bad); err == nil {
 			t.Errorf("selection %q accepted", bad)
 		}

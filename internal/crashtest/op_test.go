@@ -28,6 +28,8 @@ type opResult struct {
 	problems []string
 	details  []string
 	ops      []opRec // what the flow passed through the armed seam
+	recovery []opRec // what the first fault set off (opPoint.then)
+	thenHit  string  // the operation a chained point's second fault landed on
 	took     time.Duration
 	flowTook time.Duration // setup and flow, without the checks
 	missed   bool          // the flow ended before the fault's operation
@@ -55,7 +57,30 @@ func (r opResult) line() string {
 	if name == "" {
 		name = r.p.traced.name
 	}
-	return fmt.Sprintf("op point %s #%d %s '%s': %s (%s)", r.p.flow, r.p.fault.N, r.p.kind(), name, status, strings.Join(parts, "; "))
+	then := ""
+	if r.p.chained() {
+		second := r.thenHit
+		if second == "" {
+			second = r.p.thenTraced.name
+		}
+		then = fmt.Sprintf(" %s '%s'", r.p.thenKind(), second)
+	}
+	return fmt.Sprintf("op point %s #%d %s '%s'%s: %s (%s)", r.p.flow, r.p.fault.N, r.p.kind(), name, then, status, strings.Join(parts, "; "))
+}
+
+// landed is the name of the operation a fault (which: "" for the first,
+// "second " for a chained point's) landed on, against the one its trace
+// had there; a fault that never came makes the result missed.
+func (r *opResult) landed(hit *opRec, traced opRec, which string, passed int) string {
+	if hit == nil {
+		r.missed = true
+		r.problem("the %sfault was never reached: %d operations passed this time (traced %d)", which, passed, traced.n)
+		return ""
+	}
+	if hit.name != traced.name && traced.name != "" {
+		r.outcome = append(r.outcome, which+"traced there: '"+traced.name+"'")
+	}
+	return hit.name
 }
 
 // TestOpPoints is the operation-level crash harness: for every flow it
@@ -63,9 +88,10 @@ func (r opResult) line() string {
 // pass through the seam, then once per point with the seam armed: the node
 // crashes just before or just after the Nth operation (and a new node life
 // takes the leaf up), or the Nth operation fails, or, after a call to
-// libvirtd, libvirtd dies and is restarted. After each point the
-// invariants of docs/crashes.md are checked. CRASHTEST_POINTS selects the
-// points (see op_points_test.go).
+// libvirtd, libvirtd dies and is restarted. Then chained points put a
+// second fault into what a first one set off (chainPoints). After each
+// point the invariants of docs/crashes.md are checked. CRASHTEST_POINTS
+// selects the points (see op_points_test.go).
 func TestOpPoints(t *testing.T) {
 	var names []string
 	for _, f := range opFlows {
@@ -92,7 +118,7 @@ func TestOpPoints(t *testing.T) {
 	}
 	fmt.Printf("crashtest: operation points: %s; node log %s\n", sel, logPath)
 
-	var crashN, crashHeld, ioN, ioHeld, lvN, lvHeld int
+	var crashN, crashHeld, ioN, ioHeld, lvN, lvHeld, chN, chHeld int
 	var timings []string
 	for i := range opFlows {
 		flow := &opFlows[i]
@@ -120,16 +146,16 @@ func TestOpPoints(t *testing.T) {
 			}
 		}
 		points := sel.points(flow.name, ops, flow.sampled)
-		var fc, fch, fi, fih, fl, flh int
-		for _, p := range points {
+		var fc, fch, fi, fih, fl, flh, fx, fxh int
+		run := func(p opPoint) opResult {
 			r := w.runOpPoint(fam, p, logger, logPath)
 			// In chunks storage a point is anchored to its operation's
 			// name and occurrence, and the chunks of a live guest's saved
 			// RAM vary (content-defined): an operation of its kind may
 			// come once less (a chunk found in the store is touched, not
 			// written). Such a point is run again by its number, then
-			// anchored once more.
-			for try := 1; r.missed && flow.chunked() && try < 3; try++ {
+			// anchored once more. So is a chained point's second fault.
+			for try := 1; r.missed && (flow.chunked() || p.chained()) && try < 3; try++ {
 				fmt.Println(r.line() + ": run again")
 				again := p
 				again.byNumber = try == 1
@@ -139,28 +165,48 @@ func TestOpPoints(t *testing.T) {
 			if !r.held() {
 				t.Errorf("%s\n  replay: %s=%q\n  %s", r.line(), envPoints, p.key(), strings.Join(append(r.problems, r.details...), "\n  "))
 			}
-			if p.libvirtd {
-				fl++
+			count := func(n, held *int) {
+				*n++
 				if r.held() {
-					flh++
+					*held++
 				}
-			} else if isCrash(p.fault) {
-				fc++
-				if r.held() {
-					fch++
-				}
-			} else {
-				fi++
-				if r.held() {
-					fih++
+			}
+			switch {
+			case p.chained():
+				count(&fx, &fxh)
+			case p.libvirtd:
+				count(&fl, &flh)
+			case isCrash(p.fault):
+				count(&fc, &fch)
+			default:
+				count(&fi, &fih)
+			}
+			return r
+		}
+		var firsts []opResult
+		for _, p := range points {
+			r := run(p)
+			firsts = append(firsts, r)
+			if sel.keys != nil && !p.chained() {
+				// A replayed point lists what it set off: where a second
+				// fault can go (<key>+<M>:<fault>).
+				for _, o := range r.recovery {
+					fmt.Printf("op recovery %s +%d %s: %s\n", p.key(), o.n, o.step, o.name)
 				}
 			}
 		}
+		var chains []opPoint
+		if sel.keys == nil {
+			chains = chainPoints(ops, firsts, sel.all || sel.chains)
+		}
+		for _, p := range chains {
+			run(p)
+		}
 		crashN, crashHeld, ioN, ioHeld = crashN+fc, crashHeld+fch, ioN+fi, ioHeld+fih
-		lvN, lvHeld = lvN+fl, lvHeld+flh
+		lvN, lvHeld, chN, chHeld = lvN+fl, lvHeld+flh, chN+fx, chHeld+fxh
 		took := time.Since(flowStart)
-		timing := fmt.Sprintf("op flow %s: %d operations, %d points (crash %d held of %d, io-error %d held of %d, libvirtd %d held of %d) in %s, %.1fs a point",
-			flow.name, len(ops), len(points), fch, fc, fih, fi, flh, fl, took.Round(time.Second), took.Seconds()/float64(max(len(points)+1, 1)))
+		timing := fmt.Sprintf("op flow %s: %d operations, %d points (crash %d held of %d, io-error %d held of %d, libvirtd %d held of %d, chained %d held of %d) in %s, %.1fs a point",
+			flow.name, len(ops), len(points)+len(chains), fch, fc, fih, fi, flh, fl, fxh, fx, took.Round(time.Second), took.Seconds()/float64(max(len(points)+len(chains)+1, 1)))
 		fmt.Println(timing)
 		timings = append(timings, timing)
 		w.abandon(fam.vm)
@@ -179,8 +225,9 @@ func TestOpPoints(t *testing.T) {
 	fmt.Printf("crash points: %d held of %d\n", crashHeld, crashN)
 	fmt.Printf("io-error points: %d held of %d\n", ioHeld, ioN)
 	fmt.Printf("libvirtd points: %d held of %d\n", lvHeld, lvN)
+	fmt.Printf("chained points: %d held of %d\n", chHeld, chN)
 	fmt.Printf("crashtest: operation points took %s\n", time.Since(runStart).Round(100*time.Millisecond))
-	if crashN+ioN+lvN == 0 && sel.keys == nil {
+	if crashN+ioN+lvN+chN == 0 && sel.keys == nil {
 		t.Errorf("no operation point ran")
 	}
 }
@@ -229,22 +276,13 @@ func (w *world) runOpPoint(fam *opFamily, p opPoint, logger *logrus.Logger, logP
 	r := w.newRun(fam, flow, p, log)
 	final, finished := r.run()
 	res.flowTook = time.Since(start)
-	res.ops = r.ops
+	res.ops, res.recovery = r.ops, r.recovery
 	res.problems = append(res.problems, r.problems...)
 	doubt := !finished || r.hung
 
 	// Where the fault landed.
 	if p.fault.Kind != hostio.NoFault {
-		switch {
-		case r.hit == nil:
-			res.missed = true
-			res.problem("the fault was never reached: the flow passed %d operations this time (traced %d)", len(r.ops), p.traced.n)
-		default:
-			res.hit = r.hit.name
-			if r.hit.name != p.traced.name && p.traced.name != "" {
-				res.outcome = append(res.outcome, "traced there: '"+p.traced.name+"'")
-			}
-		}
+		res.hit = res.landed(r.hit, p.traced, "", len(r.ops))
 		switch {
 		case p.libvirtd && r.hit != nil:
 			if r.killedLibvirtd == "" {
@@ -257,6 +295,12 @@ func (w *world) runOpPoint(fam *opFamily, p opPoint, logger *logrus.Logger, logP
 				res.problem("the seam reached %s but the node did not end", p.fault)
 			} else {
 				res.outcome = append(res.outcome, fmt.Sprintf("node restarted in %s, the new node did %d operations", r.hit.step, len(r.after)))
+			}
+		}
+		if p.chained() && r.hit != nil {
+			res.thenHit = res.landed(r.thenHit, p.thenTraced, "second ", len(r.recovery))
+			if r.thenHit != nil {
+				res.outcome = append(res.outcome, fmt.Sprintf("then %s in %s", kindName(p.then), r.thenHit.step))
 			}
 		}
 	}
