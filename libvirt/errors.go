@@ -79,3 +79,41 @@ func wrap(kind error, cause error, format string, args ...any) error {
 	}
 	return fmt.Errorf("%w: %s: %w", kind, msg, cause)
 }
+
+// failureClasses are the sentinels an intent record keeps the name of, so
+// that a re-run that ends a rollback answers with the code of the failure
+// that began it, not with its own.
+type failureClasses []error
+
+// of names err's class; otherwise's name (or "") when it has none of them.
+func (cs failureClasses) of(err, otherwise error) string {
+	for _, c := range cs {
+		if errors.Is(err, c) {
+			return c.Error()
+		}
+	}
+	if otherwise == nil {
+		return ""
+	}
+	return otherwise.Error()
+}
+
+// recorded is a recorded failure again: its text, and errors.Is finds the
+// class named (otherwise for a name that is none of them).
+func (cs failureClasses) recorded(msg, name string, otherwise error) error {
+	class := otherwise
+	for _, c := range cs {
+		if c.Error() == name {
+			class = c
+		}
+	}
+	return recordedFailure{msg: msg, class: class}
+}
+
+type recordedFailure struct {
+	msg   string
+	class error
+}
+
+func (e recordedFailure) Error() string { return e.msg }
+func (e recordedFailure) Unwrap() error { return e.class }

@@ -458,7 +458,7 @@ func (s *snap) liveRollback(ctx context.Context, cause error) error {
 		return fmt.Errorf("%w; rollback failed too: %s: %v", cause, what, err)
 	}
 	if s.rec.Phase != phRollingBack {
-		s.rec.Failure, s.rec.Kind = cause.Error(), kindOf(cause)
+		s.rec.Failure, s.rec.Kind = cause.Error(), snapClasses.of(cause, nil)
 		if err := s.save(phRollingBack); err != nil {
 			return errors.Join(cause, err)
 		}

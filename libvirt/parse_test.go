@@ -50,3 +50,20 @@ func TestIsTransient(t *testing.T) {
 		t.Errorf("%v does not carry both its class and its cause", err)
 	}
 }
+
+// A failure kept by name in a record reads back as the same class, so a
+// re-run that ends its rollback answers the code of the failure behind it.
+func TestRecordedFailureKeepsItsClass(t *testing.T) {
+	cause := fmt.Errorf("%w: remove x.interim: input/output error", ErrCreateOverlay)
+	name := snapClasses.of(cause, nil)
+	again := snapClasses.recorded(cause.Error(), name, ErrInconsistent)
+	if !errors.Is(again, ErrCreateOverlay) || again.Error() != cause.Error() {
+		t.Errorf("recorded %q as %q, reads back as %v", cause, name, again)
+	}
+	if err := snapClasses.recorded("lost", snapClasses.of(errors.New("lost"), nil), ErrInconsistent); !errors.Is(err, ErrInconsistent) {
+		t.Errorf("a failure of no class reads back as %v", err)
+	}
+	if name := restoreClasses.of(errors.New("lost"), ErrRestoreFailed); name != ErrRestoreFailed.Error() {
+		t.Errorf("a restore's failure of no class is kept as %q", name)
+	}
+}

@@ -522,7 +522,7 @@ func (r *restoreRun) clean() (RestoreResult, error) {
 func (r *restoreRun) putBack(cause error) (RestoreResult, error) {
 	var res RestoreResult
 	if r.rec.Phase != RestorePuttingBack {
-		r.rec.Failure, r.rec.FailureClass, r.rec.FailedAt = cause.Error(), classOf(cause), r.rec.Phase
+		r.rec.Failure, r.rec.FailureClass, r.rec.FailedAt = cause.Error(), restoreClasses.of(cause, ErrRestoreFailed), r.rec.Phase
 		r.rec.PutBack = putBackStopRestored
 		if err := r.save(RestorePuttingBack); err != nil {
 			// Undoing without a record would leave a re-run a record that lies.

@@ -1,7 +1,6 @@
 package libvirt
 
 import (
-	"errors"
 	"fmt"
 	"time"
 
@@ -136,34 +135,11 @@ func (rec RestoreRecord) Result() RestoreResult {
 	return RestoreResult{Running: rec.Running, FromState: rec.FromState, Downtime: rec.Downtime}
 }
 
-// failureClasses are the sentinels a recorded failure is reported with again.
-var failureClasses = []error{ErrRestoreFailed, ErrRenameImage, ErrOwnership, ErrPermission, ErrMissingFile,
+// restoreClasses are the classes a restore's record keeps (FailureClass).
+var restoreClasses = failureClasses{ErrRestoreFailed, ErrRenameImage, ErrOwnership, ErrPermission, ErrMissingFile,
 	ErrCorruptImage, ErrDiskMismatch, ErrInconsistent, ErrConnection, ErrDomainNotFound}
-
-func classOf(err error) string {
-	for _, c := range failureClasses {
-		if errors.Is(err, c) {
-			return c.Error()
-		}
-	}
-	return ErrRestoreFailed.Error()
-}
 
 // failure is the recorded failure as an error of its class.
 func (rec RestoreRecord) failure() error {
-	class := ErrRestoreFailed
-	for _, c := range failureClasses {
-		if c.Error() == rec.FailureClass {
-			class = c
-		}
-	}
-	return recordedFailure{msg: rec.Failure, class: class}
+	return restoreClasses.recorded(rec.Failure, rec.FailureClass, ErrRestoreFailed)
 }
-
-type recordedFailure struct {
-	msg   string
-	class error
-}
-
-func (e recordedFailure) Error() string { return e.msg }
-func (e recordedFailure) Unwrap() error { return e.class }

@@ -505,7 +505,7 @@ func (s *snap) resume(ctx context.Context) (SnapshotResult, error) {
 		return s.resumeShutOff(ctx)
 	}
 	if rec.Phase == phRollingBack || rec.Phase == phRBRestoring {
-		if err := s.rollback(ctx, errors.New(rec.Failure)); err != nil {
+		if err := s.rollback(ctx, s.recorded()); err != nil {
 			return s.res, err
 		}
 		return s.res, s.rolledBack()
@@ -588,7 +588,7 @@ func (s *snap) resumeShutOff(ctx context.Context) (SnapshotResult, error) {
 		}
 	}
 	if s.rec.Phase == phRollingBack {
-		if err := s.undoShutOff(errors.New(s.rec.Failure)); err != nil {
+		if err := s.undoShutOff(s.recorded()); err != nil {
 			return s.res, err
 		}
 		return s.res, s.rolledBack()
@@ -599,7 +599,15 @@ func (s *snap) resumeShutOff(ctx context.Context) (SnapshotResult, error) {
 // rolledBack is the error of a re-run that finished a rollback: the kind
 // of the failure that started it.
 func (s *snap) rolledBack() error {
-	return fmt.Errorf("%w: %s (rolled back after an interruption: the VM is on its own disks)", kindNamed(s.rec.Kind), s.rec.Failure)
+	return fmt.Errorf("%w (rolled back after an interruption: the VM is on its own disks)", s.recorded())
+}
+
+// recorded is the failure that started the record's rollback, as the
+// record keeps it: its text, and its kind for errors.Is, so that a re-run
+// that ends the rollback with an error of its own still answers the code
+// of that failure.
+func (s *snap) recorded() error {
+	return snapClasses.recorded(s.rec.Failure, s.rec.Kind, ErrInconsistent)
 }
 
 // running saves the VM and goes on with afterSave.
@@ -1041,7 +1049,7 @@ func (s *snap) rollback(ctx context.Context, cause error) error {
 	}
 	if s.rec.Phase != phRollingBack && s.rec.Phase != phRBRestoring {
 		s.rec.StopFirst = s.rec.Phase == phRestoring
-		s.rec.Failure, s.rec.Kind = cause.Error(), kindOf(cause)
+		s.rec.Failure, s.rec.Kind = cause.Error(), snapClasses.of(cause, nil)
 		if err := s.save(phRollingBack); err != nil {
 			return errors.Join(cause, err)
 		}
@@ -1189,7 +1197,7 @@ func (s *snap) shutOff(ctx context.Context) (SnapshotResult, error) {
 // returns cause, or why the undo failed too.
 func (s *snap) undoShutOff(cause error) error {
 	if s.rec.Phase != phRollingBack {
-		s.rec.Failure, s.rec.Kind = cause.Error(), kindOf(cause)
+		s.rec.Failure, s.rec.Kind = cause.Error(), snapClasses.of(cause, nil)
 		if err := s.save(phRollingBack); err != nil {
 			return errors.Join(cause, err)
 		}
@@ -1211,26 +1219,7 @@ func (s *snap) undoShutOff(cause error) error {
 	return cause
 }
 
-// kinds are the sentinels a record keeps the name of, so that a re-run
-// that finishes a rollback reports the class of the failure behind it.
-var kinds = []error{ErrNoSpace, ErrSaveFailed, ErrRenameImage, ErrCreateOverlay, ErrOwnership,
+// snapClasses are the classes a snapshot's record keeps (Kind).
+var snapClasses = failureClasses{ErrNoSpace, ErrSaveFailed, ErrRenameImage, ErrCreateOverlay, ErrOwnership,
 	ErrPermission, ErrSaveXML, ErrStateFile, ErrRestoreFailed, ErrCorruptImage, ErrMissingFile,
 	ErrConnection, ErrDiskMismatch, ErrDomainNotFound}
-
-func kindOf(err error) string {
-	for _, k := range kinds {
-		if errors.Is(err, k) {
-			return k.Error()
-		}
-	}
-	return ""
-}
-
-func kindNamed(name string) error {
-	for _, k := range kinds {
-		if k.Error() == name {
-			return k
-		}
-	}
-	return ErrInconsistent
-}
