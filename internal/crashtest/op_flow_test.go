@@ -261,14 +261,16 @@ var (
 	chunkName = regexp.MustCompile(`[0-9a-f]{64}`)
 	chunkDir  = regexp.MustCompile(`\.chunks/[0-9a-f]{4}`)
 	tmpSuffix = regexp.MustCompile(`\.[0-9]+-[0-9]+\.tmp`)
+	nodeIndex = regexp.MustCompile(`libvirt-[0-9]+-`)
 )
 
 // anchorName is an operation's name without what differs from run to run:
-// a chunk's hash and directory (the guest writes new data at every point)
-// and a temporary file's writer number.
+// a chunk's hash and directory (the guest writes new data at every point),
+// a temporary file's writer number and the index libvirt gave a block node.
 func anchorName(short string) string {
 	short = chunkName.ReplaceAllString(short, "<chunk>")
 	short = chunkDir.ReplaceAllString(short, ".chunks/<dir>")
+	short = nodeIndex.ReplaceAllString(short, "libvirt-<n>-")
 	return tmpSuffix.ReplaceAllString(short, ".<n>.tmp")
 }
 
