@@ -993,12 +993,21 @@ func (s *snap) moveDisk(src, ret hostio.Path) error {
 }
 
 // removeOverlay removes what sits at a disk's path while its image is
-// retained: never unless the retained image is there.
+// retained.
 func (s *snap) removeOverlay(src, ret hostio.Path) error {
+	if err := retainedThere(src, ret); err != nil {
+		return err
+	}
+	return s.h.seam.Remove(src)
+}
+
+// retainedThere: what sits at a disk's path while its image is retained
+// goes only while the retained image is there.
+func retainedThere(src, ret hostio.Path) error {
 	if !hostio.IsRegular(ret) {
 		return fmt.Errorf("%w: %s is gone: %s left alone", ErrMissingFile, ret, src)
 	}
-	return s.h.seam.Remove(src)
+	return nil
 }
 
 // verifyOverlays checks that the running domain reads each disk through its
@@ -1047,6 +1056,7 @@ func (s *snap) rollback(ctx context.Context, cause error) error {
 	failed := func(what string, err error) error {
 		return fmt.Errorf("%w; rollback failed too: %s: %v", cause, what, err)
 	}
+	rerun := s.rec.Phase == phRBRestoring
 	if s.rec.Phase != phRollingBack && s.rec.Phase != phRBRestoring {
 		s.rec.StopFirst = s.rec.Phase == phRestoring
 		s.rec.Failure, s.rec.Kind = cause.Error(), snapClasses.of(cause, nil)
@@ -1090,6 +1100,14 @@ func (s *snap) rollback(ctx context.Context, cause error) error {
 		}
 	}
 	st, err := s.h.domainState(ctx, domain)
+	if err == nil && !st.active && rerun {
+		// The undo may have failed before (an I/O error): once more, as
+		// far as it can; what it cannot undo is an overlay on its
+		// retained image, which the tidy of the failed leaf merges.
+		if undoErr := s.undoDisks(); undoErr != nil {
+			cause = fmt.Errorf("%w; undo failed too: %v", cause, undoErr)
+		}
+	}
 	if err == nil && !st.active {
 		err = s.h.op("restore "+domain+" from "+s.stateFile().String(), func() error {
 			return s.h.restore(ctx, domain, s.stateFile().String(), s.rec.SaveXML)
@@ -1155,12 +1173,16 @@ func (s *snap) undoDisk(d *diskRecord) error {
 	if !hostio.Exists(ret) {
 		return nil
 	}
-	if hostio.Exists(src) {
-		if err := s.removeOverlay(src, ret); err != nil {
-			return err
-		}
+	if !hostio.Exists(src) {
+		return s.h.seam.RenameNoReplace(ret, src)
 	}
-	return s.h.seam.RenameNoReplace(ret, src)
+	if err := retainedThere(src, ret); err != nil {
+		return err
+	}
+	// Over the overlay in one rename: the disk's path never goes empty, so
+	// an undo that fails here leaves the overlay, which reads the image's
+	// data, and the VM can still be restored on it.
+	return s.h.seam.Rename(ret, src)
 }
 
 // shutOff snapshots a VM that is not running: no state to save, the VM is
