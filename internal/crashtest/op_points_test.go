@@ -497,10 +497,60 @@ func TestChainPoints(t *testing.T) {
 	if want := []string{"f#2:fail:ENOSPC+1:crash-after", "f#2:fail:ENOSPC+2:fail:ENOSPC", "f#2:fail:ENOSPC+4:crash-before"}; !slices.Equal(keys, want) {
 		t.Errorf("sampled chained points %v, want %v", keys, want)
 	}
+	// Every regression names a flow and a first fault, and is anchored.
+	for _, r := range regressions {
+		flow, _, _ := strings.Cut(r.first, "#")
+		if !slices.ContainsFunc(opFlows, func(f opFlow) bool { return f.name == flow }) {
+			t.Errorf("regression %s: no flow %q", r.first, flow)
+			continue
+		}
+		got, err := regressionPoints(flow, trace)
+		if err != nil || !slices.ContainsFunc(got, func(p opPoint) bool { return p.chained() && p.thenTraced.name == r.at && p.thenTraced.nth == 1 }) {
+			t.Errorf("regression %s then %s: %v (%v)", r.first, r.at, got, err)
+		}
+	}
 	if p, err := parseKey("backup/running#30:libvirtd-during+12:fail:EIO"); err != nil || !p.libvirtd || p.fault.Kind != hostio.CrashBefore ||
 		p.then != (hostio.Fault{Kind: hostio.FailWith, N: 12, Errno: syscall.EIO}) || p.key() != "backup/running#30:libvirtd-during+12:fail:EIO" {
 		t.Errorf("a chained libvirtd point reads as %+v, key %q (%v)", p, p.key(), err)
 	}
+}
+
+// regressions are chained points that once failed, run with the sample:
+// the first fault by its key, the second anchored to its operation's name
+// (its first occurrence since the first fault), so that each stays on the
+// operation it found broken when the operations' numbers move.
+var regressions = []struct {
+	first string
+	then  hostio.Fault // N: where it was when it failed
+	at    string
+}{
+	// A re-run that finished a live rollback answered 1, not the code of
+	// the failure behind it.
+	{"backup/running#33:fail:EIO", hostio.Fault{Kind: hostio.CrashAfter, N: 3}, "remove retain/…/<vm>.xml"},
+	// An undo that removed the overlay, then failed to rename the image
+	// back, left the disk's path empty and the VM stopped.
+	{"backup/running-save#20:fail:ENOSPC", hostio.Fault{Kind: hostio.FailWith, N: 3, Errno: syscall.EIO}, "rename <vm>-vda.qcow2 to images/<vm>-vda.qcow2"},
+}
+
+// regressionPoints are flow's regressions, their first faults at the
+// traced operations.
+func regressionPoints(flow string, ops []opRec) ([]opPoint, error) {
+	var out []opPoint
+	for _, r := range regressions {
+		p, err := parseKey(r.first)
+		if err != nil {
+			return nil, err
+		}
+		if p.flow != flow {
+			continue
+		}
+		if n := p.fault.N; n >= 1 && n <= len(ops) {
+			p.traced = ops[n-1]
+		}
+		p.then, p.thenTraced = r.then, opRec{n: r.then.N, name: r.at, nth: 1}
+		out = append(out, p)
+	}
+	return out, nil
 }
 
 // stepsOf lists the steps of ops in the order they first appear.

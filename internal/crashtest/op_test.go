@@ -198,6 +198,11 @@ func TestOpPoints(t *testing.T) {
 		var chains []opPoint
 		if sel.keys == nil {
 			chains = chainPoints(ops, firsts, sel.all || sel.chains)
+			again, err := regressionPoints(flow.name, ops)
+			if err != nil {
+				t.Fatal(err)
+			}
+			chains = append(chains, again...)
 		}
 		for _, p := range chains {
 			run(p)
