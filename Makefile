@@ -34,10 +34,12 @@ bench: deps
 # Kill nodebackupd and controld at every step boundary of a backup and a
 # restore, and slapd and libvirtd mid-workflow; then crash the node before and
 # after every host operation of every step, and fail each operation (EIO,
-# ENOSPC). One line per point, then the totals. `make test` runs a sample.
+# ENOSPC); kill libvirtd after its calls; then put a second fault into every
+# operation only a rollback, a re-run or a tidy does. One line per point, then
+# the totals. `make test` runs a sample.
 # Replay one point: make crashtest CRASHTEST_RUN=TestOpPoints CRASHTEST_POINTS='backup/running#17:crash-after'
 CRASHTEST_POINTS ?= all
-CRASHTEST_RUN    ?= TestCrashPoints|TestLeftoverScan|TestOpPointSelection|TestOpPoints
+CRASHTEST_RUN    ?= TestCrashPoints|TestLeftoverScan|TestOpPointSelection|TestChainPoints|TestOpPoints
 crashtest: deps
 	CRASHTEST_POINTS='$(CRASHTEST_POINTS)' $(GO) test -count=1 -v -timeout 4h -run '$(CRASHTEST_RUN)' ./internal/crashtest/
 
