@@ -530,6 +530,9 @@ var regressions = []struct {
 	// An undo that removed the overlay, then failed to rename the image
 	// back, left the disk's path empty and the VM stopped.
 	{"backup/running-save#20:fail:ENOSPC", hostio.Fault{Kind: hostio.FailWith, N: 3, Errno: syscall.EIO}, "rename <vm>-vda.qcow2 to images/<vm>-vda.qcow2"},
+	// A restore whose put-back failed too answered 21 and left the
+	// restored VM running, its record open for ever.
+	{"restore/running#72:fail:ENOSPC", hostio.Fault{Kind: hostio.FailWith, N: 2, Errno: syscall.ENOSPC}, "destroy <vm>"},
 }
 
 // regressionPoints are flow's regressions, their first faults at the

@@ -63,13 +63,27 @@ func (a *Agent) tidy(ctx context.Context, vm ldapschema.VM, leaf ldapschema.Leaf
 		return err
 	}
 	if slices.Contains(open, "restore") {
-		// A restore past its point of no return whose cleanup failed until
-		// its retries ran out: finish it (the restored VM runs).
-		if r, _, err := libvirt.LoadRestoreRecord(j.record("restore")); err == nil && r.Phase.Restored() && !r.Phase.Settled() {
+		r, _, err := libvirt.LoadRestoreRecord(j.record("restore"))
+		switch {
+		case err != nil:
+		case r.Phase.Restored() && !r.Phase.Settled():
+			// A restore past its point of no return whose cleanup failed
+			// until its retries ran out: finish it (the restored VM runs).
 			if _, err := a.restore(ctx, j); err != nil {
 				return err
 			}
 			log.Info("the restore's cleanup is finished")
+		case r.Phase == libvirt.RestorePuttingBack:
+			// A restore that failed, and whose put-back failed too: its
+			// step has answered, so the previous VM is put back here, as
+			// a re-run of the step would after a crash. The adapter
+			// answers the restore's failure again even when the put-back
+			// is done; the record says whether it is.
+			_, err := a.o.Hypervisor.Restore(ctx, a.restoreRequest(j, j.record("restore")))
+			if settled, serr := j.restoreSettled(); serr != nil || !settled {
+				return errors.Join(err, serr)
+			}
+			log.Info("the failed restore's previous VM is put back")
 		}
 		// A settled restore keeps its record only so that a re-run of its
 		// step knows it is done; the leaf is finished, so it may go.
@@ -119,8 +133,8 @@ func (a *Agent) tidy(ctx context.Context, vm ldapschema.VM, leaf ldapschema.Leaf
 		log.Info("live disks merged off the retained images")
 	}
 	if len(open) > 0 {
-		// A step left its record open on purpose (e.g. a restore whose
-		// put-back failed parks the VM's memory here): keep everything.
+		// A step's record is still open (e.g. a restore's put-back that
+		// failed once more parks the VM's memory here): keep everything.
 		log.WithField("records", open).Warn("intent records of the leaf are still open; the retain directory is kept")
 		return nil
 	}
