@@ -66,6 +66,7 @@ func (a *Agent) tidy(ctx context.Context, vm ldapschema.VM, leaf ldapschema.Leaf
 		r, _, err := libvirt.LoadRestoreRecord(j.record("restore"))
 		switch {
 		case err != nil:
+			// Unreadable: it stays open, and everything is kept below.
 		case r.Phase.Restored() && !r.Phase.Settled():
 			// A restore past its point of no return whose cleanup failed
 			// until its retries ran out: finish it (the restored VM runs).
