@@ -363,7 +363,10 @@ type picked struct {
 // operation since (the rest of that life, the lives after a crash, the
 // settling tidy), a chained point's second fault at its own.
 func (r *flowRun) pick(armed bool, n int, op string) picked {
-	if armed && r.fault.Kind != hostio.NoFault && r.phase == 0 && r.hits(n, op) {
+	r.mu.Lock()
+	waiting := r.phase == 0
+	r.mu.Unlock()
+	if armed && waiting && r.fault.Kind != hostio.NoFault && r.hits(n, op) {
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		r.phase = 1
